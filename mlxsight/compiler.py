@@ -1,0 +1,89 @@
+"""Compile a graph into a schedule: which nodes fire at which hook point of the forward.
+
+Each node fires at the earliest hook point where all its inputs exist (the latest point among
+them). Validation happens here, with the user's lines: a value written into an earlier point than
+the one it comes from (time travel), an edit of a value already handed to Python as a concrete
+value. Only nodes that saved values depend on are kept, and the forward stops after the last hook
+point any of them needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ModuleNotCalledError, OutOfOrderError, Where
+from .graph import Graph, HookPoint, Node
+from .structure import Structure
+
+
+@dataclass
+class Schedule:
+    before: list[Node] = field(default_factory=list)  # nodes that need no value from the forward
+    at: dict[HookPoint, list[Node]] = field(default_factory=dict)
+    stop_after: HookPoint | None = None
+
+    @property
+    def hooked_paths(self) -> set[str]:
+        return {p.path for p in self.at}
+
+
+def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
+                  materialized: list[tuple[Node, int, Where | None]] = ()) -> Schedule:
+    order = structure.order
+    # For each node: the latest hook point it depends on, and the node that reads it there.
+    origin: dict[int, tuple[HookPoint, Node] | None] = {}
+    for node in graph:
+        latest = None
+        for dep in node.inputs():
+            o = origin[dep.index]
+            if o is not None and (latest is None or order[o[0]] > order[latest[0]]):
+                latest = o
+        if node.op in ("read", "write"):
+            point = node.target
+            if point not in order:
+                name = point.label()
+                raise ModuleNotCalledError(f"{name} is never reached by this forward", node.where)
+            if node.op == "write" and latest is not None and order[latest[0]] > order[point]:
+                raise OutOfOrderError(
+                    f"'{point}' is set from a value of '{latest[0]}', which the forward only reaches "
+                    f"later (a value from later in the forward cannot flow back)", node.where, latest[1].where)
+            origin[node.index] = (point, node)
+        else:
+            origin[node.index] = latest
+
+    _check_materialized(graph, order, origin, materialized)
+
+    rank = lambda n: order[origin[n.index][0]] if origin.get(n.index) else -1  # noqa: E731
+    horizon = max((rank(n) for n in outputs), default=-1)
+    needed: set[int] = set()
+    stack = list(outputs) + [n for n in graph if n.op == "write" and order[n.target] <= horizon]
+    while stack:
+        node = stack.pop()
+        if node.index not in needed:
+            needed.add(node.index)
+            stack.extend(node.inputs())
+
+    schedule = Schedule()
+    for node in graph:
+        if node.index not in needed:
+            continue
+        o = origin[node.index]
+        if o is None:
+            schedule.before.append(node)
+        else:
+            schedule.at.setdefault(o[0], []).append(node)
+    if schedule.at:
+        schedule.stop_after = max(schedule.at, key=order.__getitem__)
+    return schedule
+
+
+def _check_materialized(graph: Graph, order, origin, materialized) -> None:
+    for node, recorded_before, where in materialized:
+        o = origin.get(node.index)
+        if o is None:
+            continue
+        for later in graph.nodes[recorded_before:]:
+            if later.op == "write" and order[later.target] <= order[o[0]]:
+                raise OutOfOrderError(
+                    f"this edit of '{later.target}' would change a value that was already used as a "
+                    f"concrete Python value", later.where, where)

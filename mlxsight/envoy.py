@@ -1,0 +1,230 @@
+"""Envoys: the model's module tree as seen from a trace.
+
+``model.model.layers[3].output`` walks envoys (one per module, cached, so identity holds) and ends
+at a proxy served by the open tracer. Outside a trace an envoy is a plain view of the module:
+attributes, parameters and methods fall through to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any, Iterator
+
+import mlx.nn as nn
+
+from .proxy import Proxy
+
+if TYPE_CHECKING:
+    from .model import NNsight
+    from .tracer import Tracer
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _has_proxy(value: Any) -> bool:
+    if isinstance(value, Proxy):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_proxy(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_proxy(v) for v in value.values())
+    return False
+
+
+class Envoy:
+    """A module of the traced model, addressed by its path."""
+
+    def __init__(self, module: nn.Module, path: str, root: "NNsight | None") -> None:
+        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_root", root if root is not None else self)
+        object.__setattr__(self, "_envoys", {})
+
+    # -- navigation --------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """nnsight-style path: ``model.model.layers.0``."""
+        return _join("model", self._path)
+
+    def _child(self, name: str) -> "Envoy | EnvoyList | None":
+        if name in self._envoys:
+            return self._envoys[name]
+        module = self._module
+        value = module.get(name) if isinstance(module, dict) else None
+        if isinstance(value, nn.Module):
+            child: Any = Envoy(value, _join(self._path, name), self._root)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, nn.Module) for v in value):
+            child = EnvoyList(value, _join(self._path, name), self._root)
+        else:
+            return None
+        self._envoys[name] = child
+        return child
+
+    def _child_names(self) -> list[str]:
+        module = self._module
+        return [k for k, v in module.items() if isinstance(v, nn.Module)
+                or (isinstance(v, (list, tuple)) and v and all(isinstance(x, nn.Module) for x in v))]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        child = self._child(name)
+        if child is not None:
+            return child
+        try:
+            attr = getattr(self._module, name)
+        except AttributeError:
+            options = self._child_names() + [k for k in dir(self._module) if not k.startswith("_")]
+            close = difflib.get_close_matches(name, options, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise AttributeError(f"{self.path} ({type(self._module).__name__}) has no module or "
+                                 f"attribute {name!r}{hint}") from None
+        if callable(attr) and not isinstance(attr, (nn.Module, type)) and getattr(attr, "__self__", None) is self._module:
+            return _BoundModuleMethod(self, name, attr)
+        return attr
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("output", "input", "inputs"):
+            object.__setattr__(self, name, value)  # the property setters below
+            return
+        if isinstance(value, nn.Module):
+            setattr(self._module, name, value)
+            self._envoys.pop(name, None)
+            self._root._forget_modules()
+            return
+        setattr(self._module, name, value)
+
+    def get(self, path: str) -> Any:
+        """Resolve a dotted path relative to this envoy (``"model.layers.0.mlp.output"``)."""
+        target: Any = self
+        for part in path.split("."):
+            target = target[int(part)] if isinstance(target, EnvoyList) else getattr(target, part)
+        return target
+
+    def modules(self) -> list["Envoy"]:
+        out: list[Envoy] = []
+        for name in self._child_names():
+            child = self._child(name)
+            for envoy in (child if isinstance(child, EnvoyList) else [child]):
+                out.extend(envoy.modules())
+        out.append(self)
+        return out
+
+    def named_modules(self) -> list[tuple[str, "Envoy"]]:
+        return [(e.path, e) for e in self.modules()]
+
+    def __iter__(self) -> Iterator["Envoy"]:
+        for name in self._child_names():
+            child = self._child(name)
+            yield from (child if isinstance(child, EnvoyList) else [child])
+
+    def __repr__(self) -> str:
+        return repr(self._module)
+
+    # -- values inside a trace ---------------------------------------------------------------
+    def _tracer(self) -> "Tracer":
+        tracer = self._root._open_tracer()
+        if tracer is None:
+            return None
+        return tracer
+
+    def _value(self, kind: str) -> Any:
+        tracer = self._tracer()
+        if tracer is None:
+            raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
+        return tracer.read(self._path, kind)
+
+    def _set_value(self, kind: str, value: Any) -> None:
+        tracer = self._tracer()
+        if tracer is None:
+            raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
+        tracer.write(self._path, kind, value)
+
+    @property
+    def output(self) -> Any:
+        """The module's output in this trace (the object the forward continues with)."""
+        return self._value("output")
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        self._set_value("output", value)
+
+    @property
+    def inputs(self) -> Any:
+        """``(args, kwargs)`` the module is called with."""
+        return self._value("inputs")
+
+    @inputs.setter
+    def inputs(self, value: Any) -> None:
+        self._set_value("inputs", value)
+
+    @property
+    def input(self) -> Any:
+        """The first argument the module is called with (positional, else the first keyword)."""
+        return self._value("input")
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self._set_value("input", value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the module; on proxies inside a trace this is recorded (and consumes no hook)."""
+        tracer = self._tracer()
+        if tracer is not None and _has_proxy((args, kwargs)):
+            return tracer.call_module(self._path, None, args, kwargs)
+        return self._module(*args, **kwargs)
+
+
+class _BoundModuleMethod:
+    """A module method reached through an envoy; recorded when called on proxies."""
+
+    def __init__(self, envoy: Envoy, name: str, fn: Any) -> None:
+        self.envoy, self.name, self.fn = envoy, name, fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = self.envoy._tracer()
+        if tracer is not None and _has_proxy((args, kwargs)):
+            return tracer.call_module(self.envoy._path, self.name, args, kwargs)
+        return self.fn(*args, **kwargs)
+
+
+class EnvoyList:
+    """A list of modules (``model.model.layers``): index, slice, iterate, ``len``."""
+
+    def __init__(self, modules: list, path: str, root: "NNsight") -> None:
+        self._modules = modules
+        self._path = path
+        self._root = root
+        self._items: dict[int, Envoy] = {}
+
+    @property
+    def path(self) -> str:
+        return _join("model", self._path)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        if isinstance(index, str):
+            index = int(index)
+        n = len(self._modules)
+        if not -n <= index < n:
+            raise IndexError(f"{self.path} has {n} modules; index {index} is out of range")
+        index %= n
+        if index not in self._items:
+            self._items[index] = Envoy(self._modules[index], f"{self._path}.{index}", self._root)
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[Envoy]:
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self) -> bool:
+        return bool(self._modules)
+
+    def __repr__(self) -> str:
+        kinds = sorted({type(m).__name__ for m in self._modules})
+        return f"{self.path}: {len(self)} x {'/'.join(kinds)}"

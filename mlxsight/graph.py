@@ -1,0 +1,157 @@
+"""The intervention graph: an IR in the spirit of torch.fx.
+
+A ``Graph`` is an ordered list of ``Node``s, each ``op, target, args, kwargs`` plus the user's source
+line. Opcodes:
+
+- ``read``   target: a ``HookPoint``; the value at that point of the forward (whole batch).
+- ``write``  target: a ``HookPoint``; args: (value,); the forward continues with ``value``.
+- ``view``   target: a ``ViewSpec``; args: (base,); a torch-style view of ``base``.
+- ``put``    target: a ``ViewSpec``; args: (base, value); ``base`` with the view replaced by ``value``.
+- ``call_function`` / ``call_method`` / ``call_module``: target a callable, a method name, or
+  ``(module_path, method)``; args may contain nodes anywhere (see ``map_nodes``).
+
+``print(graph)`` shows it as code, one node a line, with the source line of each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .aliasing import ViewSpec
+from .errors import Where
+
+
+@dataclass(frozen=True, order=True)
+class HookPoint:
+    """A place in the forward: a module's ``input`` or ``output`` on its n-th call."""
+
+    path: str  # module path relative to the root ("" is the root itself)
+    kind: str  # "input" or "output"
+    call: int = 0
+
+    def label(self, root: str = "model") -> str:
+        return ".".join(p for p in (root, self.path) if p) + f".{self.kind}"
+
+    def __str__(self) -> str:
+        return self.label() + (f".i{self.call}" if self.call else "")
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    target: Any
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    where: Where | None = None
+    index: int = -1
+    invoke: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"%{self.index}"
+
+    def inputs(self) -> list["Node"]:
+        found: list[Node] = []
+        map_nodes((self.args, self.kwargs), lambda n: found.append(n) or n)
+        return found
+
+    def __repr__(self) -> str:
+        return f"Node({self.name}: {format_node(self)})"
+
+
+def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
+    """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
+    if isinstance(value, Node):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(map_nodes(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_nodes(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_nodes(v, fn) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(map_nodes(value.start, fn), map_nodes(value.stop, fn), map_nodes(value.step, fn))
+    return value
+
+
+class Graph:
+    """An ordered list of nodes, plus the nodes whose values leave the trace."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.outputs: dict[int, str] = {}  # node index -> a label for printing ("h", "saved")
+
+    def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
+               where: Where | None = None, invoke: int | None = None) -> Node:
+        node = Node(op, target, args, kwargs or {}, where, len(self.nodes), invoke)
+        self.nodes.append(node)
+        return node
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __str__(self) -> str:
+        rows = []
+        for node in self.nodes:
+            text = format_node(node)
+            text = text if node.op == "write" else f"{node.name} = {text}"
+            if node.index in self.outputs:
+                text += f"  -> {self.outputs[node.index]}"
+            loc = f"{os.path.basename(node.where.file)}:{node.where.line}" if node.where else ""
+            rows.append((text, loc))
+        width = max((len(t) for t, _ in rows), default=0)
+        lines = [f"{t:<{width}}  # {loc}" if loc else t for t, loc in rows]
+        return "\n".join(lines) if lines else "<empty graph>"
+
+    __repr__ = __str__
+
+
+def format_arg(value: Any) -> str:
+    if isinstance(value, Node):
+        return value.name
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(format_arg(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {format_arg(v)}" for k, v in value.items()) + "}"
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(value, (int, float)):
+        return f"array{tuple(shape)}"
+    return repr(value)
+
+
+def _call_args(node: Node, skip: int = 0) -> str:
+    parts = [format_arg(a) for a in node.args[skip:]]
+    parts += [f"{k}={format_arg(v)}" for k, v in node.kwargs.items()]
+    return ", ".join(parts)
+
+
+def format_node(node: Node) -> str:
+    op, t = node.op, node.target
+    if op == "read":
+        return t.label()
+    if op == "write":
+        return f"{t.label()} = {format_arg(node.args[0])}"
+    if op == "view":
+        return f"{format_arg(node.args[0])}{t}"
+    if op == "put":
+        return f"put({format_arg(node.args[0])}{t}, {format_arg(node.args[1])})"
+    if op == "call_method":
+        return f"{format_arg(node.args[0])}.{t}({_call_args(node, 1)})"
+    if op == "call_module":
+        path, method = t
+        name = ".".join(p for p in ("model", path) if p)
+        return f"{name}{'.' + method if method else ''}({_call_args(node)})"
+    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
+    module = getattr(t, "__module__", "") or ""
+    if module.startswith("mlx"):
+        name = "mx." + name
+    return f"{name}({_call_args(node)})"
+
+
+ViewSpec  # re-exported for readers of this module's docstring

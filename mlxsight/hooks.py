@@ -1,0 +1,83 @@
+"""Hooking module calls by swapping an instance's class to a cached subclass.
+
+The subclass only overrides ``__call__`` and keeps the class name, so parameters, paths, ``repr``
+and ``isinstance`` are unchanged; restoring is assigning ``__class__`` back. Only the modules a
+run needs are swapped, and every exit path restores them.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
+
+import mlx.nn as nn
+
+
+class CallObserver(Protocol):
+    """What a hooked module reports its calls to (the runner, or the structure recorder)."""
+
+    suspended: int
+
+    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any: ...
+
+
+_local = threading.local()
+_subclasses: dict[type, type] = {}
+
+
+def active() -> CallObserver | None:
+    return getattr(_local, "observer", None)
+
+
+def _hooked_subclass(cls: type) -> type:
+    sub = _subclasses.get(cls)
+    if sub is None:
+        original = cls.__call__
+
+        def __call__(self, *args, **kwargs):
+            observer = getattr(_local, "observer", None)
+            if observer is None or observer.suspended:
+                return original(self, *args, **kwargs)
+            return observer.call_module(self, original, args, kwargs)
+
+        sub = type(cls.__name__, (cls,), {
+            "__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "_mlxsight_original_class": cls,
+        })
+        _subclasses[cls] = sub
+    return sub
+
+
+def original_class(module: nn.Module) -> type:
+    return getattr(type(module), "_mlxsight_original_class", type(module))
+
+
+@contextmanager
+def observing(modules: list[nn.Module], observer: CallObserver) -> Iterator[None]:
+    """Report calls of ``modules`` to ``observer`` for the duration of the block."""
+    if active() is not None:
+        raise RuntimeError("another mlxsight run is already observing module calls on this thread")
+    swapped: list[tuple[nn.Module, type]] = []
+    _local.observer = observer
+    try:
+        for module in modules:
+            cls = type(module)
+            if getattr(cls, "_mlxsight_original_class", None) is None:
+                module.__class__ = _hooked_subclass(cls)
+                swapped.append((module, cls))
+        yield
+    finally:
+        _local.observer = None
+        for module, cls in reversed(swapped):
+            module.__class__ = cls
+
+
+@contextmanager
+def suspended(observer: CallObserver) -> Iterator[None]:
+    """Run module calls unobserved (ad hoc calls such as ``model.lm_head(h)`` consume no hook)."""
+    observer.suspended += 1
+    try:
+        yield
+    finally:
+        observer.suspended -= 1

@@ -1,0 +1,197 @@
+"""Traceable models: ``NNsight`` wraps any ``mlx.nn.Module``; ``LanguageModel`` adds loading,
+tokenizing and batching for mlx-lm checkpoints."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .batching import Batch, PaddingMask, pad, rows_of
+from .envoy import Envoy
+from .structure import Structure, record_structure, signature
+from .tracer import Tracer, current_tracer
+
+_STRUCTURE_CACHE_SIZE = 32
+# nnsight keyword arguments that have no meaning for an in-memory MLX model.
+_IGNORED_LOAD_KWARGS = {"dispatch", "device_map", "attn_implementation", "revision", "trust_remote_code",
+                        "low_cpu_mem_usage", "cache_dir", "local_files_only"}
+
+
+class NNsight(Envoy):
+    """Wrap an ``mlx.nn.Module`` so that ``with model.trace(x):`` records interventions on it."""
+
+    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+        super().__init__(module, "", None)
+        object.__setattr__(self, "_structures", OrderedDict())
+        object.__setattr__(self, "_named", None)
+        for key in kwargs:
+            if key not in _IGNORED_LOAD_KWARGS:
+                raise TypeError(f"unexpected keyword argument {key!r}")
+
+    def trace(self, *inputs: Any, trace: bool = True, remote: Any = False, **kwargs: Any) -> Tracer | Any:
+        """Open a trace over ``inputs``; with ``trace=False`` just run the forward and return its output."""
+        if remote:
+            raise NotImplementedError(
+                "remote=True runs on NDIF through nnsight itself: run the script with "
+                "`python -m compat run --backend nnsight SCRIPT`")
+        kwargs.pop("scan", None), kwargs.pop("validate", None)  # nnsight 0.4 options, no effect here
+        if not trace:
+            batch = self._batch([self._encode(inputs, kwargs)])
+            return self._forward(batch)()
+        return Tracer(self, inputs, kwargs)
+
+    # -- what the tracer needs from a model -------------------------------------------------
+    def _open_tracer(self) -> Tracer | None:
+        tracer = current_tracer()
+        return tracer if tracer is not None and tracer.model is self else None
+
+    def _modules_by_path(self) -> dict[str, nn.Module]:
+        if self._named is None:
+            object.__setattr__(self, "_named", dict(self._module.named_modules()))
+        return self._named
+
+    def _forget_modules(self) -> None:
+        object.__setattr__(self, "_named", None)
+        self._structures.clear()
+
+    def _encode(self, inputs: tuple, kwargs: dict) -> Any:
+        return (inputs, kwargs)
+
+    def _rows(self, data: Any) -> int:
+        if isinstance(data, tuple) and len(data) == 2:
+            args, _ = data
+            first = args[0] if args else None
+            return first.shape[0] if isinstance(first, mx.array) and first.ndim else 1
+        return self._rows((data, {}))
+
+    def _batch(self, datas: list) -> Any:
+        if len(datas) > 1:
+            raise NotImplementedError("NNsight does not support batching multiple invokes")
+        return datas[0]
+
+    def _forward(self, batch: Any) -> Callable[[], Any]:
+        args, kwargs = batch
+        return lambda: self._module(*args, **kwargs)
+
+    def _structure(self, batch: Any) -> Structure:
+        key = signature(batch)
+        structure = self._structures.get(key)
+        if structure is None:
+            structure = record_structure(self._modules_by_path(), self._forward(batch))
+            self._structures[key] = structure
+            if len(self._structures) > _STRUCTURE_CACHE_SIZE:
+                self._structures.popitem(last=False)
+        else:
+            self._structures.move_to_end(key)
+        return structure
+
+
+class LanguageModel(NNsight):
+    """An mlx-lm causal language model with its tokenizer, traced like nnsight's ``LanguageModel``.
+
+    ``LanguageModel(path)`` loads a local checkpoint or mlx-community repo with ``mlx_lm.load``;
+    ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. ``view="hf"`` (default) presents
+    transformers' module paths and output structures where an adapter exists; ``view="mlx"`` the
+    plain mlx-lm tree.
+    """
+
+    def __init__(self, model: str | Path | nn.Module, *, tokenizer: Any = None, view: str = "hf",
+                 dtype: Any = None, torch_dtype: Any = None, tokenizer_kwargs: dict | None = None,
+                 config: dict | None = None, **kwargs: Any) -> None:
+        if view not in ("hf", "mlx"):
+            raise ValueError("view must be 'hf' or 'mlx'")
+        if isinstance(model, (str, Path)):
+            from mlx_lm import load
+
+            module, loaded_tok = load(str(model))
+            tokenizer = tokenizer if tokenizer is not None else loaded_tok
+            config = config or _read_config(model)
+        else:
+            module = model
+            if tokenizer is None:
+                raise TypeError("LanguageModel(module) needs tokenizer=...")
+        dtype = dtype if dtype is not None else torch_dtype
+        if dtype is not None and dtype != "auto":
+            module.set_dtype(_mx_dtype(dtype))
+        config = config or _config_from_args(module)
+        hf_module = _hf_view(module, config) if view == "hf" else None
+        super().__init__(hf_module if hf_module is not None else module, **kwargs)
+        tok = getattr(tokenizer, "_tokenizer", tokenizer)  # mlx-lm's TokenizerWrapper wraps an HF tokenizer
+        if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
+            tok.pad_token = tok.eos_token
+        if hasattr(tok, "padding_side"):
+            tok.padding_side = "left"
+        for key, value in (tokenizer_kwargs or {}).items():
+            setattr(tok, key, value)
+        object.__setattr__(self, "tokenizer", tok)
+        object.__setattr__(self, "config", SimpleNamespace(**config))
+        object.__setattr__(self, "mlx_model", module)
+        object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
+
+    def _encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
+        return rows_of(inputs, kwargs, self.tokenizer)
+
+    def _rows(self, data: Any) -> int:
+        return data.size if isinstance(data, Batch) else len(data)
+
+    def _batch(self, datas: list) -> Batch:
+        rows = [r for d in datas for r in d]
+        side = getattr(self.tokenizer, "padding_side", "left")
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return pad(rows, side, pad_id)
+
+    def _forward(self, batch: Batch) -> Callable[[], Any]:
+        module, ids = self._module, batch.input_ids
+        if self.view == "hf":
+            return lambda: module(ids, attention_mask=batch.attention_mask)
+        if batch.attention_mask is None:
+            return lambda: module(ids)
+        n_layers = len(getattr(self.mlx_model, "layers", []))
+        return lambda: module(ids, cache=[PaddingMask(batch.left_padding, batch.right_padding)
+                                          for _ in range(n_layers)])
+
+
+def _read_config(model: str | Path) -> dict:
+    path = Path(model) / "config.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    try:  # a hub repo id: mlx_lm.load has already downloaded it into the cache
+        from mlx_lm.utils import get_model_path
+
+        resolved = get_model_path(str(model))
+        resolved = resolved[0] if isinstance(resolved, tuple) else resolved
+        return json.loads((Path(resolved) / "config.json").read_text())
+    except Exception:  # noqa: BLE001 - the config is informative only
+        return {}
+
+
+def _config_from_args(module: nn.Module) -> dict:
+    args = getattr(module, "args", None)
+    return dict(vars(args)) if args is not None else {}
+
+
+def _hf_view(module: nn.Module, config: dict) -> nn.Module | None:
+    try:
+        from .adapters import hf_view
+    except ImportError:
+        return None
+    try:
+        return hf_view(module, config)
+    except Exception as e:  # noqa: BLE001 - fall back to the plain tree, loudly
+        warnings.warn(f"no HF view for this model ({e}); using mlx-lm's module tree", stacklevel=3)
+        return None
+
+
+def _mx_dtype(dtype: Any) -> mx.Dtype:
+    if isinstance(dtype, mx.Dtype):
+        return dtype
+    name = str(dtype).replace("torch.", "")
+    aliases = {"float": "float32", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+    return getattr(mx, aliases.get(name, name))

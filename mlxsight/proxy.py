@@ -1,0 +1,282 @@
+"""Proxies: stand-ins for values inside a trace. Every operation on one records a graph node.
+
+A proxy knows its value's structure, shape and dtype (its ``meta``: lazy placeholder arrays that
+are never evaluated), so ``B, T, D = h.shape``, ``len(out)``, tuple unpacking and ``out[1] is None``
+work while recording. In-place edits follow torch's aliasing: an edit of a view writes back into
+its base, and views re-derive from a base edited after them (see ``aliasing``).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING, Any
+
+import mlx.core as mx
+
+from .aliasing import Index, Item, Reshape, ViewSpec, is_basic_key
+from .outputs import ModelOutput
+
+if TYPE_CHECKING:
+    from .tracer import Tracer
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+UNKNOWN = _Unknown()
+_STATIC_ARRAY_ATTRS = frozenset({"shape", "dtype", "ndim", "size", "itemsize", "nbytes"})
+_PRIMITIVES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def clone(x: mx.array) -> mx.array:
+    """A copy that no later edit of the original reaches (torch's ``.clone()``)."""
+    return mx.array(x)
+
+
+def constant(x: Any) -> Any:
+    return x
+
+
+class Proxy:
+    """A value of the forward pass that is not computed yet."""
+
+    def __init__(self, tracer: "Tracer", node, meta: Any = UNKNOWN, label: str = "") -> None:
+        self._tracer = tracer
+        self._node = node
+        self._meta = meta
+        self._label = label or node.name
+        self._version = 0
+        self._view: tuple[Proxy, ViewSpec, int] | None = None  # (base, spec, base version seen)
+        self._binds: list = []  # HookPoints / (proxy, spec) this object's edits must reach
+        self._children: dict = {}  # element views, cached so ``out[0] is out[0]``
+
+    # -- plumbing ----------------------------------------------------------------------------
+    @property
+    def node(self):
+        """The node holding this object's current value (re-derived if its base was edited)."""
+        if self._view is not None:
+            base, spec, seen = self._view
+            base_node = base.node
+            if base._version != seen:
+                self._node = self._tracer.emit("view", spec, (base_node,), invoke=self._node.invoke)
+                self._version += 1
+                self._view = (base, spec, base._version)
+        return self._node
+
+    def _record(self, op: str, target: Any, args: tuple, kwargs: dict | None = None, **kw) -> Any:
+        return self._tracer.record(op, target, args, kwargs or {}, **kw)
+
+    def _make_view(self, spec: ViewSpec, label: str) -> Any:
+        proxy = self._record("view", spec, (self,), label=label)
+        if isinstance(proxy, Proxy):
+            proxy._view = (self, spec, self._version)
+        return proxy
+
+    def _assign(self, new: "Proxy") -> None:
+        """Make ``new``'s value this object's value, and push it to whatever this object aliases."""
+        self._tracer.check_open()
+        self._node, self._meta = new.node, new._meta
+        self._version += 1
+        if self._view is not None:
+            base, spec, _ = self._view
+            base._assign(base._record("put", spec, (base, self)))
+            self._view = (base, spec, base._version)
+        for bind in self._binds:
+            self._tracer.bind_write(bind, self)
+
+    def _describe(self) -> str:
+        return self._label
+
+    # -- saving and concrete values ----------------------------------------------------------
+    def save(self) -> "Proxy":
+        """Mark this value to be returned from the trace; returns the proxy itself."""
+        self._tracer.save(self)
+        return self
+
+    def value_now(self) -> Any:
+        """Compute this value now (runs the graph recorded so far up to what it needs)."""
+        return self._tracer.materialize(self)
+
+    def item(self) -> Any:
+        return self.value_now().item()
+
+    def tolist(self) -> Any:
+        return self.value_now().tolist()
+
+    def __bool__(self) -> bool:
+        return bool(self.value_now())
+
+    def __float__(self) -> float:
+        return float(self.value_now())
+
+    def __int__(self) -> int:
+        return int(self.value_now())
+
+    def __index__(self) -> int:
+        return int(self.value_now())
+
+    def __array__(self, dtype=None, copy=None):
+        import numpy as np
+
+        return np.asarray(self.value_now(), dtype=dtype)
+
+    def __str__(self) -> str:
+        return str(self.value_now())
+
+    def __format__(self, spec: str) -> str:
+        value = self.value_now()
+        return format(value.item() if isinstance(value, mx.array) and value.size == 1 else value, spec)
+
+    def __repr__(self) -> str:
+        meta = self._meta
+        if isinstance(meta, mx.array):
+            return f"Proxy({self._label}: shape={tuple(meta.shape)}, dtype={meta.dtype})"
+        return f"Proxy({self._label})"
+
+    __hash__ = object.__hash__
+
+    # -- structure ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        meta = self._meta
+        if isinstance(meta, mx.array):
+            if meta.ndim == 0:
+                raise TypeError("len() of a 0-d array")
+            return meta.shape[0]
+        if isinstance(meta, (tuple, list, dict)):
+            return len(meta)
+        raise TypeError(f"len() of {self._label}: its structure is not known while recording")
+
+    def __iter__(self):
+        meta = self._meta
+        if isinstance(meta, ModelOutput) or isinstance(meta, dict):
+            return iter(list(meta.keys()))
+        return iter([self[i] for i in range(len(self))])
+
+    def __getitem__(self, key: Any) -> Any:
+        meta = self._meta
+        if isinstance(meta, (tuple, list, dict)) and not isinstance(key, Proxy):
+            element = meta[key]
+            if isinstance(element, _PRIMITIVES):
+                return element  # ``out[1] is None`` holds, as in nnsight
+            cache_key = (type(key), key) if not isinstance(key, slice) else (slice, key.start, key.stop, key.step)
+            if cache_key not in self._children:
+                self._children[cache_key] = self._make_view(Item(key), f"{self._label}[{key!r}]")
+            return self._children[cache_key]
+        if is_basic_key(key):
+            from .aliasing import format_key
+
+            return self._make_view(Index(key), f"{self._label}[{format_key(key)}]")
+        return self._record("call_function", operator.getitem, (self, key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        meta = self._meta
+        if isinstance(meta, tuple):
+            raise TypeError("'tuple' object does not support item assignment")
+        if isinstance(meta, (list, dict)) or not is_basic_key(key):
+            from .aliasing import set_item
+
+            spec_args = ("call_function", _put_item if isinstance(meta, (list, dict)) else set_item)
+            new = self._record(spec_args[0], spec_args[1], (self, key, value), label=self._label)
+        else:
+            new = self._record("put", Index(key), (self, value), label=self._label,
+                               context=f"assigning into {self._label}")
+        self._assign(new)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        meta = self.__dict__.get("_meta", UNKNOWN)
+        if isinstance(meta, ModelOutput) and name in type(meta)._fields:
+            return self[name] if name in meta else None
+        if isinstance(meta, mx.array) and name in _STATIC_ARRAY_ATTRS:
+            value = getattr(meta, name)
+            return tuple(value) if name == "shape" else value
+        if name in ("T", "mT", "real", "imag"):
+            return self._record("call_function", getattr, (self, name))
+        if isinstance(meta, mx.array) and not hasattr(meta, name):
+            raise AttributeError(f"{self._label} (an mx.array) has no attribute {name!r}")
+        return _Method(self, name)
+
+    # -- array methods with view semantics or special meaning --------------------------------
+    def reshape(self, *shape: Any) -> "Proxy":
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return self._make_view(Reshape(shape), f"{self._label}.reshape{shape}")
+
+    def view(self, *shape: Any) -> "Proxy":
+        if len(shape) == 1 and isinstance(shape[0], mx.Dtype):
+            return self._record("call_method", "view", (self, shape[0]))
+        return self.reshape(*shape)
+
+    def clone(self) -> "Proxy":
+        return self._record("call_function", clone, (self,))
+
+    copy = clone
+
+    def detach(self) -> "Proxy":
+        return self  # MLX arrays carry no autograd tape to detach from
+
+
+def _put_item(container: Any, key: Any, value: Any) -> Any:
+    return Item(key).put(container, value)
+
+
+class _Method:
+    """``proxy.name`` before the call: records ``call_method`` when called."""
+
+    def __init__(self, proxy: Proxy, name: str) -> None:
+        self.proxy, self.name = proxy, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.proxy._record("call_method", self.name, (self.proxy, *args), kwargs)
+
+    def __repr__(self) -> str:
+        return f"<method {self.name} of {self.proxy._label}>"
+
+
+def _binary(fn):
+    def method(self, other):
+        return self._record("call_function", fn, (self, other))
+
+    return method
+
+
+def _reflected(fn):
+    def method(self, other):
+        return self._record("call_function", fn, (other, self))
+
+    return method
+
+
+def _inplace(fn):
+    def method(self, other):
+        self._assign(self._record("call_function", fn, (self, other), context=f"updating {self._label} in place"))
+        return self
+
+    return method
+
+
+def _unary(fn):
+    def method(self):
+        return self._record("call_function", fn, (self,))
+
+    return method
+
+
+BINARY_OPS = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
+    "matmul": operator.matmul, "and": operator.and_, "or": operator.or_, "xor": operator.xor,
+    "lshift": operator.lshift, "rshift": operator.rshift,
+}
+for _name, _fn in BINARY_OPS.items():
+    setattr(Proxy, f"__{_name}__", _binary(_fn))
+    setattr(Proxy, f"__r{_name}__", _reflected(_fn))
+    setattr(Proxy, f"__i{_name}__", _inplace(_fn))
+for _name, _fn in {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+                   "eq": operator.eq, "ne": operator.ne}.items():
+    setattr(Proxy, f"__{_name}__", _binary(_fn))
+for _name, _fn in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs,
+                   "invert": operator.invert}.items():
+    setattr(Proxy, f"__{_name}__", _unary(_fn))

@@ -1,0 +1,108 @@
+"""Run a schedule inside one forward pass of the MLX model.
+
+Only the modules the schedule names are hooked. At each hook point the runner fires that point's
+nodes in recording order on the live value (``read`` takes it, ``write`` replaces it), and stops
+the forward once the last needed point has fired: MLX is lazy, so nothing after it is built.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable
+
+import mlx.nn as nn
+
+from .compiler import Schedule
+from .errors import TraceError
+from .graph import HookPoint, Node, map_nodes
+from .hooks import active, observing, suspended
+
+
+class _StopForward(Exception):
+    """Raised after the last needed hook point: the rest of the forward is not needed."""
+
+
+def apply_op(op: str, target: Any, args: tuple, kwargs: dict, modules: dict[str, nn.Module]) -> Any:
+    """Compute one pure node (everything but ``read``/``write``) on concrete or placeholder values."""
+    if op == "view":
+        return target.get(args[0])
+    if op == "put":
+        return target.put(args[0], args[1])
+    if op == "call_function":
+        return target(*args, **kwargs)
+    if op == "call_method":
+        return getattr(args[0], target)(*args[1:], **kwargs)
+    if op == "call_module":
+        path, method = target
+        module = modules[path]
+        fn = getattr(module, method) if method else module
+        observer = active()
+        if observer is None:
+            return fn(*args, **kwargs)
+        with suspended(observer):
+            return fn(*args, **kwargs)
+    raise ValueError(f"unknown opcode {op!r}")
+
+
+class Runner:
+    """Fires a schedule's nodes at their hook points during one forward."""
+
+    def __init__(self, schedule: Schedule, modules: dict[str, nn.Module]) -> None:
+        self.schedule = schedule
+        self.modules = modules
+        hooked = schedule.hooked_paths
+        self.paths = {id(m): p for p, m in modules.items() if p in hooked}
+        self.counts: dict[str, int] = defaultdict(int)
+        self.env: dict[int, Any] = {}
+        self.slot: Any = None
+        self.suspended = 0
+
+    def run(self, forward: Callable[[], Any]) -> dict[int, Any]:
+        for node in self.schedule.before:
+            self._fire(node)
+        if self.schedule.at:
+            modules = [self.modules[p] for p in self.schedule.hooked_paths]
+            with observing(modules, self):
+                try:
+                    forward()
+                except _StopForward:
+                    pass
+        return self.env
+
+    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
+        path = self.paths.get(id(module))
+        if path is None:
+            return call(module, *args, **kwargs)
+        n = self.counts[path]
+        self.counts[path] += 1
+        args, kwargs = self._at(HookPoint(path, "input", n), (args, kwargs))
+        out = call(module, *args, **kwargs)
+        return self._at(HookPoint(path, "output", n), out)
+
+    def _at(self, point: HookPoint, value: Any) -> Any:
+        nodes = self.schedule.at.get(point)
+        if nodes is None:
+            return value
+        self.slot = value
+        for node in nodes:
+            self._fire(node)
+        value, self.slot = self.slot, None
+        if point == self.schedule.stop_after:
+            raise _StopForward
+        return value
+
+    def _fire(self, node: Node) -> None:
+        args = map_nodes(node.args, lambda n: self.env[n.index])
+        kwargs = map_nodes(node.kwargs, lambda n: self.env[n.index])
+        try:
+            if node.op == "read":
+                value = self.slot
+            elif node.op == "write":
+                value = self.slot = args[0]
+            else:
+                value = apply_op(node.op, node.target, args, kwargs, self.modules)
+        except (TraceError, _StopForward):
+            raise
+        except Exception as e:
+            raise TraceError(f"{type(e).__name__} while running the trace: {e}", node.where) from e
+        self.env[node.index] = value

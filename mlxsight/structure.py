@@ -1,0 +1,104 @@
+"""Structure, shape and dtype of every hook point, learned without computing anything.
+
+MLX builds its graph lazily but computes shapes eagerly, so running the forward once without
+``mx.eval`` tells every module input/output's structure (arrays, tuples, ``None`` members), shape
+and dtype, and the order in which hook points happen. Results are cached per input signature.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .aliasing import map_structure
+from .graph import HookPoint
+from .hooks import observing
+
+_PRIMITIVES = (type(None), bool, int, float, complex, str, bytes)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    shape: tuple
+    dtype: mx.Dtype
+
+    def meta(self) -> mx.array:
+        # Never evaluated: it only carries shape and dtype through recorded operations.
+        return mx.zeros(self.shape, self.dtype)
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """A non-array, non-primitive value (a KV cache, a mask object): its type only."""
+
+    type_name: str
+
+
+def skeleton(value: Any) -> Any:
+    def leaf(v: Any) -> Any:
+        if isinstance(v, mx.array):
+            return ArraySpec(tuple(v.shape), v.dtype)
+        if isinstance(v, _PRIMITIVES):
+            return v
+        return Opaque(type(v).__name__)
+
+    return map_structure(value, leaf)
+
+
+def meta_of(skel: Any) -> Any:
+    """Fresh lazy placeholder values with the skeleton's structure, shapes and dtypes."""
+    return map_structure(skel, lambda s: s.meta() if isinstance(s, ArraySpec) else s)
+
+
+def signature(value: Any) -> Any:
+    """A hashable summary of a value's structure, shapes and dtypes (the structure cache key)."""
+    return repr(skeleton(value))
+
+
+@dataclass
+class Structure:
+    order: dict[HookPoint, int] = field(default_factory=dict)
+    skeletons: dict[HookPoint, Any] = field(default_factory=dict)
+
+    def meta(self, point: HookPoint) -> Any:
+        return meta_of(self.skeletons[point])
+
+    def calls(self, path: str) -> int:
+        return sum(1 for p in self.order if p.path == path and p.kind == "output")
+
+
+class _Recorder:
+    suspended = 0
+
+    def __init__(self, paths: dict[int, str], structure: Structure) -> None:
+        self.paths = paths
+        self.structure = structure
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def _record(self, point: HookPoint, value: Any) -> None:
+        self.structure.order[point] = len(self.structure.order)
+        self.structure.skeletons[point] = skeleton(value)
+
+    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
+        path = self.paths.get(id(module))
+        if path is None:
+            return call(module, *args, **kwargs)
+        n = self.counts[path]
+        self.counts[path] += 1
+        self._record(HookPoint(path, "input", n), (args, kwargs))
+        out = call(module, *args, **kwargs)
+        self._record(HookPoint(path, "output", n), out)
+        return out
+
+
+def record_structure(named: dict[str, nn.Module], forward: Callable[[], Any]) -> Structure:
+    """Run ``forward`` lazily with every module in ``named`` observed; nothing is evaluated."""
+    structure = Structure()
+    recorder = _Recorder({id(m): p for p, m in named.items()}, structure)
+    with observing(list(named.values()), recorder):
+        forward()
+    return structure

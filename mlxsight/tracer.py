@@ -1,0 +1,465 @@
+"""The trace context: records the block into a graph, then runs it in one forward pass.
+
+``with model.trace(inputs) as tracer:`` executes its body on proxies (nothing is computed), and on
+exit compiles the graph, runs it in a single forward, evaluates only the saved values and writes
+them back to the caller's variables, as nnsight 0.8 does: only saved objects are pushed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+import mlx.core as mx
+
+from .aliasing import Item, Rows
+from .compiler import compile_graph
+from .errors import ExpiredProxyError, ModuleNotCalledError, NestedTraceError, TraceError, Where, user_frame, where_now
+from .graph import Graph, HookPoint, Node, format_node, map_nodes
+from .proxy import UNKNOWN, Proxy, constant
+from .runner import Runner, apply_op
+
+if TYPE_CHECKING:
+    from .model import NNsight
+
+_value_transform: Callable[[Any], Any] | None = None
+_exit_listeners: list[Callable[[dict, dict], None]] = []
+_open_tracers: list["Tracer"] = []
+
+
+def set_value_transform(fn: Callable[[Any], Any] | None) -> None:
+    """Apply ``fn`` to every saved value as it is pushed to the caller (compat: mx.array -> torch)."""
+    global _value_transform
+    _value_transform = fn
+
+
+def add_exit_listener(fn: Callable[[dict, dict], None]) -> None:
+    """Call ``fn(info, values)`` after each outermost trace pushes its saved names."""
+    _exit_listeners.append(fn)
+
+
+def current_tracer() -> "Tracer | None":
+    return _open_tracers[-1] if _open_tracers else None
+
+
+def save(obj: Any) -> Any:
+    """Mark ``obj`` (a proxy, or any object such as a list filled during the trace) as saved."""
+    tracer = obj._tracer if isinstance(obj, Proxy) else current_tracer()
+    if tracer is None:
+        raise ValueError("save() was called outside a trace. Call it inside `with model.trace(...)`.")
+    tracer.save(obj)
+    return obj
+
+
+def apply(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Record ``fn(*args, **kwargs)`` (e.g. an ``mlx.core`` function) on proxies inside a trace."""
+    tracer = _find_tracer((args, kwargs))
+    if tracer is None:
+        return fn(*args, **kwargs)
+    return tracer.record("call_function", fn, args, kwargs)
+
+
+def _find_tracer(value: Any) -> "Tracer | None":
+    found: list[Tracer] = []
+    _map_proxies(value, lambda p: found.append(p._tracer) or p)
+    return found[0] if found else None
+
+
+def _map_proxies(value: Any, fn: Callable[[Proxy], Any]) -> Any:
+    if isinstance(value, Proxy):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(_map_proxies(v, fn) for v in value)
+    if isinstance(value, list):
+        return [_map_proxies(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_proxies(v, fn) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(_map_proxies(value.start, fn), _map_proxies(value.stop, fn), _map_proxies(value.step, fn))
+    return value
+
+
+def _contains_proxy(value: Any, tracer: "Tracer") -> bool:
+    found: list = []
+    _map_proxies(value, lambda p: found.append(p) or p if p._tracer is tracer else p)
+    return bool(found)
+
+
+class BatchSize:
+    """The total number of rows, known once every invoke has been seen."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __int__(self) -> int:
+        if self.value is None:
+            raise RuntimeError("the batch size is not known yet")
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"BatchSize({self.value})"
+
+
+class Invoke:
+    """One input's rows of the batched forward; reads inside it see only those rows."""
+
+    def __init__(self, tracer: "Tracer", data: Any, index: int, rows: tuple[int, int] | None) -> None:
+        self.tracer, self.data, self.index, self.rows = tracer, data, index, rows
+        self._structure = None
+
+    def structure(self):
+        if self._structure is None:
+            model = self.tracer.model
+            data = [self.data] if self.rows is not None else self.tracer._row_data()
+            self._structure = model._structure(model._batch(data))
+        return self._structure
+
+    def __enter__(self) -> "Invoke":
+        self.tracer._invoke_stack.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.tracer._invoke_stack.pop()
+        return False
+
+
+class Tracer:
+    """Records a trace block as an intervention graph; runs it on exit."""
+
+    def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict) -> None:
+        self.model = model
+        self.graph = Graph()
+        self._inputs, self._kwargs = inputs, kwargs
+        self._open = False
+        self._invokes: list[Invoke] = []
+        self._invoke_stack: list[Invoke] = []
+        self._rows_used = 0
+        self._batch_size = BatchSize()
+        self._slots: dict[HookPoint, Proxy] = {}
+        self._served: dict[tuple[HookPoint, int], Proxy] = {}
+        self._saved: dict[int, Any] = {}
+        self._materialized: list[tuple[Node, int, Where | None]] = []
+        self._frame = None
+        self._snapshot: dict[str, Any] = {}
+
+    # -- context -----------------------------------------------------------------------------
+    def __enter__(self) -> "Tracer":
+        if _open_tracers:
+            raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
+                                   where_now())
+        self._frame = user_frame(2)
+        self._snapshot = dict(self._frame.f_locals) if self._frame is not None else {}
+        self._open = True
+        _open_tracers.append(self)
+        if self._inputs or self._kwargs:
+            self._invoke_stack.append(self.invoke(*self._inputs, **self._kwargs))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._open = False
+            if _open_tracers and _open_tracers[-1] is self:
+                _open_tracers.pop()
+        return False
+
+    def invoke(self, *inputs: Any, **kwargs: Any) -> Invoke:
+        """Add an input's rows to the batch; ``invoke()`` with no input addresses the whole batch."""
+        self.check_open()
+        if not inputs and not kwargs:
+            return self._add_invoke(Invoke(self, None, len(self._invokes), None))
+        data = self.model._encode(inputs, kwargs)
+        n = self.model._rows(data)
+        invoke = Invoke(self, data, len(self._invokes), (self._rows_used, self._rows_used + n))
+        self._rows_used += n
+        return self._add_invoke(invoke)
+
+    def _add_invoke(self, invoke: Invoke) -> Invoke:
+        self._invokes.append(invoke)
+        return invoke
+
+    def _row_data(self) -> list:
+        return [inv.data for inv in self._invokes if inv.rows is not None]
+
+    def current_invoke(self) -> Invoke:
+        if not self._invoke_stack:
+            raise TraceError("module values can only be read inside `with tracer.invoke(...)` "
+                             "when trace() is given no input", where_now())
+        return self._invoke_stack[-1]
+
+    def check_open(self) -> None:
+        if not self._open:
+            raise ExpiredProxyError("this value belongs to a trace that has finished; only values "
+                                    "marked with .save() leave the trace", where_now())
+
+    # -- recording ---------------------------------------------------------------------------
+    def emit(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
+             invoke: int | None = None, where: Where | None = None) -> Node:
+        return self.graph.create(op, target, args, kwargs, where or where_now(), invoke)
+
+    def record(self, op: str, target: Any, args: tuple, kwargs: dict | None = None,
+               label: str = "", context: str = "") -> Proxy:
+        """Add a node computing ``target`` on ``args`` and return a proxy for its result."""
+        self.check_open()
+        kwargs = kwargs or {}
+        where = where_now()
+        node_args = _map_proxies((args, kwargs), lambda p: p.node)
+        node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
+        meta = self._meta(node, (args, kwargs), context, where)
+        return Proxy(self, node, meta, label)
+
+    def _invoke_index(self) -> int | None:
+        return self._invoke_stack[-1].index if self._invoke_stack else None
+
+    def _meta(self, node: Node, args_kwargs: tuple, context: str, where: Where | None) -> Any:
+        unknown: list = []
+        metas = _map_proxies(args_kwargs, lambda p: unknown.append(p) or p._meta if p._meta is UNKNOWN else p._meta)
+        if any(p._meta is UNKNOWN for p in unknown):
+            return UNKNOWN
+        if isinstance(node.target, Rows):  # the batch size is only known at exit
+            return metas[0][0] if node.op == "put" else UNKNOWN
+        try:
+            return apply_op(node.op, node.target, metas[0], metas[1], self.model._modules_by_path())
+        except TraceError:
+            raise
+        except Exception as e:
+            what = context or f"recording `{format_node(node)}`"
+            raise TraceError(f"{type(e).__name__} while {what}: {e}", where) from e
+
+    def as_proxy(self, value: Any) -> Proxy:
+        if isinstance(value, Proxy):
+            return value
+        if _contains_proxy(value, self):
+            return self.record("call_function", constant, (value,))
+        node = self.emit("call_function", constant, (value,), invoke=self._invoke_index())
+        return Proxy(self, node, value)
+
+    # -- module values -----------------------------------------------------------------------
+    def _slot(self, point: HookPoint) -> Proxy:
+        slot = self._slots.get(point)
+        if slot is None:
+            node = self.emit("read", point)
+            slot = Proxy(self, node, UNKNOWN, point.label())
+            slot._binds.append(point)
+            self._slots[point] = slot
+        return slot
+
+    def _served_value(self, path: str, kind: str) -> tuple[Proxy, tuple]:
+        self.check_open()
+        invoke = self.current_invoke()
+        point = HookPoint(path, "output" if kind == "output" else "input", 0)
+        key = (point, invoke.index)
+        proxy = self._served.get(key)
+        if proxy is None:
+            structure = invoke.structure()
+            if point not in structure.skeletons:
+                name = ".".join(p for p in ("model", path) if p)
+                raise ModuleNotCalledError(
+                    f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
+            meta = structure.meta(point)
+            slot = self._slot(point)
+            if invoke.rows is None:
+                if slot._meta is UNKNOWN:
+                    slot._meta = meta
+                proxy = slot
+            else:
+                start, stop = invoke.rows
+                proxy = slot._make_view(Rows(start, stop, self._batch_size), point.label())
+                proxy._meta = meta
+            self._served[key] = proxy
+        return proxy, key
+
+    def read(self, path: str, kind: str) -> Any:
+        """The proxy served for a module's ``output``, ``inputs`` or ``input`` in this invoke."""
+        proxy, _ = self._served_value(path, kind)
+        if kind == "input":
+            return _first_input(proxy)
+        return proxy
+
+    def write(self, path: str, kind: str, value: Any) -> None:
+        """``envoy.output = value`` (and ``.input``/``.inputs``): the forward continues with value."""
+        current = self.read(path, kind)
+        if value is current:
+            return  # ``envoy.output += x`` assigns back the object it already edited in place
+        label = current._label if isinstance(current, Proxy) else f"{path}.{kind}"
+        value = self.as_proxy(value)
+        _check_same_shape(label, current, value)
+        if kind == "input":
+            parent, key = _first_input_parent(self.read(path, "inputs"))
+            self._swap(current, value)
+            parent._children[(type(key), key)] = value
+            return
+        self._swap(current, value)
+        self._served[self._served_value(path, kind)[1]] = value
+
+    def _swap(self, current: Proxy, value: Proxy) -> None:
+        if current._view is None:  # the whole-batch slot itself
+            for point in [b for b in current._binds if isinstance(b, HookPoint)]:
+                current._binds.remove(point)
+                value._binds.append(point)
+                self._slots[point] = value
+                self.emit("write", point, (value.node,), invoke=self._invoke_index())
+            return
+        base, spec, _ = current._view
+        base._assign(base._record("put", spec, (base, value), context=f"assigning to {current._label}"))
+        current._view = None  # earlier references keep the old object, as in nnsight
+        value._binds.append((base, spec))
+
+    def bind_write(self, bind: Any, proxy: Proxy) -> None:
+        """Propagate an in-place edit of ``proxy`` to what it is bound to (a hook point or a base)."""
+        if isinstance(bind, HookPoint):
+            self.emit("write", bind, (proxy.node,), invoke=self._invoke_index())
+        else:
+            base, spec = bind
+            base._assign(base._record("put", spec, (base, proxy)))
+
+    def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict) -> Proxy:
+        return self.record("call_module", (path, method), args, kwargs)
+
+    # -- saving and concrete values ----------------------------------------------------------
+    def save(self, obj: Any) -> None:
+        self.check_open()
+        self._saved[id(obj)] = obj
+
+    def materialize(self, proxy: Proxy) -> Any:
+        """Run the graph recorded so far, as far as ``proxy`` needs, and return its value."""
+        self.check_open()
+        node = proxy.node
+        values = self._run([node], self._row_data() or None)
+        value = values[0]
+        mx.eval(value)
+        self._materialized.append((node, len(self.graph), where_now()))
+        return value
+
+    # -- running -----------------------------------------------------------------------------
+    def _run(self, nodes: list[Node], data: list | None) -> list:
+        model = self.model
+        if not data:
+            raise ValueError("trace() needs an input, or at least one `with tracer.invoke(...)` block")
+        batch = model._batch(data)
+        self._batch_size.value = model._rows(batch)
+        structure = model._structure(batch)
+        schedule = compile_graph(self.graph, structure, nodes, self._materialized)
+        runner = Runner(schedule, model._modules_by_path())
+        env = runner.run(model._forward(batch))
+        return [env[n.index] for n in nodes]
+
+    def _finish(self) -> None:
+        if not self._invokes:
+            raise ValueError("trace() needs an input, or at least one `with tracer.invoke(...)` block")
+        pushes, containers = self._collect_saved()
+        proxies: list[Proxy] = []
+        for value in [v for _, v in pushes] + containers:
+            _map_proxies(value, lambda p: proxies.append(p) or p if p._tracer is self else p)
+        unique = list({id(p): p for p in proxies}.values())
+        nodes = [p.node for p in unique]
+        values = self._run(nodes, self._row_data()) if nodes else []
+        if values:
+            mx.eval(values)
+        resolved = {id(p): v for p, v in zip(unique, values)}
+
+        def resolve(value: Any) -> Any:
+            return _map_proxies(value, lambda p: resolved.get(id(p), p))
+
+        for container in containers:
+            _replace_in_place(container, resolve)
+        updates = {}
+        for name, value in pushes:
+            if isinstance(value, (list, dict)) and not isinstance(value, Proxy):
+                _replace_in_place(value, resolve)
+                updates[name] = value
+            else:
+                updates[name] = resolve(value)
+        if _value_transform is not None:
+            updates = {k: _value_transform(v) for k, v in updates.items()}
+        self._push(updates)
+        info = {"file": self._frame.f_code.co_filename if self._frame else None,
+                "line": self._frame.f_lineno if self._frame else None}
+        for listener in _exit_listeners:
+            listener(info, dict(updates))
+
+    def _collect_saved(self) -> tuple[list[tuple[str, Any]], list]:
+        """Names to push (saved objects) and pre-existing containers that now hold proxies."""
+        frame = self._frame
+        if frame is None:
+            return [], []
+        pushes, containers = [], []
+        for name, value in list(frame.f_locals.items()):
+            if id(value) in self._saved:
+                pushes.append((name, value))
+            elif (isinstance(value, (list, dict)) and self._snapshot.get(name) is value
+                  and _contains_proxy(value, self)):
+                containers.append(value)
+        return pushes, containers
+
+    def _push(self, updates: dict[str, Any]) -> None:
+        """Write saved values into the caller's frame; unsaved proxies revert to pre-trace values."""
+        frame = self._frame
+        if frame is None:
+            return
+        locals_ = frame.f_locals
+        deletes = []
+        for name, value in list(locals_.items()):
+            if name in updates or not _contains_proxy(value, self):
+                continue
+            if name in self._snapshot:
+                updates[name] = self._snapshot[name]
+            else:
+                deletes.append(name)
+        _write_frame(frame, updates, deletes)
+
+
+def _first_input(inputs: Proxy) -> Any:
+    parent, key = _first_input_parent(inputs)
+    return parent[key]
+
+
+def _first_input_parent(inputs: Proxy) -> tuple[Proxy, Any]:
+    args, kwargs = inputs._meta
+    if len(args):
+        return inputs[0], 0
+    if kwargs:
+        return inputs[1], next(iter(kwargs))
+    raise StopIteration(f"{inputs._label} was called with no arguments")
+
+
+def _check_same_shape(label: str, current: Any, value: Proxy) -> None:
+    a = getattr(current, "_meta", UNKNOWN)
+    b = value._meta
+    if isinstance(a, mx.array) and isinstance(b, mx.array) and tuple(a.shape) != tuple(b.shape):
+        raise TraceError(f"shape mismatch assigning to {label}: it has shape {tuple(a.shape)}, "
+                         f"the new value has shape {tuple(b.shape)}", where_now())
+
+
+def _replace_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:
+    if isinstance(container, list):
+        container[:] = [resolve(v) for v in container]
+    elif isinstance(container, dict):
+        for k in list(container):
+            container[k] = resolve(container[k])
+
+
+def _write_frame(frame, updates: dict[str, Any], deletes: list[str]) -> None:
+    optimized = bool(frame.f_code.co_flags & 0x1)  # CO_OPTIMIZED: a function frame with fast locals
+    if optimized and sys.version_info < (3, 13):
+        locals_ = frame.f_locals
+        locals_.update(updates)
+        for name in deletes:
+            locals_.pop(name, None)
+        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
+        return
+    locals_ = frame.f_locals  # module level (and notebooks): the globals dict; 3.13+: write-through
+    for name, value in updates.items():
+        locals_[name] = value
+    for name in deletes:
+        try:
+            del locals_[name]
+        except (KeyError, TypeError, ValueError):
+            pass
+
+
+Item  # used by proxies through aliasing; kept importable from here for readers
+map_nodes
