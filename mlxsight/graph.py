@@ -32,7 +32,8 @@ class HookPoint:
     call: int = 0
 
     def label(self, root: str = "model") -> str:
-        return ".".join(p for p in (root, self.path) if p) + f".{self.kind}"
+        kind = "inputs" if self.kind == "input" else self.kind
+        return ".".join(p for p in (root, self.path) if p) + f".{kind}"
 
     def __str__(self) -> str:
         return self.label() + (f".i{self.call}" if self.call else "")

@@ -80,8 +80,11 @@ class NNsight(Envoy):
         args, kwargs = batch
         return lambda: self._module(*args, **kwargs)
 
+    def _signature(self, batch: Any) -> Any:
+        return signature(batch)
+
     def _structure(self, batch: Any) -> Structure:
-        key = signature(batch)
+        key = self._signature(batch)
         structure = self._structures.get(key)
         if structure is None:
             structure = record_structure(self._modules_by_path(), self._forward(batch))
@@ -146,6 +149,9 @@ class LanguageModel(NNsight):
         side = getattr(self.tokenizer, "padding_side", "left")
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return pad(rows, side, pad_id)
+
+    def _signature(self, batch: Batch) -> Any:
+        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding))
 
     def _forward(self, batch: Batch) -> Callable[[], Any]:
         module, ids = self._module, batch.input_ids

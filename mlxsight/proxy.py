@@ -181,8 +181,19 @@ class Proxy:
             new = self._record(spec_args[0], spec_args[1], (self, key, value), label=self._label)
         else:
             new = self._record("put", Index(key), (self, value), label=self._label,
-                               context=f"assigning into {self._label}")
+                               context=self._assignment_context(key, value))
         self._assign(new)
+
+    def _assignment_context(self, key: Any, value: Any) -> str:
+        from .aliasing import format_key
+
+        target = f"{self._label}[{format_key(key)}]"
+        try:
+            target += f" (shape {tuple(self._meta[key].shape)})"
+            shape = value._meta.shape if isinstance(value, Proxy) else getattr(value, "shape", ())
+            return f"assigning a value of shape {tuple(shape)} into {target}"
+        except Exception:  # noqa: BLE001 - the message is best effort; the error itself follows
+            return f"assigning into {target}"
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

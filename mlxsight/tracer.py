@@ -343,6 +343,8 @@ class Tracer:
         self._batch_size.value = model._rows(batch)
         structure = model._structure(batch)
         schedule = compile_graph(self.graph, structure, nodes, self._materialized)
+        if not nodes:
+            return []
         runner = Runner(schedule, model._modules_by_path())
         env = runner.run(model._forward(batch))
         return [env[n.index] for n in nodes]
@@ -356,7 +358,7 @@ class Tracer:
             _map_proxies(value, lambda p: proxies.append(p) or p if p._tracer is self else p)
         unique = list({id(p): p for p in proxies}.values())
         nodes = [p.node for p in unique]
-        values = self._run(nodes, self._row_data()) if nodes else []
+        values = self._run(nodes, self._row_data())  # validates even when nothing is saved
         if values:
             mx.eval(values)
         resolved = {id(p): v for p, v in zip(unique, values)}
