@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from types import FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# Frames from these files are library plumbing, never "the user's line".
-_PLUMBING = (_PACKAGE_DIR, os.path.dirname(os.__file__) + os.sep + "contextlib.py")
+# Frames from these files are library plumbing, never "the user's line". Tools built on the core
+# (bench, demo, analysis) are user code: their traces save into their own frames.
+_CORE = ("aliasing", "batching", "compiler", "envoy", "errors", "graph", "hooks", "model", "outputs",
+         "proxy", "runner", "structure", "torch_ops", "tracer")
+_PLUMBING = tuple(os.path.join(_PACKAGE_DIR, f"{name}.py") for name in _CORE) + (
+    os.path.join(_PACKAGE_DIR, "adapters") + os.sep,
+    os.path.join(os.path.dirname(os.__file__), "contextlib.py"),
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,210 @@
+"""Benchmark: the cost of tracing, measured side by side in one run.
+
+    MLXSIGHT_OPENBLAS=1 python -m mlxsight bench      # Linux: opt in to the system OpenBLAS first
+
+Prints median wall times and ratios for a plain forward and for traces on a ~30M-parameter
+Llama-style model (128 tokens), and the fixed per-trace overhead on the bundled tiny model,
+next to nnsight's own overhead on the same checkpoint (torch, CPU) when nnsight is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Callable
+
+import mlx.core as mx
+
+from . import assets
+from .model import LanguageModel, NNsight
+
+TARGETS = {"one_save_full": 1.03, "early_only": 0.45, "overhead_vs_nnsight": 0.10}
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def paired_overhead(plain: Callable[[], object], traced: Callable[[], object], repeats: int,
+                    warmup: int = 5) -> tuple[float, float, float]:
+    """Median plain time, median traced time, and the median of per-pair differences.
+
+    Alternating the two in each iteration cancels most of the drift a busy machine adds."""
+    for _ in range(warmup):
+        plain(), traced()
+    p_times, t_times, diffs = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        plain()
+        mid = time.perf_counter()
+        traced()
+        end = time.perf_counter()
+        p_times.append(mid - start)
+        t_times.append(end - mid)
+        diffs.append((end - mid) - (mid - start))
+    return statistics.median(p_times), statistics.median(t_times), statistics.median(diffs)
+
+
+def build_llama(hidden: int = 512, layers: int = 8, vocab: int = 8192, seed: int = 0):
+    """A random ~30M-parameter mlx-lm Llama (fp32)."""
+    from mlx_lm.models import llama
+
+    mx.random.seed(seed)
+    args = llama.ModelArgs(model_type="llama", hidden_size=hidden, num_hidden_layers=layers,
+                           intermediate_size=hidden * 11 // 4, num_attention_heads=8, num_key_value_heads=8,
+                           rms_norm_eps=1e-5, vocab_size=vocab, tie_word_embeddings=False)
+    model = llama.Model(args)
+    mx.eval(model.parameters())
+    return model
+
+
+def bench_large(repeats: int, tokens: int) -> dict[str, float]:
+    module = build_llama()
+    n_params = sum(v.size for _, v in __import__("mlx.utils").utils.tree_flatten(module.parameters()))
+    model = NNsight(module)
+    ids = mx.random.randint(0, 8192, (1, tokens))
+    layers = model.model.layers
+
+    def plain():
+        mx.eval(module(ids))
+
+    def one_save_full():
+        with model.trace(ids):
+            h = layers[4].output.save()
+            out = model.output.save()
+        return h, out
+
+    def one_save_middle():
+        with model.trace(ids):
+            h = layers[4].output.save()
+        return h
+
+    def early_only():
+        with model.trace(ids):
+            h = layers[2].output.save()
+        return h
+
+    results = {}
+    for name, fn in [("plain", plain), ("one_save_full", one_save_full), ("one_save_middle", one_save_middle),
+                     ("early_only", early_only)]:
+        results[name] = median_time(fn, repeats)
+    results["params"] = n_params
+    return results
+
+
+def bench_overhead_mlx(repeats: int) -> tuple[float, float]:
+    path = assets.path("stories260k")
+    model = LanguageModel(path, view="mlx")
+    ids = mx.array([model.tokenizer("Once upon a time there was a little girl")["input_ids"]])
+    module = model.mlx_model
+
+    def plain():
+        mx.eval(module(ids))
+
+    def traced():
+        with model.trace(ids):
+            out = model.output.save()
+        return out
+
+    return paired_overhead(plain, traced, repeats)
+
+
+def bench_overhead_nnsight(repeats: int) -> tuple[float, float, float] | None:
+    try:
+        import torch
+        from nnsight import LanguageModel as NNsightLM  # mlx is already imported: the safe order
+    except ImportError:
+        return None
+    import warnings
+
+    warnings.simplefilter("ignore")
+    path = str(assets.path("stories260k"))
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(1)  # a tiny model: threads only add scheduling noise
+    model = NNsightLM(path, dispatch=True, dtype=torch.float32)
+    ids = model.tokenizer("Once upon a time there was a little girl", return_tensors="pt")["input_ids"]
+    hf = model._module
+
+    def plain():
+        hf(ids)
+
+    # nnsight reads a trace body's source from its file, so the traced body lives in this module.
+    def traced():
+        with model.trace(ids):
+            out = model.output.save()
+        return out
+
+    return paired_overhead(plain, traced, repeats)
+
+
+def blas_note() -> str:
+    if not sys.platform.startswith("linux"):
+        return "macOS: Accelerate"
+    try:
+        maps = open("/proc/self/maps").read()
+    except OSError:
+        return "unknown"
+    return "OpenBLAS loaded" if "openblas" in maps.lower() else "reference BLAS (set MLXSIGHT_OPENBLAS=1)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlxsight bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--no-nnsight", action="store_true", help="skip the nnsight comparison")
+    args = parser.parse_args(argv)
+
+    print(f"mlxsight benchmark  (mlx {mx.__version__}, device {mx.default_device()}, BLAS: {blas_note()})")
+    large = bench_large(args.repeats, args.tokens)
+    plain = large["plain"]
+    print(f"\n~{large['params'] / 1e6:.0f}M-parameter Llama, 8 layers, {args.tokens} tokens "
+          f"(median of {args.repeats}):")
+    rows = [
+        ("plain forward", "plain", None),
+        ("trace: save layer 4 + logits", "one_save_full", "one_save_full"),
+        ("trace: save layer 4 only", "one_save_middle", None),
+        ("trace: save layer 2 of 8 only", "early_only", "early_only"),
+    ]
+    verdicts = []
+    for label, key, target in rows:
+        ratio = large[key] / plain
+        note = ""
+        if target:
+            ok = ratio <= TARGETS[target]
+            verdicts.append(ok)
+            note = f"  target <= {TARGETS[target]:.2f}x: {'met' if ok else 'MISSED'}"
+        print(f"  {label:<32} {large[key] * 1e3:8.2f} ms  {ratio:5.2f}x{note}")
+
+    repeats = max(args.repeats * 10, 100)
+    p, t, mlx_overhead = bench_overhead_mlx(repeats)
+    print(f"\nfixed per-trace overhead on the bundled stories260K (trace saving the logits vs plain forward, "
+          f"alternating, median of {repeats} pairs):")
+    print(f"  mlxsight: plain {p * 1e3:7.3f} ms, trace {t * 1e3:7.3f} ms, overhead {mlx_overhead * 1e3:7.3f} ms")
+    if not args.no_nnsight:
+        result = bench_overhead_nnsight(repeats)
+        if result is None:
+            print("  nnsight: not installed (pip install -e '.[test]'), no comparison")
+        else:
+            np_, nt, nn_overhead = result
+            ratio = mlx_overhead / nn_overhead
+            ok = ratio <= TARGETS["overhead_vs_nnsight"]
+            verdicts.append(ok)
+            print(f"  nnsight:  plain {np_ * 1e3:7.3f} ms, trace {nt * 1e3:7.3f} ms, overhead {nn_overhead * 1e3:7.3f} ms"
+                  "  (torch, 1 thread)")
+            print(f"  mlxsight overhead / nnsight overhead = {ratio:.3f}  "
+                  f"target <= {TARGETS['overhead_vs_nnsight']:.2f}: {'met' if ok else 'MISSED'}")
+    print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
