@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .aliasing import ViewSpec
 from .errors import Where
 
 
@@ -48,15 +47,14 @@ class Node:
     where: Where | None = None
     index: int = -1
     invoke: int | None = None
+    deps: list["Node"] = field(default_factory=list)  # the nodes among args/kwargs, found once
 
     @property
     def name(self) -> str:
         return f"%{self.index}"
 
     def inputs(self) -> list["Node"]:
-        found: list[Node] = []
-        map_nodes((self.args, self.kwargs), lambda n: found.append(n) or n)
-        return found
+        return self.deps
 
     def __repr__(self) -> str:
         return f"Node({self.name}: {format_node(self)})"
@@ -86,7 +84,10 @@ class Graph:
 
     def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
                where: Where | None = None, invoke: int | None = None) -> Node:
-        node = Node(op, target, args, kwargs or {}, where, len(self.nodes), invoke)
+        kwargs = kwargs or {}
+        deps: list[Node] = []
+        map_nodes((args, kwargs), lambda n: deps.append(n) or n)
+        node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
         return node
 
@@ -154,5 +155,3 @@ def format_node(node: Node) -> str:
         name = "mx." + name
     return f"{name}({_call_args(node)})"
 
-
-ViewSpec  # re-exported for readers of this module's docstring

@@ -134,6 +134,8 @@ class LanguageModel(NNsight):
         for key, value in (tokenizer_kwargs or {}).items():
             setattr(tok, key, value)
         object.__setattr__(self, "tokenizer", tok)
+        # transformers resolves special-token ids through a slow __getattr__: read it once.
+        object.__setattr__(self, "_pad_id", tok.pad_token_id if tok.pad_token_id is not None else 0)
         object.__setattr__(self, "config", SimpleNamespace(**config))
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
@@ -146,9 +148,7 @@ class LanguageModel(NNsight):
 
     def _batch(self, datas: list) -> Batch:
         rows = [r for d in datas for r in d]
-        side = getattr(self.tokenizer, "padding_side", "left")
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return pad(rows, side, pad_id)
+        return pad(rows, getattr(self.tokenizer, "padding_side", "left"), self._pad_id)
 
     def _signature(self, batch: Batch) -> Any:
         return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding))

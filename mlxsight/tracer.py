@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 
-from .aliasing import Item, Rows
+from .aliasing import Rows
 from .compiler import compile_graph
 from .errors import ExpiredProxyError, ModuleNotCalledError, NestedTraceError, TraceError, Where, user_frame, where_now
-from .graph import Graph, HookPoint, Node, format_node, map_nodes
+from .graph import Graph, HookPoint, Node, format_node
 from .proxy import UNKNOWN, Proxy, constant
 from .runner import Runner, apply_op
 
@@ -112,7 +112,7 @@ class Invoke:
         if self._structure is None:
             model = self.tracer.model
             data = [self.data] if self.rows is not None else self.tracer._row_data()
-            self._structure = model._structure(model._batch(data))
+            self._structure = model._structure(self.tracer._batch_of(data))
         return self._structure
 
     def __enter__(self) -> "Invoke":
@@ -142,6 +142,7 @@ class Tracer:
         self._materialized: list[tuple[Node, int, Where | None]] = []
         self._frame = None
         self._snapshot: dict[str, Any] = {}
+        self._batch_cache: tuple | None = None
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -339,7 +340,7 @@ class Tracer:
         model = self.model
         if not data:
             raise ValueError("trace() needs an input, or at least one `with tracer.invoke(...)` block")
-        batch = model._batch(data)
+        batch = self._batch_of(data)
         self._batch_size.value = model._rows(batch)
         structure = model._structure(batch)
         schedule = compile_graph(self.graph, structure, nodes, self._materialized)
@@ -348,6 +349,13 @@ class Tracer:
         runner = Runner(schedule, model._modules_by_path())
         env = runner.run(model._forward(batch))
         return [env[n.index] for n in nodes]
+
+    def _batch_of(self, data: list) -> Any:
+        """The padded batch of ``data`` (several invokes' inputs), built once per distinct list."""
+        key = tuple(id(d) for d in data)
+        if self._batch_cache is None or self._batch_cache[0] != key:
+            self._batch_cache = (key, self.model._batch(data))
+        return self._batch_cache[1]
 
     def _finish(self) -> None:
         if not self._invokes:
@@ -462,6 +470,3 @@ def _write_frame(frame, updates: dict[str, Any], deletes: list[str]) -> None:
         except (KeyError, TypeError, ValueError):
             pass
 
-
-Item  # used by proxies through aliasing; kept importable from here for readers
-map_nodes

@@ -118,3 +118,20 @@ def test_module_level_and_function_frames(tmp_path, stories_path):
     assert "module array (1, 5, 64) False" in out
     assert "function array True" in out
     assert "closure (1, 5, 64)" in out
+
+
+def test_notebook_cell_namespace(stories, prompt):
+    """IPython runs a cell by exec'ing its code in the user namespace, with the source in linecache."""
+    import linecache
+
+    cell = textwrap.dedent("""
+        with model.trace(prompt):
+            h = model.model.layers[0].output.save()
+            unsaved = model.model.layers[1].output
+            print(h.shape)
+    """)
+    name = "<ipython-input-7-abc>"
+    linecache.cache[name] = (len(cell), None, cell.splitlines(True), name)
+    ns = {"model": stories, "prompt": prompt}
+    exec(compile(cell, name, "exec"), ns)
+    assert isinstance(ns["h"], mx.array) and "unsaved" not in ns
