@@ -38,12 +38,12 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
             o = origin[dep.index]
             if o is not None and (latest is None or order[o[0]] > order[latest[0]]):
                 latest = o
-        if node.op in ("read", "write"):
+        if node.op in ("read", "write", "skip"):
             point = node.target
             if point not in order:
                 name = point.label()
                 raise ModuleNotCalledError(f"{name} is never reached by this forward", node.where)
-            if node.op == "write" and latest is not None and order[latest[0]] > order[point]:
+            if node.op != "read" and latest is not None and order[latest[0]] > order[point]:
                 raise OutOfOrderError(
                     f"'{point}' is set from a value of '{latest[0]}', which the forward only reaches "
                     f"later (a value from later in the forward cannot flow back)", node.where, latest[1].where)
@@ -52,11 +52,12 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
             origin[node.index] = latest
 
     _check_materialized(graph, order, origin, materialized)
+    _check_skipped(graph)
 
     rank = lambda n: order[origin[n.index][0]] if origin.get(n.index) else -1  # noqa: E731
     horizon = max((rank(n) for n in outputs), default=-1)
     needed: set[int] = set()
-    stack = list(outputs) + [n for n in graph if n.op == "write" and order[n.target] <= horizon]
+    stack = list(outputs) + [n for n in graph if n.op in ("write", "skip") and order[n.target] <= horizon]
     while stack:
         node = stack.pop()
         if node.index not in needed:
@@ -87,3 +88,17 @@ def _check_materialized(graph: Graph, order, origin, materialized) -> None:
                 raise OutOfOrderError(
                     f"this edit of '{later.target}' would change a value that was already used as a "
                     f"concrete Python value", later.where, where)
+
+
+def _check_skipped(graph: Graph) -> None:
+    """A skipped module's body never runs: nothing inside it can be read or written."""
+    skipped = {(n.target.path, n.target.call): n for n in graph if n.op == "skip"}
+    if not skipped:
+        return
+    for node in graph:
+        if node.op in ("read", "write", "skip"):
+            for (path, call), skip in skipped.items():
+                if node.target.path.startswith(path + ".") if path else node.target.path:
+                    raise OutOfOrderError(
+                        f"'{node.target}' is inside {HookPoint(path, 'output', call).module}, "
+                        f"which is skipped, so it is never reached", node.where, skip.where)

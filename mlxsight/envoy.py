@@ -169,6 +169,13 @@ class Envoy:
     def input(self, value: Any) -> None:
         self._set_value("input", value)
 
+    def skip(self, replacement: Any) -> None:
+        """Do not run this module in the trace: its output is ``replacement``."""
+        tracer = self._tracer()
+        if tracer is None:
+            raise ValueError(f"Cannot skip `{self.path}` outside of interleaving")
+        tracer.skip(self._path, replacement)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the module; on proxies inside a trace this is recorded (and consumes no hook)."""
         tracer = self._tracer()

@@ -30,6 +30,11 @@ class HookPoint:
     kind: str  # "input" or "output"
     call: int = 0
 
+    @property
+    def module(self) -> str:
+        """The module's nnsight-style path: ``model.model.layers.0``."""
+        return ".".join(p for p in ("model", self.path) if p)
+
     def label(self, root: str = "model") -> str:
         kind = "inputs" if self.kind == "input" else self.kind
         return ".".join(p for p in (root, self.path) if p) + f".{kind}"
@@ -101,7 +106,7 @@ class Graph:
         rows = []
         for node in self.nodes:
             text = format_node(node)
-            text = text if node.op == "write" else f"{node.name} = {text}"
+            text = text if node.op in ("write", "skip") else f"{node.name} = {text}"
             if node.index in self.outputs:
                 text += f"  -> {self.outputs[node.index]}"
             loc = f"{os.path.basename(node.where.file)}:{node.where.line}" if node.where else ""
@@ -139,6 +144,9 @@ def format_node(node: Node) -> str:
         return t.label()
     if op == "write":
         return f"{t.label()} = {format_arg(node.args[0])}"
+    if op == "skip":
+        rows = node.kwargs.get("rows")
+        return f"{t.module}.skip({format_arg(node.args[0])}{f', rows={rows}' if rows else ''})"
     if op == "view":
         return f"{format_arg(node.args[0])}{t}"
     if op == "put":

@@ -47,6 +47,19 @@ class NNsight(Envoy):
             return self._forward(batch)()
         return Tracer(self, inputs, kwargs)
 
+    def scan(self, *inputs: Any, **kwargs: Any) -> Tracer:
+        """Like ``trace``, but nothing is computed: saved values are their shapes and dtypes."""
+        return Tracer(self, inputs, kwargs, scan=True)
+
+    def session(self, remote: Any = False) -> "Session":
+        """Several traces as one computation: values flow between them lazily; saved ones leave."""
+        if remote:
+            raise NotImplementedError("remote sessions run on NDIF through nnsight: use "
+                                      "`python -m compat run --backend nnsight SCRIPT`")
+        from .session import Session
+
+        return Session(self)
+
     # -- what the tracer needs from a model -------------------------------------------------
     def _open_tracer(self) -> Tracer | None:
         tracer = current_tracer()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable
 
+import mlx.core as mx
 import mlx.nn as nn
 
 from .compiler import Schedule
@@ -47,7 +48,7 @@ def apply_op(op: str, target: Any, args: tuple, kwargs: dict, modules: dict[str,
 class Runner:
     """Fires a schedule's nodes at their hook points during one forward."""
 
-    def __init__(self, schedule: Schedule, modules: dict[str, nn.Module]) -> None:
+    def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1) -> None:
         self.schedule = schedule
         self.modules = modules
         hooked = schedule.hooked_paths
@@ -56,6 +57,8 @@ class Runner:
         self.env: dict[int, Any] = {}
         self.slot: Any = None
         self.suspended = 0
+        self.batch_size = batch_size
+        self.skips: dict[tuple[str, int], list[tuple[tuple[int, int] | None, Any]]] = {}
 
     def run(self, forward: Callable[[], Any]) -> dict[int, Any]:
         for node in self.schedule.before:
@@ -76,8 +79,26 @@ class Runner:
         n = self.counts[path]
         self.counts[path] += 1
         args, kwargs = self._at(HookPoint(path, "input", n), (args, kwargs))
-        out = call(module, *args, **kwargs)
+        replacements = self.skips.pop((path, n), None)
+        out = call(module, *args, **kwargs) if replacements is None else self._assemble(path, replacements)
         return self._at(HookPoint(path, "output", n), out)
+
+    def _assemble(self, path: str, replacements: list) -> Any:
+        """One skip value for the whole batch: each invoke's rows, in row order."""
+        if len(replacements) == 1 and (replacements[0][0] is None or replacements[0][0] == (0, self.batch_size)):
+            return replacements[0][1]
+        parts = sorted((rows, v) for rows, v in replacements if rows is not None)
+        covered = [r for r, _ in parts]
+        if any(rows is None for rows, _ in replacements) or covered[0][0] != 0 or covered[-1][1] != self.batch_size \
+                or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
+            raise ValueError(f"A batched `.skip()` has to cover every row: every invoke that adds rows must "
+                             f"skip model.{path}")
+        from .aliasing import zip_structure
+
+        out = parts[0][1]
+        for _, v in parts[1:]:
+            out = zip_structure(out, v, lambda a, b: mx.concatenate([a, b], axis=0))
+        return out
 
     def _at(self, point: HookPoint, value: Any) -> Any:
         nodes = self.schedule.at.get(point)
@@ -99,6 +120,10 @@ class Runner:
                 value = self.slot
             elif node.op == "write":
                 value = self.slot = args[0]
+            elif node.op == "skip":
+                point, rows = node.target, node.kwargs.get("rows")
+                value = args[0]
+                self.skips.setdefault((point.path, point.call), []).append((rows, value))
             else:
                 value = apply_op(node.op, node.target, args, kwargs, self.modules)
         except (TraceError, _StopForward):

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import mlx.core as mx
 
 from .aliasing import Rows
+from .cache import Cache, CacheEntry, cast
 from .compiler import compile_graph
 from .errors import ExpiredProxyError, ModuleNotCalledError, NestedTraceError, TraceError, Where, user_frame, where_now
 from .graph import Graph, HookPoint, Node, format_node
 from .proxy import UNKNOWN, Proxy, constant
 from .runner import Runner, apply_op
+from .structure import skeleton
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 _value_transform: Callable[[Any], Any] | None = None
 _exit_listeners: list[Callable[[dict, dict], None]] = []
 _open_tracers: list["Tracer"] = []
+
+
+class StopTrace(Exception):
+    """Raised by ``tracer.stop()``: the rest of the block is not run (nnsight's early stop)."""
 
 
 def set_value_transform(fn: Callable[[Any], Any] | None) -> None:
@@ -127,8 +133,11 @@ class Invoke:
 class Tracer:
     """Records a trace block as an intervention graph; runs it on exit."""
 
-    def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict) -> None:
+    def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
         self.model = model
+        self.scan = scan
+        self._caches: list[tuple[Cache, dict]] = []
+        self._session: Any = None
         self.graph = Graph()
         self._inputs, self._kwargs = inputs, kwargs
         self._open = False
@@ -146,6 +155,9 @@ class Tracer:
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
+        from .session import current_session
+
+        self._session = current_session()
         if _open_tracers:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
@@ -158,14 +170,47 @@ class Tracer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        stopped = exc_type is not None and issubclass(exc_type, StopTrace)
         try:
-            if exc_type is None:
+            if exc_type is None or stopped:
                 self._finish()
         finally:
             self._open = False
             if _open_tracers and _open_tracers[-1] is self:
                 _open_tracers.pop()
-        return False
+        return stopped
+
+    def stop(self) -> None:
+        """End the block here; the forward itself already stops after the last value needed."""
+        raise StopTrace()
+
+    def barrier(self, n: int) -> Callable[[], None]:
+        """nnsight's barrier: unnecessary in a graph (dependencies order the work); kept for scripts."""
+        return lambda: None
+
+    def cache(self, modules: Any = None, device: Any = None, dtype: Any = None, detach: bool = True,
+              include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
+        """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
+        self.check_open()
+        paths = None
+        if modules is not None:
+            paths = {m._path if hasattr(m, "_path") else _strip_root(str(m)) for m in modules}
+        cache = Cache()
+        self._caches.append((cache, {"paths": paths, "dtype": dtype, "output": include_output,
+                                     "inputs": include_inputs}))
+        self._saved[id(cache)] = cache
+        return cache
+
+    def skip(self, path: str, value: Any) -> None:
+        """``envoy.skip(value)``: the module's body does not run; its output is ``value``."""
+        invoke = self.current_invoke()
+        out_point = HookPoint(path, "output", 0)
+        current, key = self._served_value(path, "output")
+        value = self.as_proxy(value)
+        _check_same_shape(f"{out_point.module} (skipped)", current, value)
+        self._served_value(path, "inputs")
+        self.emit("skip", HookPoint(path, "input", 0), (value.node,), {"rows": invoke.rows}, invoke=invoke.index)
+        self._served[key] = value
 
     def invoke(self, *inputs: Any, **kwargs: Any) -> Invoke:
         """Add an input's rows to the batch; ``invoke()`` with no input addresses the whole batch."""
@@ -346,7 +391,9 @@ class Tracer:
         schedule = compile_graph(self.graph, structure, nodes, self._materialized)
         if not nodes:
             return []
-        runner = Runner(schedule, model._modules_by_path())
+        if self.scan:  # validated; nothing is computed
+            return []
+        runner = Runner(schedule, model._modules_by_path(), self._batch_size.value)
         env = runner.run(model._forward(batch))
         return [env[n.index] for n in nodes]
 
@@ -360,20 +407,29 @@ class Tracer:
     def _finish(self) -> None:
         if not self._invokes:
             raise ValueError("trace() needs an input, or at least one `with tracer.invoke(...)` block")
+        self._fill_caches()
         pushes, containers = self._collect_saved()
         proxies: list[Proxy] = []
-        for value in [v for _, v in pushes] + containers:
+        for value in [v for _, v in pushes] + containers + [_cache_values(c) for c, _ in self._caches]:
             _map_proxies(value, lambda p: proxies.append(p) or p if p._tracer is self else p)
         unique = list({id(p): p for p in proxies}.values())
         nodes = [p.node for p in unique]
         values = self._run(nodes, self._row_data())  # validates even when nothing is saved
-        if values:
-            mx.eval(values)
+        if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
+            values = [skeleton(p._meta) for p in unique]
+        if values and self._session is None and not self.scan:
+            mx.eval(values)  # in a session, values stay lazy until the session ends
         resolved = {id(p): v for p, v in zip(unique, values)}
 
         def resolve(value: Any) -> Any:
             return _map_proxies(value, lambda p: resolved.get(id(p), p))
 
+        for cache, spec in self._caches:
+            for entries in cache.values():
+                for entry in entries if isinstance(entries, list) else [entries]:
+                    entry.output, entry.inputs = resolve(entry.output), resolve(entry.inputs)
+                    if spec["dtype"] is not None:
+                        entry.output, entry.inputs = cast(entry.output, spec["dtype"]), cast(entry.inputs, spec["dtype"])
         for container in containers:
             _replace_in_place(container, resolve)
         updates = {}
@@ -383,6 +439,9 @@ class Tracer:
                 updates[name] = value
             else:
                 updates[name] = resolve(value)
+        if self._session is not None:
+            self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
+            return
         if _value_transform is not None:
             updates = {k: _value_transform(v) for k, v in updates.items()}
         self._push(updates)
@@ -391,6 +450,26 @@ class Tracer:
         for listener in _exit_listeners:
             listener(info, dict(updates))
 
+    def _fill_caches(self) -> None:
+        if not self._caches:
+            return
+        structure = self.model._structure(self._batch_of(self._row_data()))
+        for cache, spec in self._caches:
+            for point in sorted(structure.order, key=structure.order.__getitem__):
+                if point.kind != "output" or (spec["paths"] is not None and point.path not in spec["paths"]):
+                    continue
+                entry = CacheEntry()
+                if spec["output"]:
+                    entry.output = self._slot(point)
+                if spec["inputs"]:
+                    entry.inputs = self._slot(HookPoint(point.path, "input", point.call))
+                key = point.module
+                if key in cache:
+                    previous = cache[key]
+                    cache[key] = (previous if isinstance(previous, list) else [previous]) + [entry]
+                else:
+                    cache[key] = entry
+
     def _collect_saved(self) -> tuple[list[tuple[str, Any]], list]:
         """Names to push (saved objects) and pre-existing containers that now hold proxies."""
         frame = self._frame
@@ -398,8 +477,8 @@ class Tracer:
             return [], []
         pushes, containers = [], []
         for name, value in list(frame.f_locals.items()):
-            if id(value) in self._saved:
-                pushes.append((name, value))
+            if id(value) in self._saved or (self._session is not None and _contains_proxy(value, self)):
+                pushes.append((name, value))  # a session's inner trace hands all its values on
             elif (isinstance(value, (list, dict)) and self._snapshot.get(name) is value
                   and _contains_proxy(value, self)):
                 containers.append(value)
@@ -420,6 +499,15 @@ class Tracer:
             else:
                 deletes.append(name)
         _write_frame(frame, updates, deletes)
+
+
+def _strip_root(path: str) -> str:
+    return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
+
+
+def _cache_values(cache: Cache) -> list:
+    return [(e.output, e.inputs) for entries in cache.values()
+            for e in (entries if isinstance(entries, list) else [entries])]
 
 
 def _first_input(inputs: Proxy) -> Any:
