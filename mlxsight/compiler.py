@@ -28,7 +28,7 @@ class Schedule:
 
 
 def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
-                  materialized: list[tuple[Node, int, Where | None]] = ()) -> Schedule:
+                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
     order = structure.order
     # For each node: the latest hook point it depends on, and the node that reads it there.
     origin: dict[int, tuple[HookPoint, Node] | None] = {}
@@ -73,7 +73,7 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
             schedule.before.append(node)
         else:
             schedule.at.setdefault(o[0], []).append(node)
-    if schedule.at:
+    if schedule.at and stop_early:
         schedule.stop_after = max(schedule.at, key=order.__getitem__)
     return schedule
 

@@ -177,6 +177,70 @@ class LanguageModel(NNsight):
                                           for _ in range(n_layers)])
 
 
+    def generate(self, *inputs: Any, max_new_tokens: int = 20, **kwargs: Any) -> Any:
+        """``with model.generate(prompt, max_new_tokens=N) as tracer:`` traces every step.
+
+        Called outside a ``with`` statement it just generates and returns the token ids."""
+        from .generation import GenerationTracer
+
+        forward_kwargs = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
+        kwargs.pop("remote", None) and self.trace(remote=True)
+        tracer = GenerationTracer(self, inputs, forward_kwargs, max_new_tokens=max_new_tokens, **kwargs)
+        if _called_in_with_statement():
+            return tracer
+        batch = self._batch([self._encode(inputs, forward_kwargs)])
+        return tracer._loop(None, batch)
+
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(self.config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def _decoder(self, batch: Batch) -> tuple[Callable[[mx.array, Any], Any], Any]:
+        """A step function ``(ids, cache) -> logits`` and a fresh KV cache for ``batch``."""
+        module = self._module
+        if self.view == "hf":
+            cache = module.make_cache()
+            mask = batch.attention_mask
+
+            def hf_step(ids: mx.array, cache: Any) -> Any:
+                nonlocal mask
+                if mask is not None and ids.shape[1] == 1:
+                    mask = mx.concatenate([mask, mx.ones((mask.shape[0], 1), mask.dtype)], axis=1)
+                return module(ids, attention_mask=mask, cache=cache)
+
+            return hf_step, cache
+        if any(batch.left_padding):
+            from mlx_lm.models.cache import BatchKVCache
+
+            cache = [BatchKVCache(batch.left_padding) for _ in self.mlx_model.layers]
+        else:
+            cache = self.mlx_model.make_cache()
+        return (lambda ids, cache: module(ids, cache=cache)), cache
+
+    def _generation_structure(self, batch: Batch, steps: int) -> Structure:
+        from .generation import generation_structure
+
+        key = ("generate", steps, self._signature(batch))
+        if key not in self._structures:
+            self._structures[key] = generation_structure(self._modules_by_path(), batch, self._decoder, steps)
+        return self._structures[key]
+
+
+def _called_in_with_statement() -> bool:
+    """Whether ``model.generate(...)``'s caller wrote it as ``with model.generate(...)``."""
+    import linecache
+
+    from .errors import user_frame
+
+    frame = user_frame(3)
+    if frame is None:
+        return True
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return line.startswith(("with ", "async with ")) or not line
+
+
 def _read_config(model: str | Path) -> dict:
     path = Path(model) / "config.json"
     if path.exists():

@@ -19,6 +19,14 @@ from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 
 
+class _NeverReached:
+    def __repr__(self) -> str:
+        return "<never reached>"
+
+
+NEVER_REACHED = _NeverReached()  # a value from a hook point the run never made (e.g. after EOS)
+
+
 class _StopForward(Exception):
     """Raised after the last needed hook point: the rest of the forward is not needed."""
 
@@ -70,7 +78,22 @@ class Runner:
                     forward()
                 except _StopForward:
                     pass
+        self._warn_unreached()
         return self.env
+
+    def _warn_unreached(self) -> None:
+        missed = [p for p, nodes in self.schedule.at.items() if any(n.index not in self.env for n in nodes)]
+        if missed:
+            import warnings
+
+            first = min(missed, key=lambda p: (p.call, p.path))
+            warnings.warn(f"'{first}' was never reached: the run made fewer steps than the trace asked "
+                          f"for ({len(missed)} hook point(s) missed); values from them are not returned",
+                          UserWarning, stacklevel=4)
+
+    def fire_point(self, point: HookPoint, value: Any) -> Any:
+        """Fire a point that no module call produces (a generation's final token ids)."""
+        return self._at(point, value)
 
     def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
         path = self.paths.get(id(module))

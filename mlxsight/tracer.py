@@ -19,7 +19,7 @@ from .compiler import compile_graph
 from .errors import ExpiredProxyError, ModuleNotCalledError, NestedTraceError, TraceError, Where, user_frame, where_now
 from .graph import Graph, HookPoint, Node, format_node
 from .proxy import UNKNOWN, Proxy, constant
-from .runner import Runner, apply_op
+from .runner import NEVER_REACHED, Runner, apply_op
 from .structure import skeleton
 
 if TYPE_CHECKING:
@@ -92,6 +92,46 @@ def _contains_proxy(value: Any, tracer: "Tracer") -> bool:
     return bool(found)
 
 
+class Steps:
+    """The steps one ``tracer.iter[...]`` loop visits."""
+
+    def __init__(self, tracer: "Tracer", steps: list[int]) -> None:
+        self.tracer, self.steps = tracer, steps
+
+    def __iter__(self):
+        previous = self.tracer._step
+        try:
+            for step in self.steps:
+                self.tracer._step = step
+                yield step
+        finally:
+            self.tracer._step = previous
+
+    def __enter__(self):
+        raise NotImplementedError("the block form `with tracer.iter[...]:` (deprecated in nnsight) is not "
+                                  "supported; write `for step in tracer.iter[...]:`")
+
+    def __exit__(self, *exc):
+        return False
+
+
+class StepIndexer:
+    def __init__(self, tracer: "Tracer") -> None:
+        self.tracer = tracer
+
+    def __getitem__(self, key: Any) -> Steps:
+        if isinstance(key, int):
+            steps = [key]
+        elif isinstance(key, slice):
+            stop = key.stop if key.stop is not None else self.tracer._step_count()
+            steps = list(range(key.start or 0, stop, key.step or 1))
+        else:
+            steps = [int(k) for k in key]
+        if any(s < 0 for s in steps):
+            raise ValueError("tracer.iter takes non-negative steps")
+        return Steps(self.tracer, steps)
+
+
 class BatchSize:
     """The total number of rows, known once every invoke has been seen."""
 
@@ -118,7 +158,7 @@ class Invoke:
         if self._structure is None:
             model = self.tracer.model
             data = [self.data] if self.rows is not None else self.tracer._row_data()
-            self._structure = model._structure(self.tracer._batch_of(data))
+            self._structure = self.tracer._structure_for(self.tracer._batch_of(data))
         return self._structure
 
     def __enter__(self) -> "Invoke":
@@ -152,6 +192,7 @@ class Tracer:
         self._frame = None
         self._snapshot: dict[str, Any] = {}
         self._batch_cache: tuple | None = None
+        self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -179,6 +220,25 @@ class Tracer:
             if _open_tracers and _open_tracers[-1] is self:
                 _open_tracers.pop()
         return stopped
+
+    @property
+    def iter(self) -> "StepIndexer":
+        """``for step in tracer.iter[a:b]`` (ints, slices, lists): reads in the body bind to that step."""
+        return StepIndexer(self)
+
+    def all(self) -> "Steps":
+        """Every step: the same as ``tracer.iter[:]``."""
+        return self.iter[:]
+
+    def _step_count(self) -> int:
+        """How many calls an open ``iter[:]`` covers: the most any module is called."""
+        structure = self.current_invoke().structure()
+        return max((p.call for p in structure.order), default=0) + 1
+
+    @property
+    def result(self) -> Any:
+        """What the traced call returns: the model output (trace), the token ids (generate)."""
+        return self.read("", "output")
 
     def stop(self) -> None:
         """End the block here; the forward itself already stops after the last value needed."""
@@ -296,7 +356,8 @@ class Tracer:
     def _served_value(self, path: str, kind: str) -> tuple[Proxy, tuple]:
         self.check_open()
         invoke = self.current_invoke()
-        point = HookPoint(path, "output" if kind == "output" else "input", 0)
+        hook_kind = "input" if kind in ("input", "inputs") else kind
+        point = HookPoint(path, hook_kind, 0 if kind == "result" else self._step)
         key = (point, invoke.index)
         proxy = self._served.get(key)
         if proxy is None:
@@ -387,15 +448,23 @@ class Tracer:
             raise ValueError("trace() needs an input, or at least one `with tracer.invoke(...)` block")
         batch = self._batch_of(data)
         self._batch_size.value = model._rows(batch)
-        structure = model._structure(batch)
-        schedule = compile_graph(self.graph, structure, nodes, self._materialized)
+        structure = self._structure_for(batch)
+        schedule = compile_graph(self.graph, structure, nodes, self._materialized, stop_early=self._stop_early)
         if not nodes:
             return []
         if self.scan:  # validated; nothing is computed
             return []
         runner = Runner(schedule, model._modules_by_path(), self._batch_size.value)
-        env = runner.run(model._forward(batch))
-        return [env[n.index] for n in nodes]
+        env = runner.run(self._forward(runner, batch))
+        return [env.get(n.index, NEVER_REACHED) for n in nodes]
+
+    _stop_early = True  # a single forward can end after the last needed hook point
+
+    def _structure_for(self, batch: Any) -> Any:
+        return self.model._structure(batch)
+
+    def _forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
+        return self.model._forward(batch)
 
     def _batch_of(self, data: list) -> Any:
         """The padded batch of ``data`` (several invokes' inputs), built once per distinct list."""
@@ -417,8 +486,9 @@ class Tracer:
         values = self._run(nodes, self._row_data())  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in unique]
-        if values and self._session is None and not self.scan:
-            mx.eval(values)  # in a session, values stay lazy until the session ends
+        reached = [v for v in values if v is not NEVER_REACHED]
+        if reached and self._session is None and not self.scan:
+            mx.eval(reached)  # in a session, values stay lazy until the session ends
         resolved = {id(p): v for p, v in zip(unique, values)}
 
         def resolve(value: Any) -> Any:
@@ -437,7 +507,7 @@ class Tracer:
             if isinstance(value, (list, dict)) and not isinstance(value, Proxy):
                 _replace_in_place(value, resolve)
                 updates[name] = value
-            else:
+            elif not _contains(resolve(value), NEVER_REACHED):
                 updates[name] = resolve(value)
         if self._session is not None:
             self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
@@ -453,7 +523,7 @@ class Tracer:
     def _fill_caches(self) -> None:
         if not self._caches:
             return
-        structure = self.model._structure(self._batch_of(self._row_data()))
+        structure = self._structure_for(self._batch_of(self._row_data()))
         for cache, spec in self._caches:
             for point in sorted(structure.order, key=structure.order.__getitem__):
                 if point.kind != "output" or (spec["paths"] is not None and point.path not in spec["paths"]):
@@ -533,11 +603,24 @@ def _check_same_shape(label: str, current: Any, value: Proxy) -> None:
 
 
 def _replace_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:
+    """Resolve proxies in a list/dict; values from steps the run never made are dropped."""
     if isinstance(container, list):
-        container[:] = [resolve(v) for v in container]
+        container[:] = [r for r in (resolve(v) for v in container) if not _contains(r, NEVER_REACHED)]
     elif isinstance(container, dict):
         for k in list(container):
-            container[k] = resolve(container[k])
+            value = resolve(container[k])
+            if _contains(value, NEVER_REACHED):
+                del container[k]
+            else:
+                container[k] = value
+
+
+def _contains(value: Any, marker: Any) -> bool:
+    if value is marker:
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_contains(v, marker) for v in value)
+    return False
 
 
 def _write_frame(frame, updates: dict[str, Any], deletes: list[str]) -> None:

@@ -1,0 +1,135 @@
+"""Generation with interventions: a KV-cached step loop run as one traced computation.
+
+Each step is one forward of the model, so a module's n-th call is step n: plain reads bind to
+step 0 and ``for step in tracer.iter[...]`` binds them to other steps, as in nnsight. The loop
+follows transformers' greedy semantics where scripts can see them: every row stops at EOS and is
+padded afterwards, the loop ends when all rows have, and ``tracer.result`` holds the prompt (with
+its padding) followed by the new tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import mlx.core as mx
+
+from .graph import HookPoint
+from .runner import Runner
+from .structure import ArraySpec, Structure, record_structure
+from .tracer import Tracer
+
+RESULT = HookPoint("", "result", 0)
+
+
+class GenerationTracer(Tracer):
+    """``with model.generate(prompt, max_new_tokens=N) as tracer:``"""
+
+    _stop_early = False  # every step runs: later steps, streaming and the result need them
+
+    def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                 streamer: Any = None, eos_token_id: Any = None, **unused: Any) -> None:
+        unknown = set(unused) - {"pad_token_id", "use_cache", "num_beams", "output_scores",
+                                 "return_dict_in_generate", "min_new_tokens"}
+        if unknown:
+            raise TypeError(f"unsupported generate() keyword(s): {sorted(unknown)}")
+        if unused.get("num_beams", 1) != 1:
+            raise NotImplementedError("beam search is not supported; use greedy or sampling")
+        super().__init__(model, inputs, kwargs)
+        self.max_new_tokens = max_new_tokens
+        self.streamer = streamer
+        eos = eos_token_id if eos_token_id is not None else model._eos_ids()
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        self.sampler = _sampler(do_sample, temperature, top_p, top_k)
+
+    @property
+    def result(self) -> Any:
+        """The generated token ids: ``[rows, prompt (padded) + new tokens]``."""
+        return self.read("", "result")
+
+    def _step_count(self) -> int:
+        return self.max_new_tokens
+
+    def _structure_for(self, batch: Any) -> Structure:
+        return self.model._generation_structure(batch, self.max_new_tokens)
+
+    def _forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
+        return lambda: self._loop(runner, batch)
+
+    def _loop(self, runner: Runner | None, batch: Any) -> mx.array:
+        model = self.model
+        ids = batch.input_ids
+        rows = ids.shape[0]
+        step_fn, cache = model._decoder(batch)
+        pad = model._pad_id
+        finished = mx.zeros((rows,), dtype=mx.bool_)
+        new_tokens = []
+        if self.streamer is not None and hasattr(self.streamer, "put"):
+            self.streamer.put(ids)
+        logits = step_fn(ids, cache)
+        for step in range(self.max_new_tokens):
+            token = self.sampler(_last(logits))
+            token = mx.where(finished, pad, token)
+            if self.eos_ids:
+                finished = finished | mx.any(token[:, None] == mx.array(self.eos_ids)[None], axis=1)
+            mx.eval(token, finished)
+            new_tokens.append(token)
+            self._stream(token)
+            if bool(finished.all()) or step == self.max_new_tokens - 1:
+                break
+            logits = step_fn(token[:, None], cache)
+        if self.streamer is not None and hasattr(self.streamer, "end"):
+            self.streamer.end()
+        result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
+        if runner is not None and RESULT in runner.schedule.at:
+            return runner.fire_point(RESULT, result)
+        return result
+
+    def _stream(self, token: mx.array) -> None:
+        if self.streamer is None:
+            return
+        if hasattr(self.streamer, "put"):
+            self.streamer.put(token)
+        else:
+            self.streamer(token)
+
+
+def _last(logits: Any) -> mx.array:
+    logits = getattr(logits, "logits", logits)
+    return logits[:, -1, :]
+
+
+def _sampler(do_sample: bool, temperature: float, top_p: float, top_k: int) -> Callable[[mx.array], mx.array]:
+    if not do_sample or temperature == 0:
+        return lambda logits: mx.argmax(logits, axis=-1)
+    from mlx_lm.sample_utils import make_sampler
+
+    sample = make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0, top_k=top_k)
+    return lambda logits: sample(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+
+
+def generation_structure(named: dict, batch: Any, decoder: Callable, steps: int) -> Structure:
+    """Hook points of ``steps`` generation steps, from a lazy prefill and one lazy decode step.
+
+    Every decode step calls the same modules with the same shapes (one new position), so steps
+    2..n repeat step 1's structure."""
+    ids = batch.input_ids
+
+    def two_steps():
+        step_fn, cache = decoder(batch)
+        step_fn(ids, cache)
+        if steps > 1:
+            step_fn(mx.zeros((ids.shape[0], 1), dtype=ids.dtype), cache)
+
+    recorded = record_structure(named, two_steps)
+    structure = Structure()
+    first = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 0]
+    later = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 1]
+    for step in range(steps):
+        for point in first if step == 0 else later:
+            at = HookPoint(point.path, point.kind, step)
+            structure.order[at] = len(structure.order)
+            structure.skeletons[at] = recorded.skeletons[point]
+    structure.order[RESULT] = len(structure.order)
+    structure.skeletons[RESULT] = ArraySpec((ids.shape[0], ids.shape[1] + steps), ids.dtype)
+    return structure

@@ -1,0 +1,163 @@
+"""Generation with interventions, checked against mlx-lm's own loop and an eager cached loop."""
+
+import warnings
+
+import mlx.core as mx
+import pytest
+from mlx_lm.generate import generate_step
+from mlx_lm.models.base import create_attention_mask
+
+import mlxsight
+
+PROMPT = "Once upon a time"
+
+
+def mlx_lm_greedy(lm, text, n):
+    ids = mx.array(lm.tokenizer(text)["input_ids"])
+    return [int(t) for t, _ in zip((t for t, _ in generate_step(ids, lm.mlx_model, max_tokens=n)), range(n))]
+
+
+def eager_generate(lm, text, n, edit=None):
+    """A hand-written KV-cached greedy loop over mlx-lm's layers, with ``edit(step, layer, h)``."""
+    m = lm.mlx_model
+    cache = m.make_cache()
+    x = mx.array([lm.tokenizer(text)["input_ids"]])
+    tokens = []
+    for step in range(n):
+        h = m.model.embed_tokens(x)
+        mask = create_attention_mask(h, cache[0])
+        for i, (layer, c) in enumerate(zip(m.model.layers, cache)):
+            h = layer(h, mask, cache=c)
+            h = edit(step, i, h) if edit else h
+        logits = m.model.embed_tokens.as_linear(m.model.norm(h))
+        t = logits[:, -1].argmax(-1)
+        tokens.append(int(t[0]))
+        x = t[:, None]
+    return tokens
+
+
+def test_plain_generation_equals_mlx_lm(stories):
+    n = 16
+    ids = stories.tokenizer(PROMPT)["input_ids"]
+    out = stories.generate(PROMPT, max_new_tokens=n)
+    assert out[0, len(ids):].tolist() == mlx_lm_greedy(stories, PROMPT, n)
+    with stories.generate(PROMPT, max_new_tokens=n) as tracer:
+        traced = tracer.result.save()
+    assert mx.array_equal(traced, out)
+    assert traced[0, :len(ids)].tolist() == ids
+
+
+def test_per_step_reads_and_plain_reads_bind_to_step_zero(stories):
+    n = 6
+    ids = stories.tokenizer(PROMPT)["input_ids"]
+    with stories.generate(PROMPT, max_new_tokens=n) as tracer:
+        first = stories.model.layers[1].output.save()
+        steps = mlxsight.save([])
+        shapes = []
+        for step in tracer.iter[:]:
+            steps.append(stories.output[0, -1].argmax())
+            shapes.append(stories.model.layers[1].output.shape)
+        result = tracer.result.save()
+    assert first.shape == (1, len(ids), 64)
+    assert shapes == [(1, len(ids), 64)] + [(1, 1, 64)] * (n - 1)
+    assert [int(s) for s in steps] == result[0, len(ids):].tolist()
+    with stories.trace(PROMPT):
+        ref = stories.model.layers[1].output.save()
+    assert mx.array_equal(first, ref)
+
+
+def test_steering_every_step_matches_eager_and_changes_the_text(stories):
+    n = 12
+    happy = stories.tokenizer.convert_tokens_to_ids("▁happy")
+    vec = stories.mlx_model.model.embed_tokens.weight[happy] * 3.0
+
+    def edit(step, layer, h):
+        if layer == 2:
+            h = mx.array(h)
+            h[:, -1] = h[:, -1] + vec
+        return h
+
+    with stories.generate(PROMPT, max_new_tokens=n) as tracer:
+        for step in tracer.iter[:]:
+            stories.model.layers[2].output[:, -1] += vec
+        steered = tracer.result.save()
+    new = steered[0, -n:].tolist()
+    assert new == eager_generate(stories, PROMPT, n, edit)
+    assert new.count(happy) >= 3 > eager_generate(stories, PROMPT, n).count(happy)
+
+
+def test_iter_slices_ints_and_lists(stories):
+    with stories.generate(PROMPT, max_new_tokens=6) as tracer:
+        picked = mlxsight.save([])
+        for step in tracer.iter[[0, 3]]:
+            picked.append(stories.model.layers[0].output.shape)
+        for step in tracer.iter[4]:
+            last = stories.output.save()
+        for step in tracer.iter[1:3]:
+            picked.append(step)
+    assert picked == [(1, 5, 64), (1, 1, 64), 1, 2]
+    assert last.shape == (1, 1, 512)
+    with pytest.raises(ValueError, match="non-negative"):
+        with stories.generate(PROMPT, max_new_tokens=2) as tracer:
+            for step in tracer.iter[[-1]]:
+                pass
+
+
+def test_eos_stops_generation_and_unreached_steps_warn(stories):
+    eos = stories.tokenizer.eos_token_id
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with stories.generate(PROMPT, max_new_tokens=8) as tracer:
+            seen = mlxsight.save([])
+            for step in tracer.iter[:]:
+                if step == 2:
+                    stories.output[:, -1, eos] = 1e4  # force EOS as the third new token
+                seen.append(stories.output[0, -1].argmax())
+            ids = tracer.result.save()
+    n_prompt = len(stories.tokenizer(PROMPT)["input_ids"])
+    assert ids.shape == (1, n_prompt + 3) and int(ids[0, -1]) == eos
+    assert len(seen) == 3  # steps 3..7 never happened
+    assert any("never reached" in str(w.message) for w in caught)
+
+
+def test_batched_prompts_generate_like_solo_prompts(stories):
+    prompts = ["Once upon a time", "Tom had a red ball and"]
+    n = 8
+    with stories.generate(max_new_tokens=n) as tracer:
+        for p in prompts:
+            with tracer.invoke(p):
+                pass
+        with tracer.invoke():
+            both = tracer.result.save()
+    for row, p in zip(both.tolist(), prompts):
+        assert row[-n:] == mlx_lm_greedy(stories, p, n)
+    width = max(len(stories.tokenizer(p)["input_ids"]) for p in prompts)
+    assert both.shape == (2, width + n)
+
+
+def test_streaming_gets_prompt_then_each_token(stories):
+    got = []
+
+    class Streamer:
+        def put(self, ids):
+            got.append(ids.tolist())
+
+        def end(self):
+            got.append("end")
+
+    out = stories.generate(PROMPT, max_new_tokens=4, streamer=Streamer())
+    ids = stories.tokenizer(PROMPT)["input_ids"]
+    assert got[0] == [ids] and got[-1] == "end"
+    assert [g[0] for g in got[1:-1]] == out[0, len(ids):].tolist()
+    tokens = []
+    stories.generate(PROMPT, max_new_tokens=3, streamer=lambda t: tokens.append(int(t[0])))
+    assert tokens == out[0, len(ids):len(ids) + 3].tolist()
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(stories):
+    mx.random.seed(3)
+    a = stories.generate(PROMPT, max_new_tokens=12, do_sample=True, temperature=1.5)
+    mx.random.seed(3)
+    b = stories.generate(PROMPT, max_new_tokens=12, do_sample=True, temperature=1.5)
+    greedy = stories.generate(PROMPT, max_new_tokens=12)
+    assert mx.array_equal(a, b) and not mx.array_equal(a, greedy)
