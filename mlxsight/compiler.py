@@ -10,8 +10,9 @@ point any of them needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import ModuleNotCalledError, OutOfOrderError, Where
+from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where
 from .graph import Graph, HookPoint, Node
 from .structure import Structure
 
@@ -20,7 +21,10 @@ from .structure import Structure
 class Schedule:
     before: list[Node] = field(default_factory=list)  # nodes that need no value from the forward
     at: dict[HookPoint, list[Node]] = field(default_factory=dict)
+    after: list[Node] = field(default_factory=list)  # gradients, and what is computed from them
     stop_after: HookPoint | None = None
+    loss: Node | None = None
+    grad_targets: list[Node] = field(default_factory=list)
 
     @property
     def hooked_paths(self) -> set[str]:
@@ -53,6 +57,7 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
 
     _check_materialized(graph, order, origin, materialized)
     _check_skipped(graph)
+    after = _after_backward(graph, order, origin)
 
     rank = lambda n: order[origin[n.index][0]] if origin.get(n.index) else -1  # noqa: E731
     horizon = max((rank(n) for n in outputs), default=-1)
@@ -69,7 +74,14 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
         if node.index not in needed:
             continue
         o = origin[node.index]
-        if o is None:
+        if node.index in after:
+            schedule.after.append(node)
+            if node.op == "grad":
+                schedule.loss = node.args[1]
+                key = grad_key(node)
+                if key not in [grad_key(g) for g in schedule.grad_targets]:
+                    schedule.grad_targets.append(node)
+        elif o is None:
             schedule.before.append(node)
         else:
             schedule.at.setdefault(o[0], []).append(node)
@@ -102,3 +114,26 @@ def _check_skipped(graph: Graph) -> None:
                     raise OutOfOrderError(
                         f"'{node.target}' is inside {HookPoint(path, 'output', call).module}, "
                         f"which is skipped, so it is never reached", node.where, skip.where)
+
+
+def grad_key(node: Node) -> Any:
+    """What a ``grad`` node differentiates with respect to: a hook point's value, or a node."""
+    kind, point, _ = node.target
+    return ("slot", point) if kind == "slot" else ("node", node.args[0].index)
+
+
+def _after_backward(graph: Graph, order, origin) -> set[int]:
+    """Nodes that need gradients: they run after the backward pass. Checks each ``.grad``."""
+    after: set[int] = set()
+    for node in graph:
+        if node.op == "grad":
+            target, loss = node.args
+            t, l = origin.get(target.index), origin.get(loss.index)
+            if t is None or l is None or order[t[0]] > order[l[0]]:
+                raise TraceError(
+                    "this .grad is of a value the loss does not depend on (it is not computed by the forward "
+                    "before the loss)", node.where, loss.where)
+            after.add(node.index)
+        elif any(d.index in after for d in node.deps):
+            after.add(node.index)
+    return after

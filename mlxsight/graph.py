@@ -147,6 +147,10 @@ def format_node(node: Node) -> str:
     if op == "skip":
         rows = node.kwargs.get("rows")
         return f"{t.module}.skip({format_arg(node.args[0])}{f', rows={rows}' if rows else ''})"
+    if op == "grad":
+        kind, point, chain = t
+        wrt = point.label() if kind == "slot" else format_arg(node.args[0])
+        return f"grad({format_arg(node.args[1])}, wrt={wrt}){''.join(str(c) for c in chain)}"
     if op == "view":
         return f"{format_arg(node.args[0])}{t}"
     if op == "put":

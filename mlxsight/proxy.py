@@ -122,6 +122,13 @@ class Proxy:
 
         return np.asarray(self.value_now(), dtype=dtype)
 
+    def __mlx_array__(self):
+        # MLX asks this when an mx.array is on the left of an operator (``x - proxy``); it needs a
+        # real array back, which would silently take the value out of the graph.
+        raise TypeError(
+            f"an mx.array cannot be combined with the proxy {self._label} from the left inside a trace: "
+            f"put the proxy first (`proxy + x`, `-(proxy - x)`) or use mlxsight.apply(mx.subtract, x, proxy)")
+
     def __str__(self) -> str:
         return str(self.value_now())
 
@@ -227,6 +234,33 @@ class Proxy:
 
     def detach(self) -> "Proxy":
         return self  # MLX arrays carry no autograd tape to detach from
+
+    # -- gradients ---------------------------------------------------------------------------
+    def backward(self, gradient: Any = None, retain_graph: Any = None, **_: Any) -> "Backward":
+        """Make this value the loss whose gradients ``.grad`` reads (works with or without ``with``)."""
+        self._tracer.set_loss(self, gradient)
+        return Backward()
+
+    @property
+    def grad(self) -> "Proxy":
+        """d(loss)/d(this value), computed by one backward pass after the forward."""
+        return self._tracer.grad_of(self)
+
+    def retain_grad(self) -> None:
+        return None  # every proxied value can give its gradient
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Proxy":
+        return self
+
+
+class Backward:
+    """What ``loss.backward()`` returns: usable as ``with loss.backward():`` as in nnsight."""
+
+    def __enter__(self) -> "Backward":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return False
 
 
 def _put_item(container: Any, key: Any, value: Any) -> Any:

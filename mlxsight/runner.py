@@ -13,7 +13,7 @@ from typing import Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from .compiler import Schedule
+from .compiler import Schedule, grad_key
 from .errors import TraceError
 from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
@@ -67,8 +67,18 @@ class Runner:
         self.suspended = 0
         self.batch_size = batch_size
         self.skips: dict[tuple[str, int], list[tuple[tuple[int, int] | None, Any]]] = {}
+        self.deltas: dict[Any, mx.array] = {}
+        self.grads: dict[Any, mx.array] = {}
 
     def run(self, forward: Callable[[], Any]) -> dict[int, Any]:
+        if self.schedule.loss is not None:
+            return self._run_with_grad(forward)
+        self._forward(forward)
+        self._warn_unreached()
+        return self.env
+
+    def _forward(self, forward: Callable[[], Any]) -> None:
+        self.counts.clear()
         for node in self.schedule.before:
             self._fire(node)
         if self.schedule.at:
@@ -78,6 +88,36 @@ class Runner:
                     forward()
                 except _StopForward:
                     pass
+
+    def _run_with_grad(self, forward: Callable[[], Any]) -> dict[int, Any]:
+        """One forward and one backward: gradients w.r.t. activations via zero perturbations.
+
+        d loss / d h equals d loss / d delta at delta = 0 for h + delta. The forward runs as a
+        function of one zero array per gradient target inside ``mx.value_and_grad``: a hook point's
+        delta is added to the value the forward continues with, a node's to the node's value."""
+        schedule = self.schedule
+        keys = [grad_key(g) for g in schedule.grad_targets]
+        # The targets' real (batched, padded) shapes are known only by building the forward; MLX
+        # builds it lazily, so this costs graph construction, not computation.
+        self._forward(forward)
+        shapes = [self.env[g.args[0].index] for g in schedule.grad_targets]
+        zeros = [mx.zeros(v.shape, v.dtype) for v in shapes]
+        forward_env: dict[Any, Any] = {}
+
+        def loss_fn(deltas: list) -> tuple:
+            self.env = {}
+            self.deltas = dict(zip(keys, deltas))
+            self._forward(forward)
+            forward_env.clear()
+            forward_env.update(self.env)
+            return self.env[schedule.loss.index].sum(), [v for v in self.env.values() if isinstance(v, mx.array)]
+
+        _, grads = mx.value_and_grad(loss_fn)(zeros)
+        self.deltas = {}
+        self.env = forward_env
+        self.grads = dict(zip(keys, grads))
+        for node in schedule.after:
+            self._fire(node)
         self._warn_unreached()
         return self.env
 
@@ -131,6 +171,9 @@ class Runner:
         for node in nodes:
             self._fire(node)
         value, self.slot = self.slot, None
+        delta = self.deltas.get(("slot", point)) if self.deltas else None
+        if delta is not None:
+            value = value + delta
         if point == self.schedule.stop_after:
             raise _StopForward
         return value
@@ -143,6 +186,10 @@ class Runner:
                 value = self.slot
             elif node.op == "write":
                 value = self.slot = args[0]
+            elif node.op == "grad":
+                value = self.grads[grad_key(node)]
+                for spec in node.target[2]:
+                    value = spec.get(value)
             elif node.op == "skip":
                 point, rows = node.target, node.kwargs.get("rows")
                 value = args[0]
@@ -153,4 +200,5 @@ class Runner:
             raise
         except Exception as e:
             raise TraceError(f"{type(e).__name__} while running the trace: {e}", node.where) from e
-        self.env[node.index] = value
+        delta = self.deltas.get(("node", node.index)) if self.deltas else None
+        self.env[node.index] = value if delta is None else value + delta

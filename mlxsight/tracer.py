@@ -75,6 +75,8 @@ def _find_tracer(value: Any) -> "Tracer | None":
 def _map_proxies(value: Any, fn: Callable[[Proxy], Any]) -> Any:
     if isinstance(value, Proxy):
         return fn(value)
+    if isinstance(value, _NodeRef):
+        return value.node
     if isinstance(value, tuple):
         return tuple(_map_proxies(v, fn) for v in value)
     if isinstance(value, list):
@@ -130,6 +132,13 @@ class StepIndexer:
         if any(s < 0 for s in steps):
             raise ValueError("tracer.iter takes non-negative steps")
         return Steps(self.tracer, steps)
+
+
+class _NodeRef:
+    """A node passed to ``record`` as an argument (not a proxy)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
 
 class BatchSize:
@@ -193,6 +202,7 @@ class Tracer:
         self._snapshot: dict[str, Any] = {}
         self._batch_cache: tuple | None = None
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
+        self._loss: Node | None = None
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -307,14 +317,15 @@ class Tracer:
         return self.graph.create(op, target, args, kwargs, where or where_now(), invoke)
 
     def record(self, op: str, target: Any, args: tuple, kwargs: dict | None = None,
-               label: str = "", context: str = "") -> Proxy:
+               label: str = "", context: str = "", meta: Any = UNKNOWN) -> Proxy:
         """Add a node computing ``target`` on ``args`` and return a proxy for its result."""
         self.check_open()
         kwargs = kwargs or {}
         where = where_now()
         node_args = _map_proxies((args, kwargs), lambda p: p.node)
         node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
-        meta = self._meta(node, (args, kwargs), context, where)
+        if meta is UNKNOWN:
+            meta = self._meta(node, (args, kwargs), context, where)
         return Proxy(self, node, meta, label)
 
     def _invoke_index(self) -> int | None:
@@ -422,6 +433,38 @@ class Tracer:
         else:
             base, spec = bind
             base._assign(base._record("put", spec, (base, proxy)))
+
+    def set_loss(self, loss: Proxy, gradient: Any = None) -> None:
+        if self._loss is not None:
+            raise TraceError("one backward pass per trace is supported", where_now())
+        if gradient is not None:
+            loss = (loss * gradient).sum()
+        elif isinstance(loss._meta, mx.array) and loss._meta.size != 1:
+            raise TraceError("backward() needs a scalar loss (or gradient=...), got shape "
+                             f"{tuple(loss._meta.shape)}", where_now())
+        self._loss = loss.node
+
+    def grad_of(self, proxy: Proxy) -> Proxy:
+        """A proxy for d(loss)/d(proxy). For a module value (or a view of one) the gradient is taken
+        at the hook point, with respect to the value the forward continues with."""
+        if self._loss is None:
+            raise TraceError("read .grad after calling backward() on a loss in this trace", where_now())
+        chain, root = [], proxy
+        while root._view is not None:
+            base, spec, _ = root._view
+            chain.append(spec)
+            root = base
+        points = [b for b in root._binds if isinstance(b, HookPoint)]
+        if points:
+            target = ("slot", points[0], tuple(reversed(chain)))
+            dep = self._slot_read(points[0])
+        else:
+            target, dep = ("node", None, ()), proxy.node
+        return self.record("grad", target, (_NodeRef(dep), _NodeRef(self._loss)), label=f"{proxy._label}.grad",
+                           meta=proxy._meta)
+
+    def _slot_read(self, point: HookPoint) -> Node:
+        return next(n for n in self.graph.nodes if n.op == "read" and n.target == point)
 
     def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict) -> Proxy:
         return self.record("call_module", (path, method), args, kwargs)
