@@ -31,6 +31,8 @@ class NNsight(Envoy):
         super().__init__(module, "", None)
         object.__setattr__(self, "_structures", OrderedDict())
         object.__setattr__(self, "_named", None)
+        object.__setattr__(self, "_edits", [])
+        object.__setattr__(self, "_example", None)
         for key in kwargs:
             if key not in _IGNORED_LOAD_KWARGS:
                 raise TypeError(f"unexpected keyword argument {key!r}")
@@ -46,6 +48,25 @@ class NNsight(Envoy):
             batch = self._batch([self._encode(inputs, kwargs)])
             return self._forward(batch)()
         return Tracer(self, inputs, kwargs)
+
+    def edit(self, *, inplace: bool = False) -> Any:
+        """Record interventions that every later trace applies first.
+
+        ``with model.edit() as (tracer, edited):`` edits a copy; ``with model.edit(inplace=True) as
+        tracer:`` edits this model. ``clear_edits()`` removes them."""
+        from .editing import EditTracer
+
+        return EditTracer(self, inplace)
+
+    def clear_edits(self) -> None:
+        """Forget every stored edit."""
+        self._edits.clear()
+
+    def _edit_example(self) -> tuple:
+        """An input to learn structure from while recording an edit (edits have no input)."""
+        if self._example is None:
+            raise TypeError("NNsight(module).edit() needs an example input first: trace the model once")
+        return self._example
 
     def scan(self, *inputs: Any, **kwargs: Any) -> Tracer:
         """Like ``trace``, but nothing is computed: saved values are their shapes and dtypes."""
@@ -75,6 +96,7 @@ class NNsight(Envoy):
         self._structures.clear()
 
     def _encode(self, inputs: tuple, kwargs: dict) -> Any:
+        object.__setattr__(self, "_example", inputs)
         return (inputs, kwargs)
 
     def _rows(self, data: Any) -> int:
@@ -155,6 +177,9 @@ class LanguageModel(NNsight):
 
     def _encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
         return rows_of(inputs, kwargs, self.tokenizer)
+
+    def _edit_example(self) -> tuple:
+        return ([[self._pad_id, self._pad_id]],)  # structure only: edits are shape-agnostic
 
     def _rows(self, data: Any) -> int:
         return data.size if isinstance(data, Batch) else len(data)

@@ -216,6 +216,11 @@ class Tracer:
         self._snapshot = dict(self._frame.f_locals) if self._frame is not None else {}
         self._open = True
         _open_tracers.append(self)
+        if self.model._edits:
+            from .editing import replay
+
+            for edit in self.model._edits:
+                replay(self, edit)
         if self._inputs or self._kwargs:
             self._invoke_stack.append(self.invoke(*self._inputs, **self._kwargs))
         return self

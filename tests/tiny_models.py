@@ -5,6 +5,9 @@ safetensors, config.json, a byte-level BPE tokenizer) in a form ``mlx_lm.load`` 
 without patching either library: config.json gets the flat keys mlx-lm's ``ModelArgs`` read
 (``rope_theta`` beside transformers 5's ``rope_parameters``, ``n_ctx``, ``rotary_pct``, ...), and
 GPT-2's weights are stored hub-style, without the ``transformer.`` prefix.
+
+torch and transformers are imported lazily; import ``mlx.core`` first in the calling process
+(nnsight or transformers importing mlx on their own aborts the process).
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 512) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
+    # Explicit nulls: transformers 5 loads qwen2 checkpoints with Qwen2Tokenizer whatever the
+    # tokenizer_class, whose defaults would add "<|endoftext|>" (id = vocab_size) as unk and pad.
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(pad_token=None, unk_token=None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return out
 
 
@@ -121,10 +130,10 @@ def _config(arch: str, vocab_size: int, bos_id: int, eos_id: int, overrides: dic
         cls = tf.Gemma3TextConfig
         # mlx-lm's gemma3_text derives sliding/global from sliding_window_pattern: layer i is
         # global when (i + 1) % pattern == 0; transformers 5 reads layer_types.
-        pattern = 2
+        pattern, layers = 2, overrides.get("num_hidden_layers", LAYERS)
         kw = dict(dec, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=4096,
                   layer_types=["full_attention" if (i + 1) % pattern == 0 else
-                               "sliding_attention" for i in range(LAYERS)],
+                               "sliding_attention" for i in range(layers)],
                   rope_parameters={"sliding_attention": {"rope_type": "default",
                                                          "rope_theta": 10000.0},
                                    "full_attention": {"rope_type": "default",
@@ -165,6 +174,8 @@ def _flat_keys(arch: str, config) -> dict[str, Any]:
         return {"rotary_emb_base": rp["rope_theta"],
                 "rotary_pct": rp.get("partial_rotary_factor", 1.0)}
     flat = {"rope_theta": rp["rope_theta"]}
+    if rp.get("rope_type", "default") != "default":  # mlx-lm reads scaled RoPE from rope_scaling
+        flat["rope_scaling"] = {**rp, "type": rp["rope_type"]}
     if arch == "phi3":
         flat["partial_rotary_factor"] = rp.get("partial_rotary_factor", 1.0)
     return flat

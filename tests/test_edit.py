@@ -1,0 +1,61 @@
+"""Persistent edits, checked against an eager forward with the same edit."""
+
+import mlx.core as mx
+import pytest
+
+import mlxsight
+from reference import llama_forward, token_ids
+
+
+def test_edit_on_a_copy_leaves_the_model_clean(stories, prompt):
+    ids = token_ids(stories, prompt)
+    _, _, ref_edited = llama_forward(stories.mlx_model, ids, lambda i, h: h * 0.5 if i == 1 else h)
+    _, _, ref_plain = llama_forward(stories.mlx_model, ids)
+    with stories.edit() as (tracer, edited):
+        edited.model.layers[1].output = edited.model.layers[1].output * 0.5
+    with edited.trace(prompt):
+        out_edited = edited.output.save()
+        seen = edited.model.layers[1].output.save()
+    with stories.trace(prompt):
+        out_plain = stories.output.save()
+    assert mx.allclose(out_edited, ref_edited, atol=1e-5)
+    assert mx.array_equal(out_plain, ref_plain)
+    _, outs, _ = llama_forward(stories.mlx_model, ids)
+    assert mx.allclose(seen, outs[1] * 0.5)
+
+
+def test_inplace_edits_stack_apply_to_invokes_and_clear(stories, prompt):
+    ids = token_ids(stories, prompt)
+
+    def both(i, h):
+        if i == 0:
+            h = mx.array(h)
+            h[:, :, :8] = 0
+        return h * 2 if i == 3 else h
+
+    _, _, ref = llama_forward(stories.mlx_model, ids, both)
+    try:
+        with stories.edit(inplace=True):
+            stories.model.layers[0].output[:, :, :8] = 0
+        with stories.edit(inplace=True):
+            stories.model.layers[3].output = stories.model.layers[3].output * 2
+        with stories.trace(prompt):
+            out = stories.output.save()
+        assert mx.allclose(out, ref, atol=1e-4)
+        with stories.trace() as tracer:
+            with tracer.invoke(prompt):
+                first = stories.output.save()
+            with tracer.invoke("Tom went"):
+                pass
+        assert mx.allclose(first, ref, atol=1e-4)
+    finally:
+        stories.clear_edits()
+    with stories.trace(prompt):
+        clean = stories.output.save()
+    assert mx.array_equal(clean, llama_forward(stories.mlx_model, ids)[2])
+
+
+def test_edit_on_unknown_path_is_a_clear_error(stories):
+    with pytest.raises(AttributeError, match="did you mean"):
+        with stories.edit() as (tracer, edited):
+            edited.model.layerz[0].output[:] = 0
