@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from .errors import Where
 
 
-@dataclass(frozen=True, order=True)
-class HookPoint:
-    """A place in the forward: a module's ``input`` or ``output`` on its n-th call."""
+class HookPoint(NamedTuple):
+    """A place in the forward: a module's ``input`` or ``output`` on its n-th call.
+
+    A named tuple: hook points are hashed and compared constantly while compiling and running."""
 
     path: str  # module path relative to the root ("" is the root itself)
-    kind: str  # "input" or "output"
+    kind: str  # "input", "output", or "result" (a generation's token ids)
     call: int = 0
 
     @property
@@ -65,8 +66,13 @@ class Node:
         return f"Node({self.name}: {format_node(self)})"
 
 
+_LEAVES = (int, float, str, bool, type(None))
+
+
 def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
     """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
+    if isinstance(value, _LEAVES):
+        return value
     if isinstance(value, Node):
         return fn(value)
     if isinstance(value, tuple):

@@ -59,8 +59,7 @@ class Runner:
     def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1) -> None:
         self.schedule = schedule
         self.modules = modules
-        hooked = schedule.hooked_paths
-        self.paths = {id(m): p for p, m in modules.items() if p in hooked}
+        self.paths = {id(modules[p]): p for p in schedule.hooked_paths}
         self.counts: dict[str, int] = defaultdict(int)
         self.env: dict[int, Any] = {}
         self.slot: Any = None
@@ -179,8 +178,11 @@ class Runner:
         return value
 
     def _fire(self, node: Node) -> None:
-        args = map_nodes(node.args, lambda n: self.env[n.index])
-        kwargs = map_nodes(node.kwargs, lambda n: self.env[n.index])
+        if node.deps:
+            args = map_nodes(node.args, lambda n: self.env[n.index])
+            kwargs = map_nodes(node.kwargs, lambda n: self.env[n.index])
+        else:
+            args, kwargs = node.args, node.kwargs
         try:
             if node.op == "read":
                 value = self.slot

@@ -56,7 +56,15 @@ def meta_of(skel: Any) -> Any:
 
 def signature(value: Any) -> Any:
     """A hashable summary of a value's structure, shapes and dtypes (the structure cache key)."""
-    return repr(skeleton(value))
+    if isinstance(value, mx.array):
+        return (tuple(value.shape), value.dtype)
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(signature(v) for v in value)
+    if isinstance(value, dict):
+        return ("dict",) + tuple((k, signature(v)) for k, v in value.items())
+    if isinstance(value, _PRIMITIVES):
+        return value
+    return type(value).__name__
 
 
 @dataclass
