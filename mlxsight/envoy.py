@@ -169,6 +169,11 @@ class Envoy:
     def input(self, value: Any) -> None:
         self._set_value("input", value)
 
+    @property
+    def source(self) -> "SourceEnvoy":
+        """The operations of this module's forward (``.source.self_gate_proj_0.output``)."""
+        return SourceEnvoy(self)
+
     def skip(self, replacement: Any) -> None:
         """Do not run this module in the trace: its output is ``replacement``."""
         tracer = self._tracer()
@@ -235,3 +240,87 @@ class EnvoyList:
     def __repr__(self) -> str:
         kinds = sorted({type(m).__name__ for m in self._modules})
         return f"{self.path}: {len(self)} x {'/'.join(kinds)}"
+
+
+class SourceEnvoy:
+    """A module's forward as operations; ``print()`` shows the source with operation names."""
+
+    def __init__(self, envoy: Envoy) -> None:
+        from .hooks import original_class
+        from .source import instrument
+
+        self._envoy = envoy
+        self._instrumented = instrument(original_class(envoy._module))
+
+    @property
+    def operations(self) -> list[str]:
+        return list(self._instrumented.ops)
+
+    def __getattr__(self, name: str) -> "OperationEnvoy":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._instrumented.ops:
+            from .source import SourceNotAvailable
+
+            raise SourceNotAvailable(f"'{self._envoy.path}.source' has no operation {name!r}; available: "
+                                     f"{', '.join(self._instrumented.ops)}")
+        return OperationEnvoy(self._envoy, name, self._instrumented.lines.get(name))
+
+    def __dir__(self) -> list[str]:
+        return self.operations
+
+    def __repr__(self) -> str:
+        from .source import listing
+
+        return listing(self._instrumented)
+
+
+class OperationEnvoy:
+    """One operation inside a module's forward: ``.output``, ``.input``, ``.inputs``, ``.skip``."""
+
+    def __init__(self, envoy: Envoy, name: str, line: int | None) -> None:
+        from .source import SEP
+
+        self._envoy, self._name, self._line = envoy, name, line
+        self._path = f"{envoy._path}{SEP}{name}"
+
+    @property
+    def path(self) -> str:
+        return f"{self._envoy.path}.source.{self._name}"
+
+    def _tracer(self) -> "Tracer":
+        tracer = self._envoy._tracer()
+        if tracer is None:
+            raise ValueError(f"Cannot access `{self.path}` outside of interleaving")
+        tracer.use_source(self._envoy._path)
+        return tracer
+
+    @property
+    def output(self) -> Any:
+        return self._tracer().read(self._path, "output")
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        self._tracer().write(self._path, "output", value)
+
+    @property
+    def inputs(self) -> Any:
+        return self._tracer().read(self._path, "inputs")
+
+    @inputs.setter
+    def inputs(self, value: Any) -> None:
+        self._tracer().write(self._path, "inputs", value)
+
+    @property
+    def input(self) -> Any:
+        return self._tracer().read(self._path, "input")
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self._tracer().write(self._path, "input", value)
+
+    def skip(self, replacement: Any) -> None:
+        self._tracer().skip(self._path, replacement)
+
+    def __repr__(self) -> str:
+        return f"<operation {self.path} (line {self._line})>"

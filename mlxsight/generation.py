@@ -51,7 +51,7 @@ class GenerationTracer(Tracer):
         return self.max_new_tokens
 
     def _structure_for(self, batch: Any) -> Structure:
-        return self.model._generation_structure(batch, self.max_new_tokens)
+        return self.model._generation_structure(batch, self.max_new_tokens, self._instrumented)
 
     def _forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
         return lambda: self._loop(runner, batch)
@@ -108,7 +108,8 @@ def _sampler(do_sample: bool, temperature: float, top_p: float, top_k: int) -> C
     return lambda logits: sample(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
 
 
-def generation_structure(named: dict, batch: Any, decoder: Callable, steps: int) -> Structure:
+def generation_structure(named: dict, batch: Any, decoder: Callable, steps: int,
+                         instrumented: frozenset = frozenset()) -> Structure:
     """Hook points of ``steps`` generation steps, from a lazy prefill and one lazy decode step.
 
     Every decode step calls the same modules with the same shapes (one new position), so steps
@@ -121,7 +122,7 @@ def generation_structure(named: dict, batch: Any, decoder: Callable, steps: int)
         if steps > 1:
             step_fn(mx.zeros((ids.shape[0], 1), dtype=ids.dtype), cache)
 
-    recorded = record_structure(named, two_steps)
+    recorded = record_structure(named, two_steps, instrumented)
     structure = Structure()
     first = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 0]
     later = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 1]

@@ -118,11 +118,11 @@ class NNsight(Envoy):
     def _signature(self, batch: Any) -> Any:
         return signature(batch)
 
-    def _structure(self, batch: Any) -> Structure:
-        key = self._signature(batch)
+    def _structure(self, batch: Any, instrumented: frozenset = frozenset()) -> Structure:
+        key = (self._signature(batch), instrumented)
         structure = self._structures.get(key)
         if structure is None:
-            structure = record_structure(self._modules_by_path(), self._forward(batch))
+            structure = record_structure(self._modules_by_path(), self._forward(batch), instrumented)
             self._structures[key] = structure
             if len(self._structures) > _STRUCTURE_CACHE_SIZE:
                 self._structures.popitem(last=False)
@@ -244,12 +244,13 @@ class LanguageModel(NNsight):
             cache = self.mlx_model.make_cache()
         return (lambda ids, cache: module(ids, cache=cache)), cache
 
-    def _generation_structure(self, batch: Batch, steps: int) -> Structure:
+    def _generation_structure(self, batch: Batch, steps: int, instrumented: frozenset = frozenset()) -> Structure:
         from .generation import generation_structure
 
-        key = ("generate", steps, self._signature(batch))
+        key = ("generate", steps, self._signature(batch), instrumented)
         if key not in self._structures:
-            self._structures[key] = generation_structure(self._modules_by_path(), batch, self._decoder, steps)
+            self._structures[key] = generation_structure(self._modules_by_path(), batch, self._decoder, steps,
+                                                         instrumented)
         return self._structures[key]
 
 

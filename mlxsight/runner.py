@@ -17,6 +17,8 @@ from .compiler import Schedule, grad_key
 from .errors import TraceError
 from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
+from .source import module_of
+from .structure import call_instrumented
 
 
 class _NeverReached:
@@ -56,10 +58,15 @@ def apply_op(op: str, target: Any, args: tuple, kwargs: dict, modules: dict[str,
 class Runner:
     """Fires a schedule's nodes at their hook points during one forward."""
 
-    def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1) -> None:
+    def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1,
+                 instrumented: frozenset = frozenset()) -> None:
         self.schedule = schedule
         self.modules = modules
-        self.paths = {id(modules[p]): p for p in schedule.hooked_paths}
+        # Operations inside an instrumented forward are hooked through their module's call.
+        self.hooked = {module_of(p) for p in schedule.hooked_paths}
+        self.paths = {id(modules[p]): p for p in self.hooked}
+        self.instrumented = instrumented & self.hooked
+        self.source_stack: list[str] = []
         self.counts: dict[str, int] = defaultdict(int)
         self.env: dict[int, Any] = {}
         self.slot: Any = None
@@ -81,7 +88,7 @@ class Runner:
         for node in self.schedule.before:
             self._fire(node)
         if self.schedule.at:
-            modules = [self.modules[p] for p in self.schedule.hooked_paths]
+            modules = [self.modules[p] for p in self.hooked]
             with observing(modules, self):
                 try:
                     forward()
@@ -142,7 +149,21 @@ class Runner:
         self.counts[path] += 1
         args, kwargs = self._at(HookPoint(path, "input", n), (args, kwargs))
         replacements = self.skips.pop((path, n), None)
-        out = call(module, *args, **kwargs) if replacements is None else self._assemble(path, replacements)
+        if replacements is not None:
+            out = self._assemble(path, replacements)
+        elif path in self.instrumented:
+            out = call_instrumented(self, module, path, args, kwargs)
+        else:
+            out = call(module, *args, **kwargs)
+        return self._at(HookPoint(path, "output", n), out)
+
+    def call_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        """One operation inside an instrumented forward: hook points around it, like a module."""
+        n = self.counts[path]
+        self.counts[path] += 1
+        args, kwargs = self._at(HookPoint(path, "input", n), (args, kwargs))
+        replacements = self.skips.pop((path, n), None)
+        out = fn(*args, **kwargs) if replacements is None else self._assemble(path, replacements)
         return self._at(HookPoint(path, "output", n), out)
 
     def _assemble(self, path: str, replacements: list) -> Any:

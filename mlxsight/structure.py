@@ -82,10 +82,20 @@ class Structure:
 class _Recorder:
     suspended = 0
 
-    def __init__(self, paths: dict[int, str], structure: Structure) -> None:
+    def __init__(self, paths: dict[int, str], structure: Structure, instrumented: frozenset = frozenset()) -> None:
         self.paths = paths
         self.structure = structure
         self.counts: dict[str, int] = defaultdict(int)
+        self.instrumented = instrumented
+        self.source_stack: list[str] = []
+
+    def call_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        n = self.counts[path]
+        self.counts[path] += 1
+        self._record(HookPoint(path, "input", n), (args, kwargs))
+        out = fn(*args, **kwargs)
+        self._record(HookPoint(path, "output", n), out)
+        return out
 
     def _record(self, point: HookPoint, value: Any) -> None:
         self.structure.order[point] = len(self.structure.order)
@@ -98,15 +108,31 @@ class _Recorder:
         n = self.counts[path]
         self.counts[path] += 1
         self._record(HookPoint(path, "input", n), (args, kwargs))
-        out = call(module, *args, **kwargs)
+        if path in self.instrumented:
+            out = call_instrumented(self, module, path, args, kwargs)
+        else:
+            out = call(module, *args, **kwargs)
         self._record(HookPoint(path, "output", n), out)
         return out
 
 
-def record_structure(named: dict[str, nn.Module], forward: Callable[[], Any]) -> Structure:
+def call_instrumented(observer: Any, module: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
+    """Run a module's ``.source``-instrumented forward, its operations reported to ``observer``."""
+    from .hooks import original_class
+    from .source import instrument
+
+    observer.source_stack.append(path)
+    try:
+        return instrument(original_class(module)).call(module, *args, **kwargs)
+    finally:
+        observer.source_stack.pop()
+
+
+def record_structure(named: dict[str, nn.Module], forward: Callable[[], Any],
+                     instrumented: frozenset = frozenset()) -> Structure:
     """Run ``forward`` lazily with every module in ``named`` observed; nothing is evaluated."""
     structure = Structure()
-    recorder = _Recorder({id(m): p for p, m in named.items()}, structure)
+    recorder = _Recorder({id(m): p for p, m in named.items()}, structure, instrumented)
     with observing(list(named.values()), recorder):
         forward()
     return structure

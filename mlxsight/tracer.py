@@ -16,10 +16,13 @@ import mlx.core as mx
 from .aliasing import Rows
 from .cache import Cache, CacheEntry, cast
 from .compiler import compile_graph
-from .errors import ExpiredProxyError, ModuleNotCalledError, NestedTraceError, TraceError, Where, user_frame, where_now
+from .errors import (
+    ExpiredProxyError, ModuleNotCalledError, NestedTraceError, OutOfOrderError, TraceError, Where, user_frame, where_now,
+)
 from .graph import Graph, HookPoint, Node, format_node
 from .proxy import UNKNOWN, Proxy, constant
 from .runner import NEVER_REACHED, Runner, apply_op
+from .source import SEP
 from .structure import skeleton
 
 if TYPE_CHECKING:
@@ -164,11 +167,11 @@ class Invoke:
         self._structure = None
 
     def structure(self):
-        if self._structure is None:
-            model = self.tracer.model
+        key = self.tracer._instrumented
+        if self._structure is None or self._structure[0] != key:
             data = [self.data] if self.rows is not None else self.tracer._row_data()
-            self._structure = self.tracer._structure_for(self.tracer._batch_of(data))
-        return self._structure
+            self._structure = (key, self.tracer._structure_for(self.tracer._batch_of(data)))
+        return self._structure[1]
 
     def __enter__(self) -> "Invoke":
         self.tracer._invoke_stack.append(self)
@@ -203,6 +206,7 @@ class Tracer:
         self._batch_cache: tuple | None = None
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self._loss: Node | None = None
+        self._instrumented: frozenset[str] = frozenset()  # modules whose .source is used
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -380,6 +384,9 @@ class Tracer:
             structure = invoke.structure()
             if point not in structure.skeletons:
                 name = ".".join(p for p in ("model", path) if p)
+                if SEP in path:
+                    raise OutOfOrderError(f"'{point}' is never reached: that operation does not run in this "
+                                          f"forward (or not that many times)", where_now())
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             meta = structure.meta(point)
@@ -502,14 +509,19 @@ class Tracer:
             return []
         if self.scan:  # validated; nothing is computed
             return []
-        runner = Runner(schedule, model._modules_by_path(), self._batch_size.value)
+        runner = Runner(schedule, model._modules_by_path(), self._batch_size.value, self._instrumented)
         env = runner.run(self._forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
 
     _stop_early = True  # a single forward can end after the last needed hook point
 
     def _structure_for(self, batch: Any) -> Any:
-        return self.model._structure(batch)
+        return self.model._structure(batch, self._instrumented)
+
+    def use_source(self, path: str) -> None:
+        """Run ``path``'s forward instrumented, so its operations are hook points."""
+        if path not in self._instrumented:
+            self._instrumented = self._instrumented | {path}
 
     def _forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
         return self.model._forward(batch)
