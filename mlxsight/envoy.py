@@ -67,12 +67,23 @@ class Envoy:
         return [k for k, v in module.items() if isinstance(v, nn.Module)
                 or (isinstance(v, (list, tuple)) and v and all(isinstance(x, nn.Module) for x in v))]
 
+    def _aliases(self) -> dict[str, Any]:
+        """``rename=`` aliases bound on this envoy: alias -> the very same envoy as the original."""
+        if not self.__dict__.get("_aliases_bound"):
+            object.__setattr__(self, "_aliases_bound", True)
+            for key, alias in getattr(self._root, "_rename", {}).items():
+                _bind_alias(self, key, alias)
+        return self.__dict__.get("_alias_table", {})
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         child = self._child(name)
         if child is not None:
             return child
+        aliases = self._aliases() if getattr(self._root, "_rename", None) else {}
+        if name in aliases:
+            return aliases[name]
         try:
             attr = getattr(self._module, name)
         except AttributeError:
@@ -187,6 +198,48 @@ class Envoy:
         if tracer is not None and _has_proxy((args, kwargs)):
             return tracer.call_module(self._path, None, args, kwargs)
         return self._module(*args, **kwargs)
+
+
+def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
+    """Envoys reached from ``envoy`` by path components (``*`` matches any one child)."""
+    found = [envoy]
+    for part in parts:
+        nxt = []
+        for e in found:
+            if part == "*":
+                nxt.extend(e if isinstance(e, EnvoyList) else [e._child(n) for n in e._child_names()])
+            elif isinstance(e, EnvoyList):
+                if part.isdigit() and int(part) < len(e):
+                    nxt.append(e[int(part)])
+            else:
+                child = e._child(part)
+                if child is not None:
+                    nxt.append(child)
+        found = nxt
+    return found
+
+
+def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
+    """Bind ``alias`` for ``key`` where it resolves from ``envoy`` (nnsight's ``rename=`` rules)."""
+    if isinstance(key, type):
+        targets = [envoy._child(n) for n in envoy._child_names()
+                   if isinstance(getattr(envoy._child(n), "_module", None), key)]
+    else:
+        targets = _resolve(envoy, key.split("."))
+    if not targets:
+        return
+    *prefix, name = alias.split(".")
+    holders = _resolve(envoy, prefix) if prefix else [envoy]
+    for holder in holders:
+        if isinstance(holder, EnvoyList):
+            continue
+        if holder._child(name) is not None or name in ("output", "input", "inputs", "source", "path"):
+            raise ValueError(f"rename alias {alias!r} would shadow {holder.path}.{name}")
+        table = holder.__dict__.get("_alias_table")
+        if table is None:
+            table = {}
+            object.__setattr__(holder, "_alias_table", table)
+        table[name] = targets[0]
 
 
 class _BoundModuleMethod:

@@ -27,8 +27,9 @@ _IGNORED_LOAD_KWARGS = {"dispatch", "device_map", "attn_implementation", "revisi
 class NNsight(Envoy):
     """Wrap an ``mlx.nn.Module`` so that ``with model.trace(x):`` records interventions on it."""
 
-    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+    def __init__(self, module: nn.Module, *, rename: dict | None = None, **kwargs: Any) -> None:
         super().__init__(module, "", None)
+        object.__setattr__(self, "_rename", dict(rename or {}))
         object.__setattr__(self, "_structures", OrderedDict())
         object.__setattr__(self, "_named", None)
         object.__setattr__(self, "_edits", [])

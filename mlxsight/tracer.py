@@ -144,6 +144,16 @@ class _NodeRef:
         self.node = node
 
 
+class Barrier:
+    """``b = tracer.barrier(n)``; ``b()`` in n invokes. Counts arrivals only."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.arrivals = n, 0
+
+    def __call__(self) -> None:
+        self.arrivals += 1
+
+
 class BatchSize:
     """The total number of rows, known once every invoke has been seen."""
 
@@ -207,6 +217,7 @@ class Tracer:
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self._loss: Node | None = None
         self._instrumented: frozenset[str] = frozenset()  # modules whose .source is used
+        self._barriers: list[Barrier] = []
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
@@ -263,9 +274,12 @@ class Tracer:
         """End the block here; the forward itself already stops after the last value needed."""
         raise StopTrace()
 
-    def barrier(self, n: int) -> Callable[[], None]:
-        """nnsight's barrier: unnecessary in a graph (dependencies order the work); kept for scripts."""
-        return lambda: None
+    def barrier(self, n: int) -> "Barrier":
+        """nnsight's barrier. A graph needs none (dependencies order the work), but scripts call it,
+        and nnsight's error for a barrier that too few blocks reach is kept."""
+        barrier = Barrier(n)
+        self._barriers.append(barrier)
+        return barrier
 
     def cache(self, modules: Any = None, device: Any = None, dtype: Any = None, detach: bool = True,
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
@@ -536,6 +550,9 @@ class Tracer:
     def _finish(self) -> None:
         if not self._invokes:
             raise ValueError("trace() needs an input, or at least one `with tracer.invoke(...)` block")
+        if any(b.arrivals % b.n for b in self._barriers):
+            raise ValueError("A barrier was never reached by every block it waits for; check the count it "
+                             "was created with")
         self._fill_caches()
         pushes, containers = self._collect_saved()
         proxies: list[Proxy] = []
