@@ -69,10 +69,13 @@ class Envoy:
 
     def _aliases(self) -> dict[str, Any]:
         """``rename=`` aliases bound on this envoy: alias -> the very same envoy as the original."""
-        if not self.__dict__.get("_aliases_bound"):
-            object.__setattr__(self, "_aliases_bound", True)
-            for key, alias in getattr(self._root, "_rename", {}).items():
-                _bind_alias(self, key, alias)
+        root = self._root
+        if not root.__dict__.get("_aliases_bound"):
+            # An alias can be bound from an ancestor (dotted aliases), so bind them all at once.
+            object.__setattr__(root, "_aliases_bound", True)
+            for envoy in root.modules():
+                for key, alias in root._rename.items():
+                    _bind_alias(envoy, key, alias)
         return self.__dict__.get("_alias_table", {})
 
     def __getattr__(self, name: str) -> Any:
