@@ -55,6 +55,7 @@ def shallow_copy(model: "NNsight") -> "NNsight":
     clone = copy.copy(model)
     object.__setattr__(clone, "_envoys", {})
     object.__setattr__(clone, "_root", clone)
+    object.__setattr__(clone, "_aliases_bound", False)
     object.__setattr__(clone, "_edits", list(model._edits))
     object.__setattr__(clone, "_structures", OrderedDict())
     return clone
