@@ -135,7 +135,24 @@ class Envoy:
             yield from (child if isinstance(child, EnvoyList) else [child])
 
     def __repr__(self) -> str:
-        return repr(self._module)
+        return "\n".join(self._repr_lines())
+
+    def _repr_lines(self) -> list[str]:
+        """The module tree as torch prints it, runs of identical layers collapsed as nnsight does."""
+        head = f"{type(self._module).__name__}("
+        extra = self._module._extra_repr() if hasattr(self._module, "_extra_repr") else ""
+        aliases = {id(v): k for k, v in self._aliases().items()} if getattr(self._root, "_rename", None) else {}
+        body: list[str] = []
+        for name in self._child_names():
+            child = self._child(name)
+            label = f"{aliases[id(child)]}/{name}" if id(child) in aliases else name
+            if isinstance(child, EnvoyList):
+                body += _list_repr(label, child, aliases)
+            else:
+                body += _indent(f"({label}): ", child._repr_lines())
+        if not body:
+            return [f"{head}{extra})"]
+        return [head + (extra if extra else "")] + body + [")"]
 
     # -- values inside a trace ---------------------------------------------------------------
     def _tracer(self) -> "Tracer":
@@ -201,6 +218,27 @@ class Envoy:
         if tracer is not None and _has_proxy((args, kwargs)):
             return tracer.call_module(self._path, None, args, kwargs)
         return self._module(*args, **kwargs)
+
+
+def _indent(prefix: str, lines: list[str]) -> list[str]:
+    return ["  " + prefix + lines[0]] + ["  " + line for line in lines[1:]]
+
+
+def _list_repr(label: str, envoys: "EnvoyList", aliases: dict) -> list[str]:
+    """``(layers): ModuleList(`` with runs of identically printed items as ``(0-3): 4 x Block(``."""
+    lines = [f"  ({label}): ModuleList("]
+    items = [e._repr_lines() for e in envoys]
+    i = 0
+    while i < len(items):
+        j = i
+        while j + 1 < len(items) and items[j + 1] == items[i]:
+            j += 1
+        if j > i:
+            lines += ["  " + line for line in _indent(f"({i}-{j}): {j - i + 1} x ", items[i])]
+        else:
+            lines += ["  " + line for line in _indent(f"({i}): ", items[i])]
+        i = j + 1
+    return lines + ["  )"]
 
 
 def _resolve(envoy: Any, parts: list[str]) -> list[Any]:

@@ -49,3 +49,10 @@ def test_barrier_is_accepted_and_keeps_nnsights_error(stories):
             barrier = tracer.barrier(2)
             with tracer.invoke("Lily went"):
                 barrier()
+
+
+def test_repr_mirrors_the_tree_with_collapsed_runs_and_aliases(renamed):
+    text = repr(renamed)
+    assert "(layers): ModuleList(" in text and "(0-4): 5 x TransformerBlock(" in text
+    assert "(attn/self_attn): Attention(" in text
+    assert text.count("TransformerBlock(") == 1
