@@ -35,12 +35,21 @@ class Where:
         return f'File "{self.file}", line {self.line}' + (f"\n    {text}" if text else "")
 
 
+_is_plumbing: dict[str, bool] = {}
+
+
 def user_frame(skip: int = 1) -> FrameType | None:
     """The innermost frame that is not mlxsight (nor contextlib) code."""
     frame = sys._getframe(skip)
-    while frame is not None and frame.f_code.co_filename.startswith(_PLUMBING):
+    while frame is not None:
+        name = frame.f_code.co_filename
+        plumbing = _is_plumbing.get(name)
+        if plumbing is None:
+            plumbing = _is_plumbing[name] = name.startswith(_PLUMBING)
+        if not plumbing:
+            return frame
         frame = frame.f_back
-    return frame
+    return None
 
 
 def where_now() -> Where | None:

@@ -69,6 +69,18 @@ class Node:
 _LEAVES = (int, float, str, bool, type(None))
 
 
+def _collect_nodes(values: tuple | list, out: list[Node]) -> None:
+    for v in values:
+        if isinstance(v, Node):
+            out.append(v)
+        elif isinstance(v, (tuple, list)):
+            _collect_nodes(v, out)
+        elif isinstance(v, dict):
+            _collect_nodes(tuple(v.values()), out)
+        elif isinstance(v, slice):
+            _collect_nodes((v.start, v.stop, v.step), out)
+
+
 def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
     """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
     if isinstance(value, _LEAVES):
@@ -97,7 +109,9 @@ class Graph:
                where: Where | None = None, invoke: int | None = None) -> Node:
         kwargs = kwargs or {}
         deps: list[Node] = []
-        map_nodes((args, kwargs), lambda n: deps.append(n) or n)
+        _collect_nodes(args, deps)
+        if kwargs:
+            _collect_nodes(tuple(kwargs.values()), deps)
         node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
         return node
