@@ -12,10 +12,12 @@ from .errors import (  # noqa: E402
 )
 from .model import LanguageModel, NNsight  # noqa: E402
 from .proxy import Proxy  # noqa: E402
-from .tracer import Tracer, add_exit_listener, apply, save, set_value_transform  # noqa: E402
+from .tracer import (  # noqa: E402
+    Tracer, add_exit_listener, apply, save, set_torch_semantics, set_value_transform,
+)
 
 __all__ = [
-    "LanguageModel", "NNsight", "Proxy", "Tracer", "apply", "save", "set_value_transform",
+    "LanguageModel", "NNsight", "Proxy", "Tracer", "apply", "save", "set_value_transform", "set_torch_semantics",
     "add_exit_listener", "MLXSightError", "TraceError", "OutOfOrderError", "ModuleNotCalledError",
     "ExpiredProxyError", "NestedTraceError",
 ]

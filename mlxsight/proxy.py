@@ -208,14 +208,30 @@ class Proxy:
         meta = self.__dict__.get("_meta", UNKNOWN)
         if isinstance(meta, ModelOutput) and name in type(meta)._fields:
             return self[name] if name in meta else None
+        if isinstance(meta, mx.array) and name in _STATIC_TORCH_METHODS and _torch_view(name):
+            return _STATIC_TORCH_METHODS[name](meta)
         if isinstance(meta, mx.array) and name in _STATIC_ARRAY_ATTRS:
             value = getattr(meta, name)
             return tuple(value) if name == "shape" else value
         if name in ("T", "mT", "real", "imag"):
             return self._record("call_function", getattr, (self, name))
-        if isinstance(meta, mx.array) and not hasattr(meta, name):
+        if isinstance(meta, mx.array) and not hasattr(meta, name) and not _torch_method(name):
             raise AttributeError(f"{self._label} (an mx.array) has no attribute {name!r}")
         return _Method(self, name)
+
+    # -- torch interoperability (nnsight scripts) --------------------------------------------
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        """``torch.softmax(proxy, dim=-1)`` and friends: recorded, run as MLX (see torch_ops)."""
+        from . import torch_ops
+        from .tracer import _find_tracer
+
+        kwargs = kwargs or {}
+        if not torch_ops.is_supported(func):
+            raise torch_ops.UnsupportedTorchOp(torch_ops.describe(func))
+        tracer = _find_tracer((args, kwargs))
+        args, kwargs = torch_ops.to_mlx((args, kwargs))
+        return tracer.record("call_function", TorchCall(func), args, kwargs)
 
     # -- array methods with view semantics or special meaning --------------------------------
     def reshape(self, *shape: Any) -> "Proxy":
@@ -267,6 +283,78 @@ def _put_item(container: Any, key: Any, value: Any) -> Any:
     return Item(key).put(container, value)
 
 
+def _size(meta: mx.array):
+    def size(dim: int | None = None) -> Any:
+        return tuple(meta.shape) if dim is None else meta.shape[dim]
+
+    return size
+
+
+# torch methods whose answers are static Python values (scripts do arithmetic with them).
+_STATIC_TORCH_METHODS = {
+    "size": _size,
+    "dim": lambda meta: (lambda: meta.ndim),
+    "ndimension": lambda meta: (lambda: meta.ndim),
+    "numel": lambda meta: (lambda: meta.size),
+    "element_size": lambda meta: (lambda: meta.itemsize),
+}
+
+
+def _torch_view(name: str) -> bool:
+    """``size`` is an attribute in MLX and a method in torch: torch's meaning under torch semantics."""
+    from .tracer import torch_semantics
+
+    return name != "size" or torch_semantics()
+
+
+_TORCH_ONLY_KWARGS = frozenset({"dim", "keepdim", "dtype", "device", "memory_format", "non_blocking"})
+
+
+def _torch_method(name: str) -> bool:
+    try:
+        from . import torch_ops
+    except ImportError:
+        return False
+    return torch_ops.is_supported(name)
+
+
+def _wants_torch(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether a method call is written with torch's meaning (names or keywords MLX lacks)."""
+    from .tracer import torch_semantics
+
+    if torch_semantics() or (kwargs.keys() & _TORCH_ONLY_KWARGS):
+        return _torch_method(name)
+    return not hasattr(mx.array, name) and _torch_method(name)
+
+
+class TorchMethod:
+    """A tensor method with torch's signature, run on MLX arrays by ``torch_ops``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__name__ = self.__qualname__ = f"torch.Tensor.{name}"
+
+    def __call__(self, array: Any, *args: Any, **kwargs: Any) -> Any:
+        from . import torch_ops
+
+        return torch_ops.call_tensor_method(self.name, array, args, kwargs)
+
+
+class TorchCall:
+    """A torch function (``torch.softmax``, ``F.gelu``...), run on MLX arrays by ``torch_ops``."""
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+        from . import torch_ops
+
+        self.__name__ = self.__qualname__ = torch_ops.describe(func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from . import torch_ops
+
+        return torch_ops.call_torch_function(self.func, args, kwargs)
+
+
 class _Method:
     """``proxy.name`` before the call: records ``call_method`` when called."""
 
@@ -274,6 +362,11 @@ class _Method:
         self.proxy, self.name = proxy, name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _wants_torch(self.name, args, kwargs):
+            from . import torch_ops
+
+            args, kwargs = torch_ops.to_mlx((args, kwargs))
+            return self.proxy._record("call_function", TorchMethod(self.name), (self.proxy, *args), kwargs)
         return self.proxy._record("call_method", self.name, (self.proxy, *args), kwargs)
 
     def __repr__(self) -> str:

@@ -37,6 +37,20 @@ class StopTrace(Exception):
     """Raised by ``tracer.stop()``: the rest of the block is not run (nnsight's early stop)."""
 
 
+_torch_semantics = False
+
+
+def set_torch_semantics(enabled: bool) -> None:
+    """Read proxy methods with torch's meaning (``.max(1)`` gives values and indices, ``.view`` reshapes):
+    what nnsight scripts expect. The compat runner turns it on."""
+    global _torch_semantics
+    _torch_semantics = enabled
+
+
+def torch_semantics() -> bool:
+    return _torch_semantics
+
+
 def set_value_transform(fn: Callable[[Any], Any] | None) -> None:
     """Apply ``fn`` to every saved value as it is pushed to the caller (compat: mx.array -> torch)."""
     global _value_transform
