@@ -52,8 +52,10 @@ def logit_lens(model: LanguageModel) -> None:
     tok = model.tokenizer
     targets = mx.array(tok(LENS)["input_ids"][1:])
     residuals = [model.model.embed_tokens] + list(model.model.layers)
+    # The HF view has lm_head even for tied embeddings; mlx-lm's own tree unembeds with the embedding.
+    unembed = model.lm_head if hasattr(model, "lm_head") else model.model.embed_tokens.as_linear
     with model.trace(LENS):
-        lens = [model.lm_head(model.model.norm(r.output)) for r in residuals]
+        lens = [unembed(model.model.norm(r.output)) for r in residuals]
         nll = save([apply(next_token_nll, logits, targets) for logits in lens])
         top = save([logits[0, -1].argmax() for logits in lens])
     print("\n3. logit lens (NLL of the true next tokens; top guess after the last token):")
@@ -71,16 +73,16 @@ def patching(model: LanguageModel) -> None:
     lily, tim = tok.convert_tokens_to_ids("▁Lily"), tok.convert_tokens_to_ids("▁Tim")
     results = []
     with model.trace(CLEAN):
-        clean = (model.output.logits[0, -1, lily] - model.output.logits[0, -1, tim]).save()
+        clean = _logit_diff(model, lily, tim).save()
     with model.trace(corrupt):
-        base = (model.output.logits[0, -1, lily] - model.output.logits[0, -1, tim]).save()
+        base = _logit_diff(model, lily, tim).save()
     for i in range(len(model.model.layers)):
         with model.trace() as tracer:
             with tracer.invoke(CLEAN):
                 h = model.model.layers[i].input[:, pos]
             with tracer.invoke(corrupt):
                 model.model.layers[i].input[:, pos] = h
-                diff = (model.output.logits[0, -1, lily] - model.output.logits[0, -1, tim]).save()
+                diff = _logit_diff(model, lily, tim).save()
         results.append(float(diff))
     clean, base = float(clean), float(base)
     print(f"\n4. activation patching, 'Lily' vs 'Tim' at position {pos}: logit diff clean {clean:.2f}, "
@@ -100,3 +102,8 @@ def steering(model: LanguageModel) -> None:
         steered = tracer.result.save()
     print("\n5. steering with 3 x embedding(' happy') after layer 2, every step:\n   "
           + tok.decode(steered[0].tolist(), skip_special_tokens=True))
+
+
+def _logit_diff(model: LanguageModel, a: int, b: int):
+    logits = model.output.logits if model.view == "hf" else model.output
+    return logits[0, -1, a] - logits[0, -1, b]

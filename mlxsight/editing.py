@@ -30,6 +30,7 @@ class EditTracer(Tracer):
     def __enter__(self) -> Any:
         super().__enter__()
         invoke = self.invoke(*self.model._edit_example())
+        self._implicit = True
         self._example = invoke.data
         invoke.rows = None  # edits address the whole batch, whatever its rows
         self._invoke_stack.append(invoke)

@@ -193,7 +193,7 @@ class Invoke:
     def structure(self):
         key = self.tracer._instrumented
         if self._structure is None or self._structure[0] != key:
-            data = [self.data] if self.rows is not None else self.tracer._row_data()
+            data = [self.data] if self.data is not None else self.tracer._row_data()
             self._structure = (key, self.tracer._structure_for(self.tracer._batch_of(data)))
         return self._structure[1]
 
@@ -228,6 +228,7 @@ class Tracer:
         self._frame = None
         self._snapshot: dict[str, Any] = {}
         self._batch_cache: tuple | None = None
+        self._implicit = False  # the trace was given an input: that input is the only invoke
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self._loss: Node | None = None
         self._instrumented: frozenset[str] = frozenset()  # modules whose .source is used
@@ -251,7 +252,12 @@ class Tracer:
             for edit in self.model._edits:
                 replay(self, edit)
         if self._inputs or self._kwargs:
-            self._invoke_stack.append(self.invoke(*self._inputs, **self._kwargs))
+            # The trace's own input is its only invoke (nnsight refuses more), so it is the whole
+            # batch and its reads need no row view.
+            implicit = self.invoke(*self._inputs, **self._kwargs)
+            implicit.rows = None
+            self._implicit = True
+            self._invoke_stack.append(implicit)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -322,6 +328,8 @@ class Tracer:
     def invoke(self, *inputs: Any, **kwargs: Any) -> Invoke:
         """Add an input's rows to the batch; ``invoke()`` with no input addresses the whole batch."""
         self.check_open()
+        if self._implicit:
+            raise ValueError("Cannot invoke while the model is already running.")
         if not inputs and not kwargs:
             return self._add_invoke(Invoke(self, None, len(self._invokes), None))
         data = self.model._encode(inputs, kwargs)
@@ -335,7 +343,7 @@ class Tracer:
         return invoke
 
     def _row_data(self) -> list:
-        return [inv.data for inv in self._invokes if inv.rows is not None]
+        return [inv.data for inv in self._invokes if inv.data is not None]
 
     def current_invoke(self) -> Invoke:
         if not self._invoke_stack:

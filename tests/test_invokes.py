@@ -83,3 +83,10 @@ def test_reads_outside_invokes_need_an_input(stories):
     with pytest.raises(ValueError, match="needs an input"):
         with stories.trace():
             pass
+
+
+def test_invoke_inside_a_trace_with_an_input_is_refused_like_nnsight(stories):
+    with pytest.raises(ValueError, match="Cannot invoke while the model is already running"):
+        with stories.trace("Lily") as tracer:
+            with tracer.invoke("Tom"):
+                pass
