@@ -11,6 +11,7 @@ from .errors import (  # noqa: E402
     ExpiredProxyError, MLXSightError, ModuleNotCalledError, NestedTraceError, OutOfOrderError, TraceError,
 )
 from .model import LanguageModel, NNsight  # noqa: E402
+from . import attention  # noqa: E402
 from .proxy import Proxy  # noqa: E402
 from .tracer import (  # noqa: E402
     Tracer, add_exit_listener, apply, save, set_torch_semantics, set_value_transform,

@@ -162,7 +162,10 @@ class LanguageModel(NNsight):
         config = config or _config_from_args(module)
         hf_module = _hf_view(module, config) if view == "hf" else None
         super().__init__(hf_module if hf_module is not None else module, **kwargs)
-        tok = getattr(tokenizer, "_tokenizer", tokenizer)  # mlx-lm's TokenizerWrapper wraps an HF tokenizer
+        from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+        # mlx-lm's wrapper holds a transformers tokenizer; nnsight scripts expect that one.
+        tok = tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
         if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
             tok.pad_token = tok.eos_token
         if hasattr(tok, "padding_side"):

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from .tracer import Tracer
 
 
+class Size(tuple):
+    """A shape, as ``h.shape`` gives it while recording: a tuple that can also be ``.save()``d
+    (nnsight scripts call ``.save()`` on any object, ``torch.Size`` included)."""
+
+    def save(self) -> "Size":
+        from .tracer import save
+
+        return save(self)
+
+
 class _Unknown:
     def __repr__(self) -> str:
         return "<unknown>"
@@ -212,7 +222,7 @@ class Proxy:
             return _STATIC_TORCH_METHODS[name](meta)
         if isinstance(meta, mx.array) and name in _STATIC_ARRAY_ATTRS:
             value = getattr(meta, name)
-            return tuple(value) if name == "shape" else value
+            return Size(value) if name == "shape" else value
         if name in ("T", "mT", "real", "imag"):
             return self._record("call_function", getattr, (self, name))
         if isinstance(meta, mx.array) and not hasattr(meta, name) and not _torch_method(name):
@@ -285,7 +295,7 @@ def _put_item(container: Any, key: Any, value: Any) -> Any:
 
 def _size(meta: mx.array):
     def size(dim: int | None = None) -> Any:
-        return tuple(meta.shape) if dim is None else meta.shape[dim]
+        return Size(meta.shape) if dim is None else meta.shape[dim]
 
     return size
 

@@ -1,0 +1,116 @@
+"""Where each backend hands saved values to the capture, and the mx -> torch value transform."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+Listener = Callable[[str | None, int | None, dict[str, Any]], None]
+
+
+def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """``mx.array``s -> torch tensors, through lists/tuples/dicts; aliases stay aliases.
+
+    Lists and dicts are converted in place: they were built by the trace, and a script may
+    hold them under several names.
+    """
+    import mlx.core as mx
+    import numpy as np
+    import torch
+
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, mx.array):
+        if value.dtype == mx.bfloat16:
+            out = torch.from_numpy(np.array(value.astype(mx.float32))).to(torch.bfloat16)
+        else:
+            out = torch.from_numpy(np.array(value))
+    elif isinstance(value, list):
+        memo[id(value)] = value
+        value[:] = [to_torch(v, memo) for v in value]
+        out = value
+    elif isinstance(value, dict):
+        memo[id(value)] = value
+        for key in list(value):
+            dict.__setitem__(value, key, to_torch(dict.__getitem__(value, key), memo))
+        out = value
+    elif isinstance(value, tuple):
+        items = [to_torch(v, memo) for v in value]
+        out = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    else:
+        out = value
+    memo[id(value)] = out
+    return out
+
+
+def install_mlx(listener: Listener | None) -> None:
+    """Torch semantics for nnsight scripts: proxy methods as torch reads them, saved values converted
+    to torch at trace exit; report them to ``listener``."""
+    import mlxsight
+
+    mlxsight.set_value_transform(to_torch)
+    if hasattr(mlxsight, "set_torch_semantics"):  # proxy methods read with torch's meaning (.max(1), .view)
+        mlxsight.set_torch_semantics(True)
+    if listener is not None:
+        mlxsight.add_exit_listener(lambda info, values: listener(info.get("file"), info.get("line"), values))
+
+
+def install_nnsight(listener: Listener) -> None:
+    """Wrap nnsight 0.8.1's ``push_result`` (saved values at depth 1) and ``Tracer.__exit__``.
+
+    The outermost trace may push several times (the invoke-collecting body, then each invoke's
+    worker); the pushes are merged in order and reported once, when that trace's ``__exit__``
+    returns with the nesting depth back at 0. Nothing in the installed package is modified.
+    """
+    import nnsight.tracing.tracer as ttracer
+
+    original_push = ttracer.push_result
+    pending: dict[str, Any] = {}
+    where: list = [None, None]
+
+    def push_result(frame, variables):
+        if getattr(ttracer._local, "depth", 0) == 1:
+            saves = ttracer._saves()
+            pending.update({k: v for k, v in variables.items() if id(v) in saves})
+            where[:] = [frame.f_code.co_filename, frame.f_lineno]
+        return original_push(frame, variables)
+
+    # Every module that did `from ..tracing.tracer import push_result` holds its own reference.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("nnsight") and getattr(module, "push_result", None) is original_push:
+            module.push_result = push_result
+    for name in ("nnsight.intervention.tracer", "nnsight.intervention.backward", "nnsight.intervention.iterator"):
+        __import__(name)
+        if getattr(sys.modules[name], "push_result", None) is original_push:
+            sys.modules[name].push_result = push_result
+
+    original_exit = ttracer.Tracer.__exit__
+
+    def __exit__(self, exc_type, exc, tb):
+        frame = getattr(getattr(self, "info", None), "frame", None)
+        line = frame.f_lineno if frame is not None else None
+        try:
+            result = original_exit(self, exc_type, exc, tb)
+        except BaseException:
+            if getattr(ttracer._local, "depth", 0) == 0:
+                pending.clear()
+            raise
+        if getattr(ttracer._local, "depth", 0) == 0 and result:
+            values = dict(pending)
+            pending.clear()
+            listener(where[0] or (frame.f_code.co_filename if frame else None), line or where[1], values)
+        return result
+
+    ttracer.Tracer.__exit__ = __exit__
+    # Subclasses that override __exit__ call super(); re-point any that copied the function.
+    for cls in _subclasses(ttracer.Tracer):
+        if cls.__dict__.get("__exit__") is original_exit:
+            cls.__exit__ = __exit__
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

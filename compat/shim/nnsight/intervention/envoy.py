@@ -1,0 +1,1 @@
+from mlxsight.envoy import Envoy  # noqa: F401

@@ -1,0 +1,1 @@
+from mlxsight.errors import OutOfOrderError  # noqa: F401

@@ -1,0 +1,1 @@
+from mlxsight import NNsight  # noqa: F401

@@ -1,0 +1,1 @@
+from mlxsight import save  # noqa: F401

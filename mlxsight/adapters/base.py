@@ -1,0 +1,283 @@
+"""Pieces shared by the HF-view adapters: rotary embedding, masks and positions, attention, heads.
+
+The adapters rebuild transformers' module tree around the mlx-lm model's own submodules (the same
+``nn.Linear``/``nn.RMSNorm`` objects, so the same arrays); what transformers computes in its own
+modules (``rotary_emb``, ``act_fn``, the tied ``lm_head``) lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+class KVCaches(list):
+    """One mlx-lm ``KVCache`` per layer, plus the attention mask of every token seen so far.
+
+    Generation may then pass only the new tokens' mask; left padding keeps being honoured."""
+
+    attention_mask: mx.array | None = None
+
+    @property
+    def offset(self) -> int:
+        return self[0].offset if self else 0
+
+
+def make_cache(num_layers: int) -> KVCaches:
+    from mlx_lm.models.cache import KVCache
+
+    # Plain caches for every layer (also sliding ones): the masks below apply the window.
+    return KVCaches(KVCache() for _ in range(num_layers))
+
+
+# -- modules transformers has and mlx-lm folds into functions ---------------------------------
+
+class SiLUActivation(nn.Module):
+    def __call__(self, x: mx.array) -> mx.array:
+        return nn.silu(x)
+
+
+class GELUTanh(nn.Module):
+    """``gelu_new`` / ``gelu_pytorch_tanh``: the tanh approximation, as transformers writes it."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return 0.5 * x * (1.0 + mx.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+class GELU(nn.Module):
+    def __call__(self, x: mx.array) -> mx.array:
+        return nn.gelu(x)
+
+
+ACTIVATIONS = {"silu": SiLUActivation, "swish": SiLUActivation, "gelu_new": GELUTanh,
+               "gelu_pytorch_tanh": GELUTanh, "gelu_fast": GELUTanh, "gelu": GELU}
+
+
+class Dropout(nn.Module):
+    """transformers' inference-time dropout: the identity (kept so module paths match)."""
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+
+class TiedLMHead(nn.Module):
+    """``lm_head`` of a tied model: the input embedding used as the output matrix (no copy)."""
+
+    def __init__(self, embedding: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_embedding", embedding)  # not a child: paths stay HF's
+
+    @property
+    def weight(self) -> mx.array:
+        return self._embedding.weight
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self._embedding.as_linear(x)
+
+
+# -- rotary embedding -------------------------------------------------------------------------
+
+def rope_frequencies(rope: nn.Module) -> tuple[mx.array, float]:
+    """``(inv_freq, attention_scaling)`` of an mlx-lm RoPE module, as transformers holds them."""
+    if getattr(rope, "traditional", False):  # interleaved pairs: transformers has no such RoPE
+        raise NotImplementedError("no HF view for traditional (interleaved) RoPE")
+    if isinstance(rope, nn.RoPE):
+        exponents = mx.arange(0, rope.dims, 2, dtype=mx.float32) / rope.dims
+        return rope.scale / (rope.base ** exponents), 1.0
+    freqs = getattr(rope, "_freqs", None)
+    # SuScaledRoPE (longrope) always uses the long factors; transformers switches by length.
+    if freqs is None or type(rope).__name__ == "SuScaledRoPE":
+        raise NotImplementedError(f"no HF view for RoPE type {type(rope).__name__}")
+    scaling = getattr(rope, "mscale", None) or 1.0
+    return 1.0 / freqs.astype(mx.float32), float(scaling)
+
+
+class RotaryEmbedding(nn.Module):
+    """transformers' ``rotary_emb``: ``(cos, sin)``, each ``[B, T, rotary_dims]``."""
+
+    def __init__(self, inv_freq: mx.array, attention_scaling: float = 1.0):
+        super().__init__()
+        self._inv_freq = inv_freq
+        self.attention_scaling = attention_scaling
+
+    @classmethod
+    def from_mlx(cls, rope: nn.Module) -> "RotaryEmbedding":
+        return cls(*rope_frequencies(rope))
+
+    def __call__(self, x: mx.array, position_ids: mx.array) -> tuple[mx.array, mx.array]:
+        return cos_sin(x, position_ids, self._inv_freq, self.attention_scaling)
+
+
+def cos_sin(x: mx.array, position_ids: mx.array, inv_freq: mx.array,
+            scaling: float) -> tuple[mx.array, mx.array]:
+    freqs = position_ids[..., None].astype(mx.float32) * inv_freq
+    emb = mx.concatenate([freqs, freqs], axis=-1)
+    cos, sin = mx.cos(emb) * scaling, mx.sin(emb) * scaling
+    return cos.astype(x.dtype), sin.astype(x.dtype)
+
+
+def rotate_half(x: mx.array) -> mx.array:
+    half = x.shape[-1] // 2
+    return mx.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rotary(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+    """RoPE on ``x [B, H, T, head_dim]``; dims beyond ``cos``'s (partial rotary) pass through."""
+    cos, sin = cos[:, None], sin[:, None]
+    dims = cos.shape[-1]
+    if dims == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    rot, rest = x[..., :dims], x[..., dims:]
+    return mx.concatenate([rot * cos + rotate_half(rot) * sin, rest], axis=-1)
+
+
+# -- masks and positions ----------------------------------------------------------------------
+
+def prepare_inputs(hidden: mx.array, attention_mask: mx.array | None, position_ids: mx.array | None,
+                   cache: list | None, windows: dict[str, int | None]
+                   ) -> tuple[mx.array, dict[str, mx.array | None]]:
+    """Position ids and one mask per layer type (``windows``: layer type -> sliding window).
+
+    ``attention_mask`` is ``[B, T]`` for the new tokens or ``[B, offset + T]`` for all of them
+    (1 real, 0 pad). Positions default to ``clip(cumsum(mask) - 1, 0)`` as nnsight supplies them
+    for left padding, else to ``offset + arange(T)``. A mask is ``None`` where plain causal
+    attention is exact (transformers passes ``None`` then too), else boolean ``[B, 1, T, S]``.
+    """
+    B, T = hidden.shape[:2]
+    offset = cache[0].offset if cache else 0
+    full = attention_mask
+    if full is not None and full.shape[-1] not in (T, offset + T):
+        raise ValueError(f"attention_mask has {full.shape[-1]} columns; expected {T} (new tokens) "
+                         f"or {offset + T} (cached and new tokens)")
+    if full is not None and full.shape[-1] == T and offset:
+        past = getattr(cache, "attention_mask", None)
+        past = past if past is not None else mx.ones((B, offset), dtype=full.dtype)
+        full = mx.concatenate([past, full], axis=-1)
+    if isinstance(cache, KVCaches):
+        cache.attention_mask = full
+    if full is not None and bool(mx.all(full)):
+        full = None  # no padding
+    if position_ids is None:
+        if full is None:
+            position_ids = mx.arange(offset, offset + T)[None]
+        else:
+            position_ids = mx.maximum(mx.cumsum(full.astype(mx.int32), axis=-1) - 1, 0)[:, -T:]
+    return position_ids, {kind: causal_mask(T, offset, full, w) for kind, w in windows.items()}
+
+
+def causal_mask(T: int, offset: int, attention_mask: mx.array | None = None,
+                window: int | None = None) -> mx.array | None:
+    S = offset + T
+    if attention_mask is None and (window is None or S <= window):
+        return None
+    q = mx.arange(offset, S)[:, None]
+    k = mx.arange(S)[None]
+    allowed = k <= q
+    if window is not None:
+        allowed = allowed & (k > q - window)
+    allowed = allowed[None, None]
+    if attention_mask is not None:
+        # A left pad's query row allows no key at all; the attention functions below give such a
+        # row what torch gives it (zeros under sdpa, an even average under eager).
+        allowed = allowed & attention_mask[:, None, None, :].astype(mx.bool_)
+    return allowed
+
+
+# -- attention --------------------------------------------------------------------------------
+
+def attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
+              mask: mx.array | None) -> mx.array:
+    """transformers' sdpa path: ``softmax(q k^T * scale + mask) v`` over ``[B, H, T, hd]``
+    (``mask`` ``None`` = causal); grouped key/value heads are shared by the fused kernel."""
+    if mask is None and q.shape[2] > 1:
+        mask = "causal"
+    if not isinstance(mask, mx.array):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+    # torch's sdpa outputs zeros for a row that may attend nowhere (a left pad); the kernel would
+    # give NaN, so such rows attend everywhere and are zeroed afterwards.
+    empty = ~mx.any(mask, axis=-1, keepdims=True)
+    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask | empty)
+    return mx.where(empty, mx.zeros((), out.dtype), out)
+
+
+def eager_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None,
+                    softcap: float | None = None) -> tuple[mx.array, mx.array]:
+    """transformers' eager path, which also returns the ``[B, H, T, S]`` attention weights."""
+    repeats = q.shape[1] // k.shape[1]
+    if repeats > 1:
+        k, v = mx.repeat(k, repeats, axis=1), mx.repeat(v, repeats, axis=1)
+    scores = (q @ k.swapaxes(-1, -2)) * scale
+    if softcap is not None:
+        scores = mx.tanh(scores / softcap) * softcap
+    T, S = scores.shape[-2:]
+    if mask is None:
+        mask = mx.arange(S)[None] <= mx.arange(S - T, S)[:, None]
+    scores = mx.where(mask, scores, mx.finfo(scores.dtype).min)
+    weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(q.dtype)
+    return weights @ v, weights
+
+
+def split_heads(x: mx.array, heads: int) -> mx.array:
+    B, T, _ = x.shape
+    return x.reshape(B, T, heads, -1).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: mx.array) -> mx.array:
+    B, H, T, hd = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * hd)
+
+
+# -- the root every adapter shares ------------------------------------------------------------
+
+class ForCausalLM(nn.Module):
+    """``XForCausalLM``: ``<backbone>`` (``model``, ``transformer``, ``gpt_neox``) and ``lm_head``.
+
+    Returns ``CausalLMOutputWithPast`` whose ``logits`` is the very array ``lm_head`` returned.
+    """
+
+    def __init__(self, backbone_name: str, backbone: nn.Module, lm_head: nn.Module,
+                 num_layers: int, final_softcap: float | None = None,
+                 ids_positional: bool = False, extra_keywords: tuple[str, ...] = ()):
+        super().__init__()
+        setattr(self, backbone_name, backbone)
+        self.lm_head = lm_head
+        self._backbone_name = backbone_name
+        self.num_layers = num_layers
+        self.final_logit_softcapping = final_softcap
+        # how this family's transformers class calls its backbone (what `.inputs` shows)
+        self._ids_positional = ids_positional
+        object.__setattr__(self, "_extra_keywords", tuple(extra_keywords))
+
+    def make_cache(self) -> KVCaches:
+        return make_cache(self.num_layers)
+
+    def __call__(self, input_ids: mx.array | None = None, attention_mask: mx.array | None = None,
+                 position_ids: mx.array | None = None, cache: list | None = None,
+                 past_key_values: list | None = None, inputs_embeds: mx.array | None = None,
+                 use_cache: bool | None = None, logits_to_keep: int = 0,
+                 **kwargs: Any) -> CausalLMOutputWithPast:
+        cache = cache if cache is not None else past_key_values
+        kw = dict.fromkeys(self._extra_keywords)
+        kw.update(attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
+                  inputs_embeds=inputs_embeds,
+                  use_cache=cache is not None if use_cache is None else use_cache, **kwargs)
+        backbone = getattr(self, self._backbone_name)
+        outputs = backbone(input_ids, **kw) if self._ids_positional else backbone(
+            input_ids=input_ids, **kw)
+        hidden = outputs.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:, :]
+        logits = self.lm_head(hidden)
+        if self.final_logit_softcapping is not None:
+            cap = self.final_logit_softcapping
+            logits = mx.tanh(logits / cap) * cap
+        return CausalLMOutputWithPast(logits=logits, past_key_values=outputs.past_key_values)
+
+
+def backbone_output(hidden: mx.array, cache: list | None) -> BaseModelOutputWithPast:
+    return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)

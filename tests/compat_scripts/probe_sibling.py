@@ -1,0 +1,2 @@
+"""Imported by argv_probe.py from the script's own folder."""
+VALUE = "sibling"

@@ -1,0 +1,32 @@
+"""Every example runs and prints what it promises (so none rots)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "01_save_residuals.py": "next token: 'She'",
+    "02_activation_patching.py": "patch residual into layer 0 at position 14: recovered 100.0%",
+    "03_steering.py": "steered: Once upon a time, there was a happy happy",
+    "04_logit_lens.py": "after layer 4:",
+    "05_invokes_batching.py": "(same as alone: True)",
+    "06_attribution_patching.py": "largest estimated effect at position 14",
+    "07_cache_and_source.py": "attention weights (recomputed from q and k): (1, 8, 16, 16)",
+}
+
+
+def test_every_example_is_listed():
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert EXPECTED[name] in done.stdout, done.stdout[-2000:]
