@@ -237,7 +237,8 @@ class LanguageModel(NNsight):
                 nonlocal mask
                 if mask is not None and ids.shape[1] == 1:
                     mask = mx.concatenate([mask, mx.ones((mask.shape[0], 1), mask.dtype)], axis=1)
-                return module(ids, attention_mask=mask, cache=cache)
+                # transformers 5 generates with logits_to_keep=1: lm_head sees [B, 1, D] on every step.
+                return module(ids, attention_mask=mask, cache=cache, logits_to_keep=1)
 
             return hf_step, cache
         if any(batch.left_padding):

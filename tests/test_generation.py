@@ -161,3 +161,17 @@ def test_sampling_is_seeded_and_differs_from_greedy(stories):
     b = stories.generate(PROMPT, max_new_tokens=12, do_sample=True, temperature=1.5)
     greedy = stories.generate(PROMPT, max_new_tokens=12)
     assert mx.array_equal(a, b) and not mx.array_equal(a, greedy)
+
+
+def test_hf_view_generation_keeps_one_logit_per_step_like_transformers(stories_path):
+    model = mlxsight.LanguageModel(stories_path)  # the HF view
+    assert model.view == "hf"
+    with model.generate(["Once upon a time", "Tom had a red"], max_new_tokens=4) as tracer:
+        shapes = []
+        for step in tracer.iter[:]:
+            shapes.append(model.lm_head.output.shape)
+        ids = tracer.result.save()
+    assert shapes == [(2, 1, 512)] * 4
+    plain = mlxsight.LanguageModel(stories_path, view="mlx")
+    for row, prompt in zip(ids.tolist(), ["Once upon a time", "Tom had a red"]):
+        assert row[-4:] == mlx_lm_greedy(plain, prompt, 4)
