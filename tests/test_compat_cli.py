@@ -263,7 +263,5 @@ def test_crosscheck_padded_batch(ckpt, tmp_path):
 
 
 @needs_core
-@pytest.mark.xfail(strict=False, reason="core: torch functions / torch keywords (dim=) on proxies are not "
-                   "translated yet (__torch_function__)")
 def test_crosscheck_torch_ops(ckpt):
     ok(cli("crosscheck", SCRIPTS / "torch_ops.py", ckpt))
