@@ -367,6 +367,10 @@ class Tracer:
         self.check_open()
         kwargs = kwargs or {}
         where = where_now()
+        if "torch" in sys.modules:  # nnsight scripts mix torch tensors in: constants become MLX arrays
+            from .torch_ops import to_mlx
+
+            args, kwargs = to_mlx((args, kwargs))
         node_args = _map_proxies((args, kwargs), lambda p: p.node)
         node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
         if meta is UNKNOWN:
@@ -394,6 +398,10 @@ class Tracer:
     def as_proxy(self, value: Any) -> Proxy:
         if isinstance(value, Proxy):
             return value
+        if "torch" in sys.modules:
+            from .torch_ops import to_mlx
+
+            value = to_mlx(value)
         if _contains_proxy(value, self):
             return self.record("call_function", constant, (value,))
         node = self.emit("call_function", constant, (value,), invoke=self._invoke_index())
