@@ -14,7 +14,7 @@ vector = model.model.embed_tokens.weight[tok.convert_tokens_to_ids("▁happy")] 
 
 plain = model.generate("Once upon a time", max_new_tokens=24)
 with model.generate("Once upon a time", max_new_tokens=24) as tracer:
-    for step in tracer.iter[:]:
+    for step in tracer.iter[:24]:
         model.model.layers[2].output[:, -1] += vector
     steered = tracer.result.save()
 

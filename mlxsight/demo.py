@@ -61,7 +61,7 @@ def logit_lens(model: LanguageModel) -> None:
     print("\n3. logit lens (NLL of the true next tokens; top guess after the last token):")
     for i, (n, t) in enumerate(zip(nll, top)):
         name = "embeddings" if i == 0 else f"layer {i - 1}"
-        print(f"   {name:<11} NLL {float(n):6.2f}   top: {tok.decode([int(t)])!r}")
+        print(f"   {name:<11} NLL {float(n):6.2f}   top: {tok.convert_ids_to_tokens(int(t))!r}")
 
 
 def patching(model: LanguageModel) -> None:
@@ -97,7 +97,7 @@ def steering(model: LanguageModel) -> None:
     tok = model.tokenizer
     vector = model.model.embed_tokens.weight[tok.convert_tokens_to_ids("▁happy")] * 3.0
     with model.generate("Once upon a time", max_new_tokens=24) as tracer:
-        for _ in tracer.iter[:]:
+        for _ in tracer.iter[:24]:
             model.model.layers[2].output[:, -1] += vector
         steered = tracer.result.save()
     print("\n5. steering with 3 x embedding(' happy') after layer 2, every step:\n   "

@@ -42,6 +42,12 @@ class EditTracer(Tracer):
     def _finish(self) -> None:
         self.compile_check()
         self.model._edits.append(self.graph)
+        from .tracer import _exit_listeners
+
+        info = {"file": self._frame.f_code.co_filename if self._frame else None,
+                "line": self._frame.f_lineno if self._frame else None, "edit": True}
+        for listener in _exit_listeners:  # an edit is a traced block too (nnsight counts it)
+            listener(info, {})
 
     def compile_check(self) -> None:
         """Validate the edit (time travel, unknown modules) on the example input it was recorded with."""

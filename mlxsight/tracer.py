@@ -111,11 +111,16 @@ def _contains_proxy(value: Any, tracer: "Tracer") -> bool:
     return bool(found)
 
 
+class LoopEnded(StopTrace):
+    """An open ``tracer.iter[:]`` loop asked for a step the run never makes: as in nnsight, the
+    block ends there (with a warning) and the code after the loop does not run."""
+
+
 class Steps:
     """The steps one ``tracer.iter[...]`` loop visits."""
 
-    def __init__(self, tracer: "Tracer", steps: list[int]) -> None:
-        self.tracer, self.steps = tracer, steps
+    def __init__(self, tracer: "Tracer", steps: list[int], open_ended: bool = False) -> None:
+        self.tracer, self.steps, self.open_ended = tracer, steps, open_ended
 
     def __iter__(self):
         previous = self.tracer._step
@@ -123,8 +128,12 @@ class Steps:
             for step in self.steps:
                 self.tracer._step = step
                 yield step
+            if self.open_ended:  # nnsight's open loop waits for one more step, which never comes
+                self.tracer._step = self.tracer._beyond = len(self.steps)
+                yield len(self.steps)
         finally:
             self.tracer._step = previous
+            self.tracer._beyond = None
 
     def __enter__(self):
         raise NotImplementedError("the block form `with tracer.iter[...]:` (deprecated in nnsight) is not "
@@ -139,6 +148,7 @@ class StepIndexer:
         self.tracer = tracer
 
     def __getitem__(self, key: Any) -> Steps:
+        open_ended = isinstance(key, slice) and key.stop is None
         if isinstance(key, int):
             steps = [key]
         elif isinstance(key, slice):
@@ -148,7 +158,7 @@ class StepIndexer:
             steps = [int(k) for k in key]
         if any(s < 0 for s in steps):
             raise ValueError("tracer.iter takes non-negative steps")
-        return Steps(self.tracer, steps)
+        return Steps(self.tracer, steps, open_ended and (key.step or 1) == 1)
 
 
 class _NodeRef:
@@ -201,9 +211,10 @@ class Invoke:
         self.tracer._invoke_stack.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self.tracer._invoke_stack.pop()
-        return False
+        # An open iter loop ends its own invoke only: in nnsight each invoke is its own worker.
+        return exc_type is not None and issubclass(exc_type, LoopEnded)
 
 
 class Tracer:
@@ -230,6 +241,7 @@ class Tracer:
         self._batch_cache: tuple | None = None
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
+        self._beyond: int | None = None  # the step an open iter loop waits for in vain
         self._loss: Node | None = None
         self._instrumented: frozenset[str] = frozenset()  # modules whose .source is used
         self._barriers: list[Barrier] = []
@@ -420,6 +432,13 @@ class Tracer:
     def _served_value(self, path: str, kind: str) -> tuple[Proxy, tuple]:
         self.check_open()
         invoke = self.current_invoke()
+        if self._beyond is not None and self._step == self._beyond:
+            import warnings
+
+            warnings.warn(f"'{HookPoint(path, kind, self._step)}' was never reached: the loop asked for a "
+                          f"step the run did not make, so it was cut short (nnsight's behaviour: the code "
+                          f"after an open `tracer.iter[:]` loop does not run)", UserWarning, stacklevel=3)
+            raise LoopEnded()
         hook_kind = "input" if kind in ("input", "inputs") else kind
         point = HookPoint(path, hook_kind, 0 if kind == "result" else self._step)
         key = (point, invoke.index)

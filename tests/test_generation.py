@@ -54,7 +54,7 @@ def test_per_step_reads_and_plain_reads_bind_to_step_zero(stories):
         first = stories.model.layers[1].output.save()
         steps = mlxsight.save([])
         shapes = []
-        for step in tracer.iter[:]:
+        for step in tracer.iter[:n]:  # bounded: every step happens, so the code after runs
             steps.append(stories.output[0, -1].argmax())
             shapes.append(stories.model.layers[1].output.shape)
         result = tracer.result.save()
@@ -78,7 +78,7 @@ def test_steering_every_step_matches_eager_and_changes_the_text(stories):
         return h
 
     with stories.generate(PROMPT, max_new_tokens=n) as tracer:
-        for step in tracer.iter[:]:
+        for step in tracer.iter[:n]:
             stories.model.layers[2].output[:, -1] += vec
         steered = tracer.result.save()
     new = steered[0, -n:].tolist()
@@ -107,13 +107,15 @@ def test_eos_stops_generation_and_unreached_steps_warn(stories):
     eos = stories.tokenizer.eos_token_id
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with stories.generate(PROMPT, max_new_tokens=8) as tracer:
-            seen = mlxsight.save([])
-            for step in tracer.iter[:]:
-                if step == 2:
-                    stories.output[:, -1, eos] = 1e4  # force EOS as the third new token
-                seen.append(stories.output[0, -1].argmax())
-            ids = tracer.result.save()
+        with stories.generate(max_new_tokens=8) as tracer:
+            with tracer.invoke(PROMPT):
+                seen = mlxsight.save([])
+                for step in tracer.iter[:]:
+                    if step == 2:
+                        stories.output[:, -1, eos] = 1e4  # force EOS as the third new token
+                    seen.append(stories.output[0, -1].argmax())
+            with tracer.invoke():  # nnsight's way to run code after an open loop
+                ids = tracer.result.save()
     n_prompt = len(stories.tokenizer(PROMPT)["input_ids"])
     assert ids.shape == (1, n_prompt + 3) and int(ids[0, -1]) == eos
     assert len(seen) == 3  # steps 3..7 never happened
@@ -168,10 +170,26 @@ def test_hf_view_generation_keeps_one_logit_per_step_like_transformers(stories_p
     assert model.view == "hf"
     with model.generate(["Once upon a time", "Tom had a red"], max_new_tokens=4) as tracer:
         shapes = []
-        for step in tracer.iter[:]:
+        for step in tracer.iter[:4]:
             shapes.append(model.lm_head.output.shape)
         ids = tracer.result.save()
     assert shapes == [(2, 1, 512)] * 4
     plain = mlxsight.LanguageModel(stories_path, view="mlx")
     for row, prompt in zip(ids.tolist(), ["Once upon a time", "Tom had a red"]):
         assert row[-4:] == mlx_lm_greedy(plain, prompt, 4)
+
+
+def test_open_loop_ends_the_block_like_nnsight(stories):
+    """An open iter[:] loop waits for one step more than the run makes: nnsight warns and skips the
+    code after the loop, keeping what was saved before."""
+    after = []
+    with pytest.warns(UserWarning, match="never reached"):
+        with stories.generate(PROMPT, max_new_tokens=3) as tracer:
+            logits = mlxsight.save([])
+            visited = []
+            for step in tracer.iter[:]:
+                visited.append(step)
+                logits.append(stories.output[0, -1])
+            after.append(True)
+    assert visited == [0, 1, 2, 3] and not after
+    assert len(logits) == 3 and all(isinstance(v, mx.array) for v in logits)

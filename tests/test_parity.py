@@ -31,3 +31,17 @@ def test_architecture_tour_matches_nnsight(arch, tmp_path):
     table = crosscheck(TOUR, checkpoint, tmp_path)
     rows = table["rows"]
     assert len(rows) >= 21 and all(row["verdict"] == "ok" for row in rows), rows
+
+
+FEATURES = Path(__file__).resolve().parent / "parity" / "features_tour.py"
+
+
+@pytest.mark.parametrize("which", ["llama", "stories260k"])
+def test_features_tour_matches_nnsight(which, tmp_path):
+    """Generation with per-step edits, gradients, cache, skip, stop, edit, session, scan, .source."""
+    checkpoint = assets.path("stories260k") if which == "stories260k" else cached_checkpoint(which)
+    table = crosscheck(FEATURES, checkpoint, tmp_path)
+    compared = [row for row in table["rows"] if row["verdict"] != "unchecked"]
+    assert len(compared) >= 20 and all(row["verdict"] == "ok" for row in compared), compared
+    names = {row["name"].split()[-1] for row in compared}
+    assert {"generated", "grad", "edited_logits", "session_logits", "act", "cached_layer1"} <= names

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from mlxsight import torch_ops
 from mlxsight.torch_ops import UnsupportedTorchOp, call_tensor_method, call_torch_function
 
+# torch warns that kl_div's 'mean' will change meaning; we match what it computes today
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
+
 rng = np.random.default_rng(0)
 
 
@@ -38,7 +41,7 @@ def _to_torch(x):
 
 def _to_mx(x):
     if isinstance(x, np.ndarray):
-        return mx.array(x)
+        return mx.array(x.copy())  # a C-ordered copy (MLX refuses negative strides)
     if isinstance(x, (list, tuple)):
         return type(x)(_to_mx(v) for v in x)
     return x
@@ -135,6 +138,7 @@ FUNCTION_CASES = [
     (torch.max, (X, r(3, 5)), {}), (torch.min, (X, 0), {}), (torch.min, (X,), {}),
     (torch.argmax, (X,), {}), (torch.argmax, (X, 1), {}), (torch.argmax, (X,), {"keepdim": True}),
     (torch.argmin, (X,), {"dim": -1, "keepdim": True}),
+    (torch.sum, (X,), {"dim": ()}), (torch.std, (X,), {"dim": []}), (torch.any, (X,), {"dim": ()}),
     (torch.all, (MASK,), {}), (torch.any, (MASK, 1), {}), (torch.count_nonzero, (MASK,), {"dim": 0}),
     (torch.norm, (X,), {}), (torch.norm, (X,), {"dim": -1}), (torch.norm, (X, 1), {"dim": (1, 2)}),
     (torch.norm, (X,), {"p": math.inf, "dim": 0, "keepdim": True}), (torch.norm, (X, 3), {}),
@@ -308,7 +312,8 @@ def test_return_types_have_values_and_indices():
 @pytest.mark.parametrize("func,args,kwargs,name", [
     (torch.fft.fft, (X,), {}, "torch.fft.fft"),
     (torch.linalg.svd, (M,), {}, "torch.linalg.svd"),
-    (torch.nn.functional.conv1d, (X, X), {}, "torch.nn.functional.conv1d"),
+    (F.conv1d, (X, X), {}, "torch.conv1d"),  # the same object as torch.conv1d
+    (F.hardswish, (X,), {}, "torch.nn.functional.hardswish"),
     (torch.histc, (X,), {}, "torch.histc"),
     (torch.Tensor.index_put_, (X, (X,), X), {}, "torch.Tensor.index_put_"),
     (torch.norm, (M, "nuc"), {}, "torch.norm(p='nuc')"),
@@ -405,3 +410,35 @@ def test_shape_ops_any_dim(x_dim):
     check(torch.stack, [x, x], dim=dim)
     check(torch.flip, x, (dim,))
     check(torch.chunk, x, 2, dim)
+
+
+# -- through a trace: proxies record torch calls, the graph runs them here --------------------------
+
+def test_torch_calls_inside_a_trace(stories_path):
+    import mlxsight
+    from mlxsight.tracer import set_torch_semantics, torch_semantics
+
+    model = mlxsight.LanguageModel(stories_path)
+    before = torch_semantics()
+    set_torch_semantics(True)  # as the compat runner does for nnsight scripts
+    try:
+        with model.trace("Once upon a time"):
+            h = model.model.layers[1].output
+            hs = h.save()
+            norms = h.norm(dim=-1).save()
+            logits = model.lm_head.output
+            ls = logits.save()
+            probs = torch.softmax(logits[0, -1], dim=-1).save()
+            top = torch.topk(logits[0, -1], 3)[1].save()
+            best = logits.max(-1)[1].save()
+            gelu = F.gelu(h).save()
+            both = torch.cat([h, h], dim=0).save()
+    finally:
+        set_torch_semantics(before)
+    H, L = torch.from_numpy(np.array(hs)), torch.from_numpy(np.array(ls))
+    assert_same(norms, H.norm(dim=-1), rtol=1e-5, atol=1e-5)
+    assert_same(probs, torch.softmax(L[0, -1], dim=-1))
+    assert_same(top, torch.topk(L[0, -1], 3).indices)
+    assert_same(best, L.max(-1).indices)
+    assert_same(gelu, F.gelu(H), atol=1e-5)
+    assert_same(both, torch.cat([H, H], dim=0))

@@ -52,7 +52,9 @@ class MLP(nn.Module):
         self.act_fn = base.ACTIVATIONS[act]()
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        # Written as transformers writes it, so .source names its operations the same way.
+        down_proj = self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return down_proj
 
 
 class DecoderLayer(nn.Module):
