@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.base import create_causal_mask
 
 
 @dataclass
@@ -112,8 +111,16 @@ class PaddingMask:
         self.offset = -self.left_padding if self.left_padding is not None else 0
 
     def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> mx.array:
-        return create_causal_mask(n, 0, window_size=window_size, left_padding=self.left_padding,
-                                  right_padding=self.right_padding)
+        """``[B, 1, n, n]`` (or ``[n, n]``) booleans: causal, within the window, never a pad key."""
+        positions = mx.arange(n)
+        mask = positions[:, None] >= positions[None]
+        if window_size is not None:
+            mask = mask & (positions[:, None] < positions[None] + window_size)
+        if self.left_padding is not None:
+            mask = mask & (self.left_padding[:, None, None, None] <= positions)
+        if self.right_padding is not None:
+            mask = mask & (positions < (n - self.right_padding)[:, None, None, None])
+        return mask
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         return keys, values

@@ -53,24 +53,36 @@ def original_class(module: nn.Module) -> type:
     return getattr(type(module), "_mlxsight_original_class", type(module))
 
 
-@contextmanager
-def observing(modules: list[nn.Module], observer: CallObserver) -> Iterator[None]:
-    """Report calls of ``modules`` to ``observer`` for the duration of the block."""
-    if active() is not None:
-        raise RuntimeError("another mlxsight run is already observing module calls on this thread")
-    swapped: list[tuple[nn.Module, type]] = []
-    _local.observer = observer
-    try:
-        for module in modules:
-            cls = type(module)
-            if getattr(cls, "_mlxsight_original_class", None) is None:
-                module.__class__ = _hooked_subclass(cls)
-                swapped.append((module, cls))
-        yield
-    finally:
+class observing:
+    """``with observing(modules, observer):`` reports calls of ``modules`` to ``observer``.
+
+    A plain class rather than a generator context manager: it is on every trace's path."""
+
+    def __init__(self, modules: list[nn.Module], observer: CallObserver) -> None:
+        self.modules, self.observer = modules, observer
+        self.swapped: list[tuple[nn.Module, type]] = []
+
+    def __enter__(self) -> None:
+        if active() is not None:
+            raise RuntimeError("another mlxsight run is already observing module calls on this thread")
+        _local.observer = self.observer
+        try:
+            for module in self.modules:
+                cls = type(module)
+                if getattr(cls, "_mlxsight_original_class", None) is None:
+                    # object.__setattr__: mlx's Module.__setattr__ would treat it as a parameter.
+                    object.__setattr__(module, "__class__", _hooked_subclass(cls))
+                    self.swapped.append((module, cls))
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: Any) -> bool:
         _local.observer = None
-        for module, cls in reversed(swapped):
-            module.__class__ = cls
+        for module, cls in reversed(self.swapped):
+            object.__setattr__(module, "__class__", cls)
+        self.swapped.clear()
+        return False
 
 
 @contextmanager

@@ -218,6 +218,8 @@ class Proxy:
         meta = self.__dict__.get("_meta", UNKNOWN)
         if isinstance(meta, ModelOutput) and name in type(meta)._fields:
             return self[name] if name in meta else None
+        if isinstance(meta, tuple) and name in getattr(type(meta), "_fields", ()):
+            return self[type(meta)._fields.index(name)]  # named tuples: topk(...).indices
         if isinstance(meta, mx.array) and name in _STATIC_TORCH_METHODS and _torch_view(name):
             return _STATIC_TORCH_METHODS[name](meta)
         if isinstance(meta, mx.array) and name in _STATIC_ARRAY_ATTRS:
@@ -249,8 +251,10 @@ class Proxy:
         return self._make_view(Reshape(shape), f"{self._label}.reshape{shape}")
 
     def view(self, *shape: Any) -> "Proxy":
-        if len(shape) == 1 and isinstance(shape[0], mx.Dtype):
-            return self._record("call_method", "view", (self, shape[0]))
+        if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)):  # a dtype: reinterpret bits
+            from .torch_ops import mx_dtype
+
+            return self._record("call_method", "view", (self, mx_dtype(shape[0])))
         return self.reshape(*shape)
 
     def clone(self) -> "Proxy":

@@ -105,10 +105,19 @@ def _map_proxies(value: Any, fn: Callable[[Proxy], Any]) -> Any:
     return value
 
 
-def _contains_proxy(value: Any, tracer: "Tracer") -> bool:
-    found: list = []
-    _map_proxies(value, lambda p: found.append(p) or p if p._tracer is tracer else p)
-    return bool(found)
+def _contains_proxy(value: Any, tracer: "Tracer", depth: int = 2) -> bool:
+    """Whether ``value`` is, or holds within ``depth`` levels, a proxy of ``tracer``.
+
+    Shallow on purpose: it runs over every variable of the caller's frame at each trace's exit."""
+    if isinstance(value, Proxy):
+        return value._tracer is tracer
+    if depth == 0:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_contains_proxy(v, tracer, depth - 1) for v in value)
+    if isinstance(value, dict):
+        return any(_contains_proxy(v, tracer, depth - 1) for v in value.values())
+    return False
 
 
 class LoopEnded(StopTrace):
@@ -239,6 +248,8 @@ class Tracer:
         self._frame = None
         self._snapshot: dict[str, Any] = {}
         self._batch_cache: tuple | None = None
+        self._structure_cache: tuple | None = None
+        self._locals: dict | None = None
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self._beyond: int | None = None  # the step an open iter loop waits for in vain
@@ -579,7 +590,10 @@ class Tracer:
     _stop_early = True  # a single forward can end after the last needed hook point
 
     def _structure_for(self, batch: Any) -> Any:
-        return self.model._structure(batch, self._instrumented)
+        key = (id(batch), self._instrumented)
+        if self._structure_cache is None or self._structure_cache[0] != key:
+            self._structure_cache = (key, self.model._structure(batch, self._instrumented))
+        return self._structure_cache[1]
 
     def use_source(self, path: str) -> None:
         """Run ``path``'s forward instrumented, so its operations are hook points."""
@@ -672,7 +686,8 @@ class Tracer:
         if frame is None:
             return [], []
         pushes, containers = [], []
-        for name, value in list(frame.f_locals.items()):
+        self._locals = frame.f_locals  # read once: for a function frame each read copies the locals
+        for name, value in list(self._locals.items()):
             if id(value) in self._saved or (self._session is not None and _contains_proxy(value, self)):
                 pushes.append((name, value))  # a session's inner trace hands all its values on
             elif (isinstance(value, (list, dict)) and self._snapshot.get(name) is value
@@ -685,7 +700,7 @@ class Tracer:
         frame = self._frame
         if frame is None:
             return
-        locals_ = frame.f_locals
+        locals_ = self._locals if self._locals is not None else frame.f_locals
         deletes = []
         for name, value in list(locals_.items()):
             if name in updates or not _contains_proxy(value, self):
@@ -752,7 +767,7 @@ def _contains(value: Any, marker: Any) -> bool:
 def _write_frame(frame, updates: dict[str, Any], deletes: list[str]) -> None:
     optimized = bool(frame.f_code.co_flags & 0x1)  # CO_OPTIMIZED: a function frame with fast locals
     if optimized and sys.version_info < (3, 13):
-        locals_ = frame.f_locals
+        locals_ = frame.f_locals  # the frame's cached dict (refreshed by this read)
         locals_.update(updates)
         for name in deletes:
             locals_.pop(name, None)
