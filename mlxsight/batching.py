@@ -52,8 +52,14 @@ def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
             return [list(x)]
         if all(isinstance(r, (list, tuple)) for r in x):
             return [[int(i) for i in r] for r in x]
+    if isinstance(x, mx.array) and x.ndim == 2 and x.shape[0] == 1 and not mx.issubdtype(x.dtype, mx.floating):
+        return Rows([x])  # one row of ids: kept as an array (no round trip through Python lists)
     ids = _to_int_lists(x)
     return [ids] if ids and isinstance(ids[0], int) else ids
+
+
+class Rows(list):
+    """Token-id rows; an element may be a ``[1, T]`` id array kept as given."""
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -79,6 +85,10 @@ def _rows_from_encoding(enc: dict) -> list[list[int]]:
 
 def pad(rows: list[list[int]], side: str, pad_id: int) -> Batch:
     """Pad rows to one length on ``side`` ("left" or "right")."""
+    if len(rows) == 1 and isinstance(rows[0], mx.array):
+        ids = rows[0].astype(mx.int32)
+        return Batch(ids, None, [0], [0])
+    rows = [r.reshape(-1).tolist() if isinstance(r, mx.array) else r for r in rows]
     width = max(len(r) for r in rows)
     if min(len(r) for r in rows) == 0:
         raise ValueError("an input encodes to zero tokens")

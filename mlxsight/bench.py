@@ -23,17 +23,6 @@ from .model import LanguageModel, NNsight
 TARGETS = {"one_save_full": 1.03, "early_only": 0.45, "overhead_vs_nnsight": 0.10}
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def paired_overhead(plain: Callable[[], object], traced: Callable[[], object], repeats: int,
                     warmup: int = 5) -> tuple[float, float, float]:
     """Median plain time, median traced time, and the median of per-pair differences.
@@ -93,12 +82,25 @@ def bench_large(repeats: int, tokens: int) -> dict[str, float]:
             h = layers[2].output.save()
         return h
 
-    results = {}
-    for name, fn in [("plain", plain), ("one_save_full", one_save_full), ("one_save_middle", one_save_middle),
-                     ("early_only", early_only)]:
-        results[name] = median_time(fn, repeats)
+    variants = {"plain": plain, "one_save_full": one_save_full, "one_save_middle": one_save_middle,
+                "early_only": early_only}
+    results = round_robin(variants, repeats)
     results["params"] = n_params
     return results
+
+
+def round_robin(variants: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median time of each variant, measured in turns (a, b, c, a, b, c, ...) so drift hits all alike."""
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench_overhead_mlx(repeats: int) -> tuple[float, float]:
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     large = bench_large(args.repeats, args.tokens)
     plain = large["plain"]
     print(f"\n~{large['params'] / 1e6:.0f}M-parameter Llama, 8 layers, {args.tokens} tokens "
-          f"(median of {args.repeats}):")
+          f"(median of {args.repeats}, variants measured in turns):")
     rows = [
         ("plain forward", "plain", None),
         ("trace: save layer 4 + logits", "one_save_full", "one_save_full"),
