@@ -18,7 +18,7 @@ from .tracer import (  # noqa: E402
 )
 
 __all__ = [
-    "LanguageModel", "NNsight", "Proxy", "Tracer", "apply", "save", "set_value_transform", "set_torch_semantics",
+    "LanguageModel", "NNsight", "Proxy", "Tracer", "attention", "apply", "save", "set_value_transform", "set_torch_semantics",
     "add_exit_listener", "MLXSightError", "TraceError", "OutOfOrderError", "ModuleNotCalledError",
     "ExpiredProxyError", "NestedTraceError",
 ]

@@ -81,21 +81,27 @@ def _collect_nodes(values: tuple | list, out: list[Node]) -> None:
             _collect_nodes((v.start, v.stop, v.step), out)
 
 
-def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
-    """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
+def map_matching(value: Any, kind: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
+    """Rebuild ``value`` with every instance of ``kind`` inside it (nested tuples, lists, dicts and
+    slices, at any depth) replaced by ``fn(instance)``."""
     if isinstance(value, _LEAVES):
         return value
-    if isinstance(value, Node):
+    if isinstance(value, kind):
         return fn(value)
     if isinstance(value, tuple):
-        return tuple(map_nodes(v, fn) for v in value)
+        return tuple(map_matching(v, kind, fn) for v in value)
     if isinstance(value, list):
-        return [map_nodes(v, fn) for v in value]
+        return [map_matching(v, kind, fn) for v in value]
     if isinstance(value, dict):
-        return {k: map_nodes(v, fn) for k, v in value.items()}
+        return {k: map_matching(v, kind, fn) for k, v in value.items()}
     if isinstance(value, slice):
-        return slice(map_nodes(value.start, fn), map_nodes(value.stop, fn), map_nodes(value.step, fn))
+        return slice(*(map_matching(v, kind, fn) for v in (value.start, value.stop, value.step)))
     return value
+
+
+def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
+    """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
+    return map_matching(value, Node, fn)
 
 
 class Graph:

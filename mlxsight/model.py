@@ -8,7 +8,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -17,6 +17,9 @@ from .batching import Batch, PaddingMask, pad, rows_of
 from .envoy import Envoy
 from .structure import Structure, record_structure, signature
 from .tracer import Tracer, current_tracer
+
+if TYPE_CHECKING:
+    from .session import Session
 
 _STRUCTURE_CACHE_SIZE = 32
 # nnsight keyword arguments that have no meaning for an in-memory MLX model.

@@ -19,7 +19,7 @@ from .compiler import compile_graph
 from .errors import (
     ExpiredProxyError, ModuleNotCalledError, NestedTraceError, OutOfOrderError, TraceError, Where, user_frame, where_now,
 )
-from .graph import Graph, HookPoint, Node, format_node
+from .graph import Graph, HookPoint, Node, format_node, map_matching
 from .proxy import UNKNOWN, Proxy, constant
 from .runner import NEVER_REACHED, Runner, apply_op
 from .source import SEP
@@ -90,19 +90,8 @@ def _find_tracer(value: Any) -> "Tracer | None":
 
 
 def _map_proxies(value: Any, fn: Callable[[Proxy], Any]) -> Any:
-    if isinstance(value, Proxy):
-        return fn(value)
-    if isinstance(value, _NodeRef):
-        return value.node
-    if isinstance(value, tuple):
-        return tuple(_map_proxies(v, fn) for v in value)
-    if isinstance(value, list):
-        return [_map_proxies(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _map_proxies(v, fn) for k, v in value.items()}
-    if isinstance(value, slice):
-        return slice(_map_proxies(value.start, fn), _map_proxies(value.stop, fn), _map_proxies(value.step, fn))
-    return value
+    """``value`` with each proxy inside replaced by ``fn(proxy)`` (and node references by their node)."""
+    return map_matching(value, (Proxy, _NodeRef), lambda p: p.node if isinstance(p, _NodeRef) else fn(p))
 
 
 def _contains_proxy(value: Any, tracer: "Tracer", depth: int = 2) -> bool:
