@@ -200,6 +200,10 @@ class Envoy:
     def input(self, value: Any) -> None:
         self._set_value("input", value)
 
+    def next(self, steps: int = 1) -> "Envoy":
+        """This module at a later call (generation step): ``layer.next().output`` reads the next one."""
+        return _StepEnvoy(self, steps)
+
     @property
     def source(self) -> "SourceEnvoy":
         """The operations of this module's forward (``.source.self_gate_proj_0.output``)."""
@@ -418,3 +422,28 @@ class OperationEnvoy:
 
     def __repr__(self) -> str:
         return f"<operation {self.path} (line {self._line})>"
+
+
+class _StepEnvoy:
+    """An envoy whose reads bind ``offset`` calls after the tracer's current step."""
+
+    def __init__(self, envoy: Envoy, offset: int) -> None:
+        self._envoy, self._offset = envoy, offset
+
+    def next(self, steps: int = 1) -> "_StepEnvoy":
+        return _StepEnvoy(self._envoy, self._offset + steps)
+
+    def _at_step(self, kind: str, value: Any = None, write: bool = False) -> Any:
+        tracer = self._envoy._tracer()
+        if tracer is None:
+            raise ValueError(f"Cannot access `{self._envoy.path}.{kind}` outside of interleaving")
+        previous = tracer._step
+        tracer._step = previous + self._offset
+        try:
+            return tracer.write(self._envoy._path, kind, value) if write else tracer.read(self._envoy._path, kind)
+        finally:
+            tracer._step = previous
+
+    output = property(lambda self: self._at_step("output"), lambda self, v: self._at_step("output", v, True))
+    input = property(lambda self: self._at_step("input"), lambda self, v: self._at_step("input", v, True))
+    inputs = property(lambda self: self._at_step("inputs"), lambda self, v: self._at_step("inputs", v, True))

@@ -85,6 +85,22 @@ class NNsight(Envoy):
 
         return Session(self)
 
+    @property
+    def iter(self) -> Any:
+        """Deprecated in nnsight: ``tracer.iter``."""
+        return self._deprecated_tracer("model.iter", "tracer.iter").iter
+
+    def all(self) -> Any:
+        """Deprecated in nnsight: ``tracer.all()``."""
+        return self._deprecated_tracer("model.all()", "tracer.all()").all()
+
+    def _deprecated_tracer(self, old: str, new: str) -> Tracer:
+        warnings.warn(f"{old} is deprecated (as in nnsight); use {new}", FutureWarning, stacklevel=3)
+        tracer = self._open_tracer()
+        if tracer is None:
+            raise ValueError(f"{old} is only meaningful inside a trace")
+        return tracer
+
     # -- what the tracer needs from a model -------------------------------------------------
     def _open_tracer(self) -> Tracer | None:
         tracer = current_tracer()
@@ -209,6 +225,11 @@ class LanguageModel(NNsight):
                                           for _ in range(n_layers)])
 
 
+    @property
+    def generator(self) -> "GeneratorEnvoy":
+        """nnsight's ``model.generator``: ``.output`` (deprecated) is the generated ids."""
+        return GeneratorEnvoy(self)
+
     def generate(self, *inputs: Any, max_new_tokens: int = 20, **kwargs: Any) -> Any:
         """``with model.generate(prompt, max_new_tokens=N) as tracer:`` traces every step.
 
@@ -260,6 +281,22 @@ class LanguageModel(NNsight):
             self._structures[key] = generation_structure(self._modules_by_path(), batch, self._decoder, steps,
                                                          instrumented)
         return self._structures[key]
+
+
+class GeneratorEnvoy:
+    """``model.generator``: its ``.output`` is the generation's token ids (deprecated in nnsight)."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        self._model = model
+
+    @property
+    def output(self) -> Any:
+        return self._model._deprecated_tracer("model.generator.output", "tracer.result").result
+
+    @property
+    def streamer(self) -> Any:
+        raise NotImplementedError("model.generator.streamer is not provided by mlxsight: read per-step tokens "
+                                  "from model.lm_head.output in a tracer.iter loop, or pass streamer= to generate()")
 
 
 def _called_in_with_statement() -> bool:

@@ -447,6 +447,10 @@ class Tracer:
             structure = invoke.structure()
             if point not in structure.skeletons:
                 name = ".".join(p for p in ("model", path) if p)
+                calls = structure.calls(path)
+                if point.call > 0 and calls:
+                    raise OutOfOrderError(f"'{point}' is never reached: {name} runs {calls} time(s) in this "
+                                          f"trace (steps 0-{calls - 1})", where_now())
                 if SEP in path:
                     raise OutOfOrderError(f"'{point}' is never reached: that operation does not run in this "
                                           f"forward (or not that many times)", where_now())

@@ -193,3 +193,18 @@ def test_open_loop_ends_the_block_like_nnsight(stories):
             after.append(True)
     assert visited == [0, 1, 2, 3] and not after
     assert len(logits) == 3 and all(isinstance(v, mx.array) for v in logits)
+
+
+def test_next_deprecated_aliases_and_steps_past_the_end(stories):
+    with stories.generate(PROMPT, max_new_tokens=3) as tracer:
+        first = stories.model.layers[0].output.save()
+        second = stories.model.layers[0].next().output.save()
+        with pytest.warns(FutureWarning, match="deprecated"):
+            for step in stories.iter[1:3]:
+                pass
+        with pytest.warns(FutureWarning, match="tracer.result"):
+            ids = stories.generator.output.save()
+    assert first.shape == (1, 5, 64) and second.shape == (1, 1, 64) and ids.shape == (1, 8)
+    with pytest.raises(mlxsight.OutOfOrderError, match=r"i3' is never reached: .* runs 3 time"):
+        with stories.generate(PROMPT, max_new_tokens=3) as tracer:
+            stories.model.layers[0].next(3).output.save()
