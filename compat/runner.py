@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import runpy
 import sys
 import traceback
 
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
-OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
 BACKENDS = ("mlx", "nnsight")
 
 
 def import_mlx_first() -> None:
     """mlx before anything else: nnsight (or transformers importing mlx lazily) first aborts.
 
-    On Linux the mlx CPU wheel's reference BLAS is slow; the system OpenBLAS has to be loaded
-    globally before mlx to take its place.
+    Importing mlxsight first honours the ``MLXSIGHT_OPENBLAS`` opt-in (Linux: the system OpenBLAS
+    in place of the mlx CPU wheel's slow reference BLAS), which must happen before mlx loads.
     """
-    if "mlx.core" not in sys.modules and sys.platform.startswith("linux") and os.path.exists(OPENBLAS) \
-            and os.environ.get("MLXSIGHT_OPENBLAS", "1") != "0":
-        ctypes.CDLL(OPENBLAS, mode=ctypes.RTLD_GLOBAL)
+    import mlxsight  # noqa: F401
     import mlx.core  # noqa: F401
 
 

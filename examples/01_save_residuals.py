@@ -5,9 +5,8 @@
 
 import sys
 
+import mlxsight  # before mlx: loads OpenBLAS first when MLXSIGHT_OPENBLAS is set (Linux)
 import mlx.core as mx
-
-import mlxsight
 from mlxsight import assets
 
 model = mlxsight.LanguageModel(sys.argv[1] if len(sys.argv) > 1 else assets.path("stories260k"))

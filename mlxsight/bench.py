@@ -151,11 +151,10 @@ def bench_overhead_nnsight(repeats: int) -> tuple[float, float, float] | None:
 def blas_note() -> str:
     if not sys.platform.startswith("linux"):
         return "macOS: Accelerate"
-    try:
-        maps = open("/proc/self/maps").read()
-    except OSError:
-        return "unknown"
-    return "OpenBLAS loaded" if "openblas" in maps.lower() else "reference BLAS (set MLXSIGHT_OPENBLAS=1)"
+    from . import blas
+
+    loaded = blas.loaded()
+    return f"OpenBLAS ({loaded})" if loaded else "mlx's reference BLAS (set MLXSIGHT_OPENBLAS=1 for OpenBLAS)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,20 +1,38 @@
 """Shared test set-up: fast BLAS on Linux, the bundled model, and 'no tests' as a failure."""
 
+import glob
 import os
 import sys
 
-# Tests opt in to the system OpenBLAS (Linux mlx[cpu] ships a reference BLAS); it has to be
-# loaded before mlx is imported, which importing mlxsight does.
-os.environ.setdefault("MLXSIGHT_OPENBLAS", "1")
+# The tests opt in to the system OpenBLAS where it is installed (Linux mlx[cpu] ships a slow
+# reference BLAS). It must load before mlx, so mlxsight is imported first; subprocesses inherit it.
+if "MLXSIGHT_OPENBLAS" not in os.environ and glob.glob("/usr/lib/*-linux-gnu/openblas-*/libopenblas.so.0"):
+    os.environ["MLXSIGHT_OPENBLAS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import mlx.core as mx  # noqa: E402  (mlx before nnsight/transformers, always)
+import mlxsight  # noqa: E402  first: loads OpenBLAS (opt-in above), then mlx
+import mlx.core as mx  # noqa: E402,F401  (mlx before nnsight/transformers, always)
 import pytest  # noqa: E402
 
-import mlxsight  # noqa: E402
 from mlxsight import assets  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("MLXSIGHT_SMOLLM2") == "1":
+        return
+    skip = pytest.mark.skip(reason="opt-in SmolLM2 tier: set MLXSIGHT_SMOLLM2=1")
+    for item in items:
+        if "smollm2" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    if os.environ.get("MLXSIGHT_SMOLLM2") != "1":
+        pytest.skip("set MLXSIGHT_SMOLLM2=1")
+    return assets.smollm2_path(build=True)
 
 
 def pytest_sessionfinish(session, exitstatus):

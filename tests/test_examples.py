@@ -24,9 +24,33 @@ def test_every_example_is_listed():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_has_a_docstring(name):
+    import ast
+
+    assert ast.get_docstring(ast.parse((ROOT / "examples" / name).read_text()))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(name):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
                           timeout=300, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert EXPECTED[name] in done.stdout, done.stdout[-2000:]
+    assert "too late" not in done.stderr, done.stderr[-2000:]  # examples import mlxsight before mlx
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(os.environ.get("MLXSIGHT_SMOLLM2") != "1",
+                    reason="opt-in SmolLM2-135M tier: set MLXSIGHT_SMOLLM2=1 (builds it into ~/.cache/mlxsight)")
+@pytest.mark.parametrize("name, expected", [("01_save_residuals.py", "next token:"), ("04_logit_lens.py", "after layer 29:"),
+                                            ("05_invokes_batching.py", "(same as alone: True)")])
+def test_example_runs_on_smollm2(name, expected):
+    from mlxsight import assets
+
+    checkpoint = assets.smollm2_path(build=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), str(checkpoint)], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expected in done.stdout, done.stdout[-2000:]
