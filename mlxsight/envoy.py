@@ -19,6 +19,24 @@ if TYPE_CHECKING:
     from .tracer import Tracer
 
 
+class _Served:
+    """``.output`` / ``.input`` / ``.inputs`` of anything with ``_read(kind)`` and ``_write(kind, v)``."""
+
+    def __init__(self, kind: str, doc: str) -> None:
+        self.kind, self.__doc__ = kind, doc
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else obj._read(self.kind)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._write(self.kind, value)
+
+
+OUTPUT = "The module's output in this trace (the object the forward continues with)."
+INPUTS = "``(args, kwargs)`` the module is called with."
+INPUT = "The first argument the module is called with (positional, else the first keyword)."
+
+
 def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
@@ -101,7 +119,7 @@ class Envoy:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("output", "input", "inputs"):
-            object.__setattr__(self, name, value)  # the property setters below
+            object.__setattr__(self, name, value)  # the _Served descriptors
             return
         if isinstance(value, nn.Module):
             setattr(self._module, name, value)
@@ -161,44 +179,21 @@ class Envoy:
             return None
         return tracer
 
-    def _value(self, kind: str) -> Any:
+    def _read(self, kind: str) -> Any:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
         return tracer.read(self._path, kind)
 
-    def _set_value(self, kind: str, value: Any) -> None:
+    def _write(self, kind: str, value: Any) -> None:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
         tracer.write(self._path, kind, value)
 
-    @property
-    def output(self) -> Any:
-        """The module's output in this trace (the object the forward continues with)."""
-        return self._value("output")
-
-    @output.setter
-    def output(self, value: Any) -> None:
-        self._set_value("output", value)
-
-    @property
-    def inputs(self) -> Any:
-        """``(args, kwargs)`` the module is called with."""
-        return self._value("inputs")
-
-    @inputs.setter
-    def inputs(self, value: Any) -> None:
-        self._set_value("inputs", value)
-
-    @property
-    def input(self) -> Any:
-        """The first argument the module is called with (positional, else the first keyword)."""
-        return self._value("input")
-
-    @input.setter
-    def input(self, value: Any) -> None:
-        self._set_value("input", value)
+    output = _Served("output", OUTPUT)
+    inputs = _Served("inputs", INPUTS)
+    input = _Served("input", INPUT)
 
     def next(self, steps: int = 1) -> "Envoy":
         """This module at a later call (generation step): ``layer.next().output`` reads the next one."""
@@ -393,29 +388,15 @@ class OperationEnvoy:
         tracer.use_source(self._envoy._path)
         return tracer
 
-    @property
-    def output(self) -> Any:
-        return self._tracer().read(self._path, "output")
+    def _read(self, kind: str) -> Any:
+        return self._tracer().read(self._path, kind)
 
-    @output.setter
-    def output(self, value: Any) -> None:
-        self._tracer().write(self._path, "output", value)
+    def _write(self, kind: str, value: Any) -> None:
+        self._tracer().write(self._path, kind, value)
 
-    @property
-    def inputs(self) -> Any:
-        return self._tracer().read(self._path, "inputs")
-
-    @inputs.setter
-    def inputs(self, value: Any) -> None:
-        self._tracer().write(self._path, "inputs", value)
-
-    @property
-    def input(self) -> Any:
-        return self._tracer().read(self._path, "input")
-
-    @input.setter
-    def input(self, value: Any) -> None:
-        self._tracer().write(self._path, "input", value)
+    output = _Served("output", OUTPUT)
+    inputs = _Served("inputs", INPUTS)
+    input = _Served("input", INPUT)
 
     def skip(self, replacement: Any) -> None:
         self._tracer().skip(self._path, replacement)
@@ -433,17 +414,23 @@ class _StepEnvoy:
     def next(self, steps: int = 1) -> "_StepEnvoy":
         return _StepEnvoy(self._envoy, self._offset + steps)
 
-    def _at_step(self, kind: str, value: Any = None, write: bool = False) -> Any:
+    def _at_step(self, access: Any) -> Any:
         tracer = self._envoy._tracer()
         if tracer is None:
-            raise ValueError(f"Cannot access `{self._envoy.path}.{kind}` outside of interleaving")
+            raise ValueError(f"Cannot access `{self._envoy.path}` outside of interleaving")
         previous = tracer._step
         tracer._step = previous + self._offset
         try:
-            return tracer.write(self._envoy._path, kind, value) if write else tracer.read(self._envoy._path, kind)
+            return access()
         finally:
             tracer._step = previous
 
-    output = property(lambda self: self._at_step("output"), lambda self, v: self._at_step("output", v, True))
-    input = property(lambda self: self._at_step("input"), lambda self, v: self._at_step("input", v, True))
-    inputs = property(lambda self: self._at_step("inputs"), lambda self, v: self._at_step("inputs", v, True))
+    def _read(self, kind: str) -> Any:
+        return self._at_step(lambda: self._envoy._read(kind))
+
+    def _write(self, kind: str, value: Any) -> None:
+        self._at_step(lambda: self._envoy._write(kind, value))
+
+    output = _Served("output", OUTPUT)
+    inputs = _Served("inputs", INPUTS)
+    input = _Served("input", INPUT)

@@ -3,7 +3,6 @@
 import mlx.core as mx
 import pytest
 
-import mlxsight
 from reference import llama_forward, token_ids
 
 

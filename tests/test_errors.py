@@ -111,8 +111,6 @@ def test_failure_while_running_restores_model(stories, prompt):
     before = snapshot(stories)
     with pytest.raises(mlxsight.TraceError, match="boom in user function"):
         with stories.trace(prompt):
-            def bad(x):
-                raise RuntimeError("boom in user function")
             h = stories.model.layers[2].output
             mlxsight.apply(lambda x: x, h)  # fine while recording: placeholders only
             stories.model.layers[2].output = mlxsight.apply(_explode_on_real_values, h)
