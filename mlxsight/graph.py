@@ -1,14 +1,18 @@
 """The intervention graph: an IR in the spirit of torch.fx.
 
 A ``Graph`` is an ordered list of ``Node``s, each ``op, target, args, kwargs`` plus the user's source
-line. Opcodes:
+line. The opcodes are a closed set (``OPCODES``; ``Graph.create`` refuses any other):
 
 - ``read``   target: a ``HookPoint``; the value at that point of the forward (whole batch).
 - ``write``  target: a ``HookPoint``; args: (value,); the forward continues with ``value``.
+- ``skip``   target: the module's input ``HookPoint``; args: (value,); kwargs: ``rows`` (an invoke's
+  row range, or None for all): the module's body does not run and its output is ``value``.
 - ``view``   target: a ``ViewSpec``; args: (base,); a torch-style view of ``base``.
 - ``put``    target: a ``ViewSpec``; args: (base, value); ``base`` with the view replaced by ``value``.
 - ``call_function`` / ``call_method`` / ``call_module``: target a callable, a method name, or
   ``(module_path, method)``; args may contain nodes anywhere (see ``map_nodes``).
+- ``grad``   target: ``(kind, point, views)``; args: (value, loss): d loss / d value, where ``kind``
+  "slot" means the value the forward continues with at ``point`` and ``views`` narrow the result.
 
 ``print(graph)`` shows it as code, one node a line, with the source line of each.
 """
@@ -20,6 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple
 
 from .errors import Where
+from .tree import find_all, map_matching
+
+
+OPCODES = frozenset({"read", "write", "skip", "view", "put", "call_function", "call_method", "call_module",
+                     "grad"})
+POINT_OPS = frozenset({"read", "write", "skip"})  # the opcodes whose target is a hook point
 
 
 class HookPoint(NamedTuple):
@@ -66,39 +76,6 @@ class Node:
         return f"Node({self.name}: {format_node(self)})"
 
 
-_LEAVES = (int, float, str, bool, type(None))
-
-
-def _collect_nodes(values: tuple | list, out: list[Node]) -> None:
-    for v in values:
-        if isinstance(v, Node):
-            out.append(v)
-        elif isinstance(v, (tuple, list)):
-            _collect_nodes(v, out)
-        elif isinstance(v, dict):
-            _collect_nodes(tuple(v.values()), out)
-        elif isinstance(v, slice):
-            _collect_nodes((v.start, v.stop, v.step), out)
-
-
-def map_matching(value: Any, kind: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
-    """Rebuild ``value`` with every instance of ``kind`` inside it (nested tuples, lists, dicts and
-    slices, at any depth) replaced by ``fn(instance)``."""
-    if isinstance(value, _LEAVES):
-        return value
-    if isinstance(value, kind):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(map_matching(v, kind, fn) for v in value)
-    if isinstance(value, list):
-        return [map_matching(v, kind, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: map_matching(v, kind, fn) for k, v in value.items()}
-    if isinstance(value, slice):
-        return slice(*(map_matching(v, kind, fn) for v in (value.start, value.stop, value.step)))
-    return value
-
-
 def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
     """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
     return map_matching(value, Node, fn)
@@ -110,16 +87,22 @@ class Graph:
     def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.outputs: dict[int, str] = {}  # node index -> a label for printing ("h", "saved")
+        # What compiling depends on, one entry a node: opcode, hook point, dependencies. Two graphs
+        # with equal shapes compile to the same schedule (constants and callables do not matter).
+        self.shape: list[tuple] = []
 
     def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
                where: Where | None = None, invoke: int | None = None) -> Node:
+        if op not in OPCODES:
+            raise ValueError(f"unknown opcode {op!r}: a graph's opcodes are {sorted(OPCODES)}")
         kwargs = kwargs or {}
-        deps: list[Node] = []
-        _collect_nodes(args, deps)
+        deps = find_all(args, Node)
         if kwargs:
-            _collect_nodes(tuple(kwargs.values()), deps)
+            find_all(tuple(kwargs.values()), Node, deps)
         node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
+        point = target if op in POINT_OPS else (target[:2] if op == "grad" else None)
+        self.shape.append((op, point, tuple(d.index for d in deps)))
         return node
 
     def __iter__(self) -> Iterator[Node]:

@@ -17,9 +17,13 @@ import mlx.nn as nn
 class CallObserver(Protocol):
     """What a hooked module reports its calls to (the runner, or the structure recorder)."""
 
-    suspended: int
+    suspended: int  # > 0: calls pass through unobserved
 
-    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any: ...
+    def on_call(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
+        """Run ``call(module, *args, **kwargs)``, observing it; return what the forward continues with."""
+
+    def on_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        """The same for one operation of a ``.source``-instrumented forward."""
 
 
 _local = threading.local()
@@ -39,7 +43,7 @@ def _hooked_subclass(cls: type) -> type:
             observer = getattr(_local, "observer", None)
             if observer is None or observer.suspended:
                 return original(self, *args, **kwargs)
-            return observer.call_module(self, original, args, kwargs)
+            return observer.on_call(self, original, args, kwargs)
 
         sub = type(cls.__name__, (cls,), {
             "__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
@@ -53,35 +57,57 @@ def original_class(module: nn.Module) -> type:
     return getattr(type(module), "_mlxsight_original_class", type(module))
 
 
+_swap_lock = threading.Lock()
+_holders: dict[int, int] = {}  # id(module) -> how many runs (on any thread) observe it now
+
+
 class observing:
     """``with observing(modules, observer):`` reports calls of ``modules`` to ``observer``.
 
+    A module's class is swapped by the first run that observes it and restored by the last, so
+    runs on other threads sharing a module (two wrappers of one model) never unhook each other.
+    A swap that nobody holds (left behind by an interrupt inside an earlier restore) is taken over
+    and restored by the next run that observes the module.
     A plain class rather than a generator context manager: it is on every trace's path."""
 
     def __init__(self, modules: list[nn.Module], observer: CallObserver) -> None:
         self.modules, self.observer = modules, observer
-        self.swapped: list[tuple[nn.Module, type]] = []
+        self.held: list[nn.Module] = []
 
     def __enter__(self) -> None:
         if active() is not None:
             raise RuntimeError("another mlxsight run is already observing module calls on this thread")
-        _local.observer = self.observer
         try:
-            for module in self.modules:
-                cls = type(module)
-                if getattr(cls, "_mlxsight_original_class", None) is None:
-                    # object.__setattr__: mlx's Module.__setattr__ would treat it as a parameter.
-                    object.__setattr__(module, "__class__", _hooked_subclass(cls))
-                    self.swapped.append((module, cls))
+            _local.observer = self.observer
+            with _swap_lock:
+                for module in self.modules:
+                    self.held.append(module)
+                    key = id(module)
+                    holders = _holders.get(key, 0)
+                    _holders[key] = holders + 1
+                    cls = type(module)
+                    if holders == 0 and getattr(cls, "_mlxsight_original_class", None) is None:
+                        # object.__setattr__: mlx's Module.__setattr__ would treat it as a parameter.
+                        object.__setattr__(module, "__class__", _hooked_subclass(cls))
         except BaseException:
             self.__exit__()
             raise
 
     def __exit__(self, *exc: Any) -> bool:
-        _local.observer = None
-        for module, cls in reversed(self.swapped):
-            object.__setattr__(module, "__class__", cls)
-        self.swapped.clear()
+        try:
+            with _swap_lock:
+                while self.held:
+                    module = self.held[-1]
+                    key = id(module)
+                    holders = _holders.get(key, 1) - 1
+                    if holders > 0:
+                        _holders[key] = holders
+                    else:
+                        _holders.pop(key, None)
+                        object.__setattr__(module, "__class__", original_class(module))
+                    self.held.pop()
+        finally:
+            _local.observer = None
         return False
 
 
