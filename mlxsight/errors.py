@@ -81,6 +81,10 @@ class ModuleNotCalledError(TraceError):
     """A module's input or output was read, but the forward never calls that module."""
 
 
+class IndexOutOfRangeError(TraceError, IndexError):
+    """An index past the end of a dimension (torch raises ``IndexError``; MLX would drop a write)."""
+
+
 class ExpiredProxyError(TraceError):
     """A proxy from a finished trace was used (only saved values survive the block)."""
 

@@ -197,9 +197,10 @@ class LanguageModel(NNsight):
         object.__setattr__(self, "config", SimpleNamespace(**config))
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
+        object.__setattr__(self, "_vocab_size", _vocab_size(module, config))
 
     def _encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
-        return rows_of(inputs, kwargs, self.tokenizer)
+        return rows_of(inputs, kwargs, self.tokenizer, self._vocab_size)
 
     def _edit_example(self) -> tuple:
         return ([[self._pad_id, self._pad_id]],)  # structure only: edits are shape-agnostic
@@ -329,6 +330,16 @@ def _read_config(model: str | Path) -> dict:
 def _config_from_args(module: nn.Module) -> dict:
     args = getattr(module, "args", None)
     return dict(vars(args)) if args is not None else {}
+
+
+def _vocab_size(module: nn.Module, config: dict) -> int | None:
+    """How many token ids the input embedding has rows for (the bound every input id is checked
+    against); the config's ``vocab_size`` when no embedding is found."""
+    for _, m in module.named_modules():
+        if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding)):
+            return int(m.weight.shape[0])
+    size = config.get("vocab_size")
+    return int(size) if isinstance(size, int) else None
 
 
 def _hf_view(module: nn.Module, config: dict) -> nn.Module | None:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
-from .aliasing import Index, Item, Reshape, ViewSpec, is_basic_key
+from .aliasing import Index, Item, Reshape, ViewSpec, check_key, getitem, is_basic_key
+from .errors import IndexOutOfRangeError, where_now
 from .outputs import ModelOutput
 
 if TYPE_CHECKING:
@@ -181,16 +182,18 @@ class Proxy:
             if cache_key not in self._children:
                 self._children[cache_key] = self._make_view(Item(key), f"{self._label}[{key!r}]")
             return self._children[cache_key]
+        self._check_key(key)
         if is_basic_key(key):
             from .aliasing import format_key
 
             return self._make_view(Index(key), f"{self._label}[{format_key(key)}]")
-        return self._record("call_function", operator.getitem, (self, key))
+        return self._record("call_function", getitem, (self, key))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         meta = self._meta
         if isinstance(meta, tuple):
             raise TypeError("'tuple' object does not support item assignment")
+        self._check_key(key)
         if isinstance(meta, (list, dict)) or not is_basic_key(key):
             from .aliasing import set_item
 
@@ -200,6 +203,15 @@ class Proxy:
             new = self._record("put", Index(key), (self, value), label=self._label,
                                context=self._assignment_context(key, value))
         self._assign(new)
+
+    def _check_key(self, key: Any) -> None:
+        """Out-of-range indices fail here, at the user's line, as in torch (MLX drops them)."""
+        if isinstance(self._meta, mx.array):
+            try:
+                check_key(tuple(self._meta.shape), key)
+            except IndexError as e:
+                raise IndexOutOfRangeError(f"{e} (indexing {self._label}, shape {tuple(self._meta.shape)})",
+                                           where_now()) from None
 
     def _assignment_context(self, key: Any, value: Any) -> str:
         from .aliasing import format_key
