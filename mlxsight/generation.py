@@ -35,6 +35,9 @@ class GenerationTracer(Tracer):
             raise TypeError(f"unsupported generate() keyword(s): {sorted(unknown)}")
         if unused.get("num_beams", 1) != 1:
             raise NotImplementedError("beam search is not supported; use greedy or sampling")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+            # transformers' own check and message (its GenerationConfig.validate): nothing is generated.
+            raise ValueError(f"`max_new_tokens` must be greater than 0, but is {max_new_tokens}.")
         super().__init__(model, inputs, kwargs)
         self.max_new_tokens = max_new_tokens
         self.streamer = streamer

@@ -166,9 +166,9 @@ class LanguageModel(NNsight):
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
         if isinstance(model, (str, Path)):
-            from mlx_lm import load
+            from .loading import load_checkpoint
 
-            module, loaded_tok = load(str(model))
+            module, loaded_tok = load_checkpoint(model, kwargs.get("trust_remote_code"))
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
             config = config or _read_config(model)
         else:
