@@ -188,3 +188,20 @@ def test_edge_indices_and_slices_still_work_like_numpy(stories):
     assert c.shape == (1, 0, 64)
     np.testing.assert_array_equal(np.array(d), ref[:, ::-3, 1:60:7])
     np.testing.assert_array_equal(np.array(e), ref[0, [0, T - 1, -1]])
+
+
+@pytest.mark.parametrize("dim,start,length", [(1, 100, 1), (1, 4, 3), (1, -7, 1), (2, 0, 6), (0, 2, 0), (-1, -2, 2),
+                                              (1, 5, 0), (1, 0, -1)])
+def test_narrow_checks_bounds_like_torch(dim, start, length):
+    import torch
+
+    from mlxsight import torch_ops
+
+    x = np.arange(30, dtype=np.float32).reshape(2, 5, 3)
+    try:
+        expected = torch.narrow(torch.from_numpy(x), dim, start, length).numpy()
+    except (IndexError, RuntimeError) as e:
+        with pytest.raises(type(e)):
+            torch_ops.narrow(mx.array(x), dim, start, length)
+    else:
+        np.testing.assert_array_equal(np.array(torch_ops.narrow(mx.array(x), dim, start, length)), expected)
