@@ -79,6 +79,21 @@ def test_bad_ids_are_rejected_by_every_entry_point(stories):
                 pass
 
 
+def test_torch_ids_and_the_hf_view_are_checked_too(stories_path):
+    import torch
+
+    hf = mlxsight.LanguageModel(stories_path)  # transformers' module tree over the same weights
+    with pytest.raises(ValueError, match="vocabulary of 512"):
+        with hf.trace(torch.tensor([[5, 600]])):
+            hf.output.save()
+    with pytest.raises(TypeError, match="must be integers; got an array of torch.float32"):
+        with hf.trace(torch.tensor([[5.0, 6.0]])):
+            hf.output.save()
+    with hf.trace(torch.tensor([[1, 5, 17]])):
+        logits = hf.output.logits.save()
+    assert mx.allclose(logits, hf.mlx_model(mx.array([[1, 5, 17]])), atol=1e-4)  # the HF view computes in its own order
+
+
 def test_valid_ids_in_every_form_give_the_plain_forward(stories):
     ids = [1, 5, 17, 511, 0]
     expected = stories.mlx_model(mx.array([ids]))
