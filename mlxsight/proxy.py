@@ -238,7 +238,7 @@ class Proxy:
 
     def _check_key(self, key: Any) -> None:
         """Out-of-range indices fail here, at the user's line, as in torch (MLX drops them)."""
-        if isinstance(self._meta, mx.array):
+        if isinstance(self._meta, mx.array) and not self._tracer.example_shapes:
             try:
                 check_key(tuple(self._meta.shape), key)
             except IndexError as e:

@@ -141,6 +141,8 @@ class Invoke:
 class Tracer:
     """Records a trace block as an intervention graph; runs it on exit."""
 
+    example_shapes = False  # True when shapes while recording come from an example, not the real input
+
     def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
         self.model = model
         self.scan = scan
@@ -322,6 +324,10 @@ class Tracer:
         try:
             return apply_op(node.op, node.target, metas[0], metas[1], self.model._modules_by_path())
         except TraceError:
+            raise
+        except IndexError:
+            if self.example_shapes:  # an index past the example's length: checked when it runs
+                return UNKNOWN
             raise
         except Exception as e:
             what = context or f"recording `{format_node(node)}`"

@@ -220,3 +220,28 @@ def test_narrow_checks_bounds_like_torch(dim, start, length):
             torch_ops.narrow(mx.array(x), dim, start, length)
     else:
         np.testing.assert_array_equal(np.array(torch_ops.narrow(mx.array(x), dim, start, length)), expected)
+
+
+def test_edits_index_by_the_traced_input_not_the_recording_example(stories):
+    """An edit is recorded on a short example input; its indices are checked when a trace runs it."""
+    T = _T(stories)
+    with stories.edit() as (_, edited):
+        edited.model.layers[1].output[:, T - 2] = 0  # past the example's length, inside the real one
+        edited.model.layers[2].output[:, T - 1] *= 0
+    with edited.trace(PROMPT):
+        a = edited.model.layers[1].output.save()
+        b = edited.model.layers[2].output.save()
+    assert float(mx.abs(a[:, T - 2]).max()) == 0 and float(mx.abs(a[:, T - 3]).max()) > 0
+    assert float(mx.abs(b[:, T - 1]).max()) == 0
+
+    def body():
+        with stories.edit() as (_, too_far):
+            too_far.model.layers[1].output[:, 100] = 0  # edit-line
+        with too_far.trace(PROMPT):
+            out = too_far.output.save()
+        return out
+
+    with pytest.raises(IndexError, match="out of bounds for dimension 1 with size") as info:
+        body()
+    assert f"line {_line_of(body, 'edit-line')}" in str(info.value)
+    _clean_afterwards(stories, _params(stories))
