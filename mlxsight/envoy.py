@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import mlx.nn as nn
 
 from .errors import TraceError, where_now
-from .proxy import Proxy, find_tracer
+from .proxy import Proxy, find_recorder
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -184,13 +184,13 @@ class Envoy:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
-        return tracer.read(self._path, kind)
+        return tracer.recorder.read(self._path, kind)
 
     def _write(self, kind: str, value: Any) -> None:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
-        tracer.write(self._path, kind, value)
+        tracer.recorder.write(self._path, kind, value)
 
     output = _Served("output", OUTPUT)
     inputs = _Served("inputs", INPUTS)
@@ -210,7 +210,7 @@ class Envoy:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot skip `{self.path}` outside of interleaving")
-        tracer.skip(self._path, replacement)
+        tracer.recorder.skip(self._path, replacement)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the module; on proxies inside a trace this is recorded (and consumes no hook)."""
@@ -218,14 +218,14 @@ class Envoy:
         if _has_proxy((args, kwargs)):
             if tracer is None:
                 _refuse_foreign_call(self.path, (args, kwargs))
-            return tracer.call_module(self._path, None, args, kwargs)
+            return tracer.recorder.call_module(self._path, None, args, kwargs)
         return self._module(*args, **kwargs)
 
 
 def _refuse_foreign_call(name: str, value: Any) -> None:
     """A module called on proxies while its own model has no open trace: the proxies belong to
     another model's trace (or to a finished one), and MLX would fail on them with a raw error."""
-    find_tracer(value).check_open()  # a finished trace: ExpiredProxyError
+    find_recorder(value).check_open()  # a finished trace: ExpiredProxyError
     raise TraceError(f"{name} is called on a value of a trace of another model: a module runs on values of its own "
                      f"model's trace only. Save the value and call {name} on the saved array after the trace",
                      where_now())
@@ -305,7 +305,7 @@ class _BoundModuleMethod:
         if _has_proxy((args, kwargs)):
             if tracer is None:
                 _refuse_foreign_call(f"{self.envoy.path}.{self.name}", (args, kwargs))
-            return tracer.call_module(self.envoy._path, self.name, args, kwargs)
+            return tracer.recorder.call_module(self.envoy._path, self.name, args, kwargs)
         return self.fn(*args, **kwargs)
 
 
@@ -399,21 +399,21 @@ class OperationEnvoy:
         tracer = self._envoy._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}` outside of interleaving")
-        tracer.use_source(self._envoy._path)
+        tracer.recorder.use_source(self._envoy._path)
         return tracer
 
     def _read(self, kind: str) -> Any:
-        return self._tracer().read(self._path, kind)
+        return self._tracer().recorder.read(self._path, kind)
 
     def _write(self, kind: str, value: Any) -> None:
-        self._tracer().write(self._path, kind, value)
+        self._tracer().recorder.write(self._path, kind, value)
 
     output = _Served("output", OUTPUT)
     inputs = _Served("inputs", INPUTS)
     input = _Served("input", INPUT)
 
     def skip(self, replacement: Any) -> None:
-        self._tracer().skip(self._path, replacement)
+        self._tracer().recorder.skip(self._path, replacement)
 
     def __repr__(self) -> str:
         return f"<operation {self.path} (line {self._line})>"
@@ -432,12 +432,13 @@ class _StepEnvoy:
         tracer = self._envoy._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self._envoy.path}` outside of interleaving")
-        previous = tracer._step
-        tracer._step = previous + self._offset
+        recorder = tracer.recorder
+        previous = recorder.step
+        recorder.step = previous + self._offset
         try:
             return access()
         finally:
-            tracer._step = previous
+            recorder.step = previous
 
     def _read(self, kind: str) -> Any:
         return self._at_step(lambda: self._envoy._read(kind))
