@@ -372,13 +372,16 @@ def _config_from_args(module: nn.Module) -> dict:
 
 
 def _vocab_size(module: nn.Module, config: dict) -> int | None:
-    """How many token ids the input embedding has rows for (the bound every input id is checked
-    against); the config's ``vocab_size`` when no embedding is found."""
-    for _, m in module.named_modules():
-        if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding)):
-            return int(m.weight.shape[0])
-    size = config.get("vocab_size")
-    return int(size) if isinstance(size, int) else None
+    """How many token ids the model takes: the bound every input id is checked against.
+
+    The model's ``vocab_size`` (mlx-lm's args, else config.json), when an input embedding has that
+    many rows; a model may have several embeddings (GPT-2's positions), so without one the largest."""
+    rows = [int(m.weight.shape[0]) for _, m in module.named_modules()
+            if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding))]
+    size = getattr(getattr(module, "args", None), "vocab_size", None) or config.get("vocab_size")
+    if isinstance(size, int) and (size in rows or not rows):
+        return size
+    return max(rows) if rows else None
 
 
 def _hf_view(module: nn.Module, config: dict) -> nn.Module | None:

@@ -65,3 +65,15 @@ def test_batched_invokes_equal_solo_runs(arch_model):
             solo = model.output.save()
         n = solo.shape[1]
         assert mx.allclose(out[:, -n:], solo, atol=1e-4), arch
+
+
+def test_token_ids_are_checked_against_the_token_embedding(arch_model):
+    """Every architecture takes ids below its vocabulary size (512) and refuses the next one; GPT-2's
+    position embedding (256 rows) is not mistaken for the vocabulary."""
+    arch, model = arch_model
+    with model.trace([[1, 300, 511]]):
+        out = model.output.save()
+    assert mx.array_equal(out, model.mlx_model(mx.array([[1, 300, 511]])))
+    with pytest.raises(ValueError, match="token id 512 is out of range for this model's vocabulary of 512"):
+        with model.trace([[1, 512]]):
+            model.output.save()
