@@ -32,9 +32,13 @@ def load_checkpoint(model: str | Path, trust_remote_code: bool | None = None) ->
         # An explicit False makes transformers use its own classes or raise; never prompt, never import.
         module, tokenizer = load(str(model), tokenizer_config={"trust_remote_code": False}, trust_remote_code=False)
     except ValueError as e:
-        if "trust_remote_code" not in str(e):
+        model_code = config.get("auto_map")
+        if "trust_remote_code" in str(e):
+            what = f"its tokenizer class {auto_map!r}" if auto_map else "code in the checkpoint"
+        elif model_code and "not supported" in str(e):  # an architecture only the checkpoint's code defines
+            what = f"its model code {model_code!r} (mlx-lm has no {config.get('model_type')!r} architecture)"
+        else:
             raise
-        what = f"its tokenizer class {auto_map!r}" if auto_map else "code in the checkpoint"
         raise CheckpointCodeError(_refusal(model, what, trust_remote_code)) from None
     if auto_map:
         name = type(getattr(tokenizer, "_tokenizer", tokenizer)).__name__

@@ -199,6 +199,15 @@ def test_model_file_is_never_imported(checkpoint, flag):
     assert not (checkpoint / "RAN").exists()
 
 
+def test_an_architecture_only_the_checkpoints_code_defines_is_refused(checkpoint):
+    (checkpoint / "modeling_custom.py").write_text(SENTINEL_CODE)
+    _edit_json(checkpoint / "config.json", model_type="custom_llama",
+               auto_map={"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"})
+    with pytest.raises(mlxsight.CheckpointCodeError, match="modeling_custom.*custom_llama.*never runs code"):
+        mlxsight.LanguageModel(str(checkpoint), trust_remote_code=True)
+    assert not (checkpoint / "RAN").exists()
+
+
 @pytest.mark.parametrize("flag", [None, True])
 def test_tokenizer_auto_map_without_a_builtin_class_is_refused_without_a_prompt(checkpoint, flag):
     (checkpoint / "custom_tok.py").write_text(SENTINEL_CODE + "class CustomTokenizer: pass\n")
