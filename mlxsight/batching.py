@@ -167,7 +167,7 @@ def check_ids(rows: list, vocab_size: int | None) -> None:
 def pad(rows: list[list[int]], side: str, pad_id: int) -> Batch:
     """Pad rows to one length on ``side`` ("left" or "right")."""
     if len(rows) == 1 and isinstance(rows[0], mx.array):
-        ids = rows[0].astype(mx.int32)
+        ids = rows[0] if rows[0].dtype == mx.int32 else rows[0].astype(mx.int32)
         return Batch(ids, None, [0], [0])
     rows = [r.reshape(-1).tolist() if isinstance(r, mx.array) else r for r in rows]
     width = max(len(r) for r in rows)

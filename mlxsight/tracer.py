@@ -18,14 +18,14 @@ import mlx.core as mx
 
 from . import context
 from .batching import Batcher
-from .cache import Cache, CacheEntry, cast
+from .cache import Cache, CacheRequest
 from .context import (  # noqa: F401 - the public names stay importable from here
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
 )
 from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
 from .frames import FrameSnapshot, holds
-from .graph import Graph, HookPoint, Node
+from .graph import Graph, Node
 from .proxy import Proxy, apply, map_proxies  # noqa: F401 - apply: importable from here as before
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
@@ -139,7 +139,7 @@ class Tracer:
         self._session: Any = None
         self._saved: dict[int, Any] = {}
         self._materialized: list[tuple[Node, int, Where | None]] = []
-        self._caches: list[tuple[Cache, dict]] = []
+        self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
         self._frame = FrameSnapshot(None)
         self._locals: dict = {}
@@ -260,14 +260,10 @@ class Tracer:
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
         """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
         self.check_open()
-        paths = None
-        if modules is not None:
-            paths = {m._path if hasattr(m, "_path") else _strip_root(str(m)) for m in modules}
-        cache = Cache()
-        self._caches.append((cache, {"paths": paths, "dtype": dtype, "output": include_output,
-                                     "inputs": include_inputs}))
-        self._saved[id(cache)] = cache
-        return cache
+        request = CacheRequest(modules, dtype, include_output, include_inputs)
+        self._caches.append(request)
+        self._saved[id(request.cache)] = request.cache
+        return request.cache
 
     def save(self, obj: Any) -> None:
         self.check_open()
@@ -315,11 +311,15 @@ class Tracer:
         if any(b.arrivals % b.n for b in self._barriers):
             raise ValueError("A barrier was never reached by every block it waits for; check the count it "
                              "was created with")
-        self._fill_caches()
+        if self._caches:
+            structure = self.structure_for(self.batcher.batch())
+            for request in self._caches:
+                request.fill(structure, self.recorder.slot)
         pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
                                                                hand_all=self._session is not None)
-        resolve = self._compute([v for _, v in pushes] + containers + [_cache_values(c) for c, _ in self._caches])
-        self._resolve_caches(resolve)
+        resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
+        for request in self._caches:
+            request.resolve(resolve)
         for container in containers:
             _replace_in_place(container, resolve)
         updates = {}
@@ -359,44 +359,6 @@ class Tracer:
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
-
-    def _fill_caches(self) -> None:
-        if not self._caches:
-            return
-        structure = self.structure_for(self.batcher.batch())
-        slot = self.recorder.slot
-        for cache, spec in self._caches:
-            for point in sorted(structure.order, key=structure.order.__getitem__):
-                if point.kind != "output" or (spec["paths"] is not None and point.path not in spec["paths"]):
-                    continue
-                entry = CacheEntry()
-                if spec["output"]:
-                    entry.output = slot(point)
-                if spec["inputs"]:
-                    entry.inputs = slot(HookPoint(point.path, "input", point.call))
-                key = point.module
-                if key in cache:
-                    previous = cache[key]
-                    cache[key] = (previous if isinstance(previous, list) else [previous]) + [entry]
-                else:
-                    cache[key] = entry
-
-    def _resolve_caches(self, resolve: Callable[[Any], Any]) -> None:
-        for cache, spec in self._caches:
-            for entries in cache.values():
-                for entry in entries if isinstance(entries, list) else [entries]:
-                    entry.output, entry.inputs = resolve(entry.output), resolve(entry.inputs)
-                    if spec["dtype"] is not None:
-                        entry.output, entry.inputs = cast(entry.output, spec["dtype"]), cast(entry.inputs, spec["dtype"])
-
-
-def _strip_root(path: str) -> str:
-    return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
-
-
-def _cache_values(cache: Cache) -> list:
-    return [(e.output, e.inputs) for entries in cache.values()
-            for e in (entries if isinstance(entries, list) else [entries])]
 
 
 def _never_reached(value: Any) -> bool:
