@@ -94,6 +94,10 @@ class IndexOutOfRangeError(TraceError, IndexError):
     """An index past the end of a dimension (torch raises ``IndexError``; MLX would drop a write)."""
 
 
+class NegativeStepError(TraceError, ValueError):
+    """A negative slice step under torch semantics (nnsight scripts): torch refuses it, so do we."""
+
+
 class ExpiredProxyError(TraceError):
     """A proxy from a finished trace was used (only saved values survive the block)."""
 

@@ -15,7 +15,7 @@ import mlx.core as mx
 
 from .aliasing import Index, Item, Reshape, ViewSpec, check_key, getitem, is_basic_key
 from .context import save, torch_semantics
-from .errors import IndexOutOfRangeError, where_now
+from .errors import IndexOutOfRangeError, NegativeStepError, where_now
 from .tree import map_matching
 from .outputs import ModelOutput
 
@@ -238,6 +238,10 @@ class Proxy:
 
     def _check_key(self, key: Any) -> None:
         """Out-of-range indices fail here, at the user's line, as in torch (MLX drops them)."""
+        keys = key if isinstance(key, tuple) else (key,)
+        if torch_semantics() and any(isinstance(k, slice) and isinstance(k.step, int) and k.step < 0 for k in keys):
+            # an nnsight script must fail here as it does on torch, not give values torch never would
+            raise NegativeStepError("step must be greater than zero (torch slices have no negative steps)", where_now())
         if isinstance(self._meta, mx.array) and not self._recorder.tracer.example_shapes:
             try:
                 check_key(tuple(self._meta.shape), key)

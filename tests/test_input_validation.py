@@ -245,3 +245,18 @@ def test_edits_index_by_the_traced_input_not_the_recording_example(stories):
         body()
     assert f"line {_line_of(body, 'edit-line')}" in str(info.value)
     _clean_afterwards(stories, _params(stories))
+
+
+def test_negative_steps_follow_torch_under_torch_semantics(stories):
+    """MLX and numpy take negative steps; torch refuses them, so an nnsight script must fail here too."""
+    mlxsight.set_torch_semantics(True)
+    try:
+        for use in (lambda h: h[:, ::-1].save(), lambda h: h.__setitem__((slice(None), slice(None, None, -2)), 0)):
+            with pytest.raises(ValueError, match="step must be greater than zero"):
+                with stories.trace(PROMPT):
+                    use(stories.model.layers[0].output)
+        with stories.trace(PROMPT):
+            ok = stories.model.layers[0].output[:, 1::2].save()
+        assert ok.shape[1] == _T(stories) // 2
+    finally:
+        mlxsight.set_torch_semantics(False)
