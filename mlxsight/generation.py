@@ -63,8 +63,9 @@ class GenerationTracer(Tracer):
     def decode(self, batch: Any, runner: Runner | None = None) -> mx.array:
         """Generate from ``batch``; the token ids, prompt first (fired as ``result`` when traced)."""
         driver = self.driver
-        step_fn, cache = driver.decoder(batch)
         ids = batch.input_ids
+        driver.check_length(ids.shape[1], self.max_new_tokens)
+        step_fn, cache = driver.decoder(batch)
         if self.streamer is not None and hasattr(self.streamer, "put"):
             self.streamer.put(ids)
         new_tokens = []
