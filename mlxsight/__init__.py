@@ -8,7 +8,8 @@ from . import blas as _blas
 _blas.autoload()  # opt-in only (MLXSIGHT_OPENBLAS): must run before mlx is imported
 
 from .errors import (  # noqa: E402
-    ExpiredProxyError, MLXSightError, ModuleNotCalledError, NestedTraceError, OutOfOrderError, TraceError,
+    CheckpointCodeError, ExpiredProxyError, IndexOutOfRangeError, MLXSightError, ModuleNotCalledError,
+    NestedTraceError, OutOfOrderError, TraceError,
 )
 from .model import LanguageModel, NNsight  # noqa: E402
 from . import attention  # noqa: E402
@@ -21,5 +22,5 @@ from .tracer import Tracer  # noqa: E402
 __all__ = [
     "LanguageModel", "NNsight", "Proxy", "Tracer", "attention", "apply", "save", "set_value_transform", "set_torch_semantics",
     "add_exit_listener", "remove_exit_listener", "MLXSightError", "TraceError", "OutOfOrderError", "ModuleNotCalledError",
-    "ExpiredProxyError", "NestedTraceError",
+    "ExpiredProxyError", "NestedTraceError", "IndexOutOfRangeError", "CheckpointCodeError",
 ]

@@ -10,6 +10,7 @@ a separate run of that input.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,20 @@ class Batch:
         return self.input_ids.shape[0]
 
 
-def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
-    """Token-id rows for one invoke's input (text, texts, ids, arrays, or an encoding dict)."""
+def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any, vocab_size: int | None = None) -> list[list[int]]:
+    """Token-id rows for one invoke's input (text, texts, ids, arrays, or an encoding dict).
+
+    Every id is checked against ``vocab_size`` here, before anything runs: MLX gathers embedding
+    rows without bounds checks, so a bad id would give garbage logits or crash the process."""
+    rows = _rows(inputs, kwargs, tokenizer)
+    check_ids(rows, vocab_size)
+    return rows
+
+
+_ACCEPTED = "text, a list of texts, token ids (a list or an integer array) or a tokenizer's output dict"
+
+
+def _rows(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
     if kwargs:
         unknown = set(kwargs) - {"input_ids", "attention_mask"}
         if unknown:
@@ -41,7 +54,7 @@ def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
             raise TypeError("give the input either positionally or as input_ids=..., not both")
         return _rows_from_encoding(kwargs)
     if len(inputs) != 1:
-        raise TypeError(f"expected one input (text, list of texts, token ids, array or dict), got {len(inputs)}")
+        raise TypeError(f"expected one input ({_ACCEPTED}), got {len(inputs)}")
     x = inputs[0]
     if isinstance(x, str):
         return [_encode(tokenizer, x)]
@@ -49,17 +62,20 @@ def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
         return _rows_from_encoding(dict(x))
     if isinstance(x, (list, tuple)):
         if not x:
-            raise ValueError("empty input")
+            raise ValueError(f"the input is an empty {type(x).__name__}: give {_ACCEPTED}")
         if all(isinstance(s, str) for s in x):
             return [_encode(tokenizer, s) for s in x]
-        if all(isinstance(i, int) for i in x):
-            return [list(x)]
+        if all(isinstance(r, dict) and "role" in r for r in x):
+            raise TypeError("the input is a list of chat messages: apply the chat template first, e.g. "
+                            "model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)")
         if all(isinstance(r, (list, tuple)) for r in x):
-            return [[int(i) for i in r] for r in x]
-    if isinstance(x, mx.array) and x.ndim == 2 and x.shape[0] == 1 and not mx.issubdtype(x.dtype, mx.floating):
-        return TokenRows([x])  # one row of ids: kept as an array (no round trip through Python lists)
-    ids = _to_int_lists(x)
-    return [ids] if ids and isinstance(ids[0], int) else ids
+            return [_id_list(r) for r in x]
+        return [_id_list(x)]
+    if isinstance(x, mx.array):
+        return _rows_of_array(x)
+    if hasattr(x, "tolist") and hasattr(x, "shape"):  # numpy arrays, torch tensors
+        return _rows_of_array(x)
+    raise TypeError(f"cannot use {type(x).__name__} {x!r:.40} as a language-model input: give {_ACCEPTED}")
 
 
 class TokenRows(list):
@@ -70,21 +86,82 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
-def _to_int_lists(x: Any) -> list:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"cannot use a {type(x).__name__} as a language-model input")
+def _dtype_name(x: Any) -> str:
+    return str(getattr(x, "dtype", type(x).__name__)).replace("mlx.core.", "")
+
+
+def _rows_of_array(x: Any) -> list:
+    """Rows of an id array (MLX, numpy or torch): integer dtype, one or two dimensions."""
+    if not _integer_dtype(x):
+        raise TypeError(f"token ids must be integers; got an array of {_dtype_name(x)}")
+    shape = tuple(x.shape)
+    if len(shape) not in (1, 2):
+        raise ValueError(f"token ids must be a [tokens] or [rows, tokens] array; got shape {shape}")
+    if isinstance(x, mx.array) and len(shape) == 2 and shape[0] == 1:
+        return TokenRows([x])  # one row of ids: kept as an array (no round trip through Python lists)
+    ids = x.tolist()
+    return [ids] if len(shape) == 1 else ids
+
+
+def _integer_dtype(x: Any) -> bool:
+    dtype = x.dtype
+    if isinstance(dtype, mx.Dtype):
+        return mx.issubdtype(dtype, mx.integer)
+    kind = getattr(dtype, "kind", None)  # numpy
+    if kind is not None:
+        return kind in "iu"
+    return str(dtype).replace("torch.", "") in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                                  "uint64", "long", "int", "short")
+
+
+def _id_list(row: Any) -> list[int]:
+    if hasattr(row, "tolist") and hasattr(row, "shape"):
+        if len(row.shape) != 1:
+            raise ValueError(f"a row of token ids must be one-dimensional; got shape {tuple(row.shape)}")
+        return _rows_of_array(row)[0]
+    ids = []
+    for t in row:
+        if isinstance(t, bool) or not isinstance(t, int) and not hasattr(t, "__index__"):
+            raise TypeError(f"token ids must be integers; got {type(t).__name__} {t!r:.40}")
+        ids.append(operator.index(t))
+    return ids
 
 
 def _rows_from_encoding(enc: dict) -> list[list[int]]:
-    ids = _to_int_lists(enc["input_ids"]) if not isinstance(enc["input_ids"], list) else enc["input_ids"]
-    ids = [ids] if ids and isinstance(ids[0], int) else ids
+    if "input_ids" not in enc:
+        raise ValueError(f"an input dict needs 'input_ids' (a tokenizer's output); got keys {sorted(map(str, enc))}")
+    ids = _rows(((enc["input_ids"]),), {}, None) if not isinstance(enc["input_ids"], str) else None
+    if ids is None:
+        raise TypeError("'input_ids' must hold token ids, not text")
     mask = enc.get("attention_mask")
     if mask is None:
-        return [list(r) for r in ids]
-    mask = _to_int_lists(mask) if not isinstance(mask, list) else mask
-    mask = [mask] if mask and isinstance(mask[0], int) else mask
+        return ids
+    mask = mask.tolist() if hasattr(mask, "tolist") else list(mask)
+    mask = [mask] if mask and not isinstance(mask[0], (list, tuple)) else mask
+    ids = [r.reshape(-1).tolist() if isinstance(r, mx.array) else r for r in ids]
+    if [len(r) for r in mask] != [len(r) for r in ids]:
+        raise ValueError("'attention_mask' must have the shape of 'input_ids'")
     return [[t for t, m in zip(r, mr) if m] for r, mr in zip(ids, mask)]
+
+
+def check_ids(rows: list, vocab_size: int | None) -> None:
+    """Raise unless every row has at least one token and every id is in ``[0, vocab_size)``."""
+    if not rows:
+        raise ValueError("the input has no rows")
+    for row in rows:
+        if isinstance(row, mx.array):
+            if row.size == 0:
+                raise ValueError("an input encodes to zero tokens (an empty row)")
+            low, high = mx.stack([row.min(), row.max()]).tolist()
+        else:
+            if not row:
+                raise ValueError("an input encodes to zero tokens (an empty row)")
+            low, high = min(row), max(row)
+        if low < 0:
+            raise ValueError(f"token id {low} is negative: ids index the vocabulary")
+        if vocab_size is not None and high >= vocab_size:
+            raise ValueError(f"token id {high} is out of range for this model's vocabulary of {vocab_size} tokens "
+                             f"(valid ids: 0-{vocab_size - 1})")
 
 
 def pad(rows: list[list[int]], side: str, pad_id: int) -> Batch:
@@ -94,8 +171,6 @@ def pad(rows: list[list[int]], side: str, pad_id: int) -> Batch:
         return Batch(ids, None, [0], [0])
     rows = [r.reshape(-1).tolist() if isinstance(r, mx.array) else r for r in rows]
     width = max(len(r) for r in rows)
-    if min(len(r) for r in rows) == 0:
-        raise ValueError("an input encodes to zero tokens")
     gaps = [width - len(r) for r in rows]
     if side == "left":
         ids = [[pad_id] * g + r for r, g in zip(rows, gaps)]

@@ -63,5 +63,8 @@ class Decoder(Driver, Protocol):
     def eos_ids(self) -> list[int]:
         """Token ids that end a row's generation."""
 
+    def check_length(self, tokens: int, new_tokens: int = 0) -> None:
+        """Raise if ``tokens`` (+ ``new_tokens`` to generate) need more positions than the model has."""
+
     def generation_structure(self, batch: Any, steps: int, instrumented: frozenset = frozenset()) -> Structure:
         """Hook points of ``steps`` generation steps on ``batch`` (cached, bounded)."""

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 class EditTracer(Tracer):
     """Records an edit block; on exit stores its graph on the edited model instead of running it."""
 
+    example_shapes = True  # recorded on an example input: indices are checked when a trace replays the edit
+
     def __init__(self, model: "NNsight", inplace: bool) -> None:
         self.target = model if inplace else shallow_copy(model)
         self.inplace = inplace

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import mlx.nn as nn
 
-from .proxy import Proxy
+from .errors import TraceError, where_now
+from .proxy import Proxy, find_recorder
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -214,9 +215,20 @@ class Envoy:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the module; on proxies inside a trace this is recorded (and consumes no hook)."""
         tracer = self._tracer()
-        if tracer is not None and _has_proxy((args, kwargs)):
+        if _has_proxy((args, kwargs)):
+            if tracer is None:
+                _refuse_foreign_call(self.path, (args, kwargs))
             return tracer.recorder.call_module(self._path, None, args, kwargs)
         return self._module(*args, **kwargs)
+
+
+def _refuse_foreign_call(name: str, value: Any) -> None:
+    """A module called on proxies while its own model has no open trace: the proxies belong to
+    another model's trace (or to a finished one), and MLX would fail on them with a raw error."""
+    find_recorder(value).check_open()  # a finished trace: ExpiredProxyError
+    raise TraceError(f"{name} is called on a value of a trace of another model: a module runs on values of its own "
+                     f"model's trace only. Save the value and call {name} on the saved array after the trace",
+                     where_now())
 
 
 def _indent(prefix: str, lines: list[str]) -> list[str]:
@@ -290,7 +302,9 @@ class _BoundModuleMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tracer = self.envoy._tracer()
-        if tracer is not None and _has_proxy((args, kwargs)):
+        if _has_proxy((args, kwargs)):
+            if tracer is None:
+                _refuse_foreign_call(f"{self.envoy.path}.{self.name}", (args, kwargs))
             return tracer.recorder.call_module(self.envoy._path, self.name, args, kwargs)
         return self.fn(*args, **kwargs)
 

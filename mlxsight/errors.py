@@ -68,6 +68,10 @@ class MLXSightError(Exception):
     """Base class of mlxsight's errors."""
 
 
+class CheckpointCodeError(MLXSightError, ValueError):
+    """A checkpoint that cannot load without running its own code (mlxsight never runs it)."""
+
+
 class TraceError(MLXSightError):
     """A problem with what a trace recorded, reported at the user's line(s)."""
 
@@ -86,9 +90,34 @@ class ModuleNotCalledError(TraceError):
     """A module's input or output was read, but the forward never calls that module."""
 
 
+class IndexOutOfRangeError(TraceError, IndexError):
+    """An index past the end of a dimension (torch raises ``IndexError``; MLX would drop a write)."""
+
+
+class NegativeStepError(TraceError, ValueError):
+    """A negative slice step under torch semantics (nnsight scripts): torch refuses it, so do we."""
+
+
 class ExpiredProxyError(TraceError):
     """A proxy from a finished trace was used (only saved values survive the block)."""
 
 
 class NestedTraceError(TraceError):
     """A trace was opened inside another trace of the same model."""
+
+
+MLX_FUNCTION_HINT = ("mlxsight: MLX functions cannot take proxies (values of a trace have no value while "
+                     "recording). Record them with mlxsight.apply: `mlxsight.apply(mx.softmax, proxy, axis=-1)`; "
+                     "torch-style methods work directly: `proxy.softmax(-1)`.")
+
+
+def hint_mlx_function(exc: BaseException) -> None:
+    """Point at ``mlxsight.apply`` when an MLX function was given a proxy inside a trace.
+
+    nanobind's own error names neither mlxsight nor a way out: a ``TypeError`` listing the proxy's
+    type, or (for functions that take scalars) a bare ``RuntimeError: std::bad_cast``."""
+    text = str(exc)
+    if (isinstance(exc, TypeError) and "Invoked with types:" in text and "mlxsight.proxy.Proxy" in text
+            or isinstance(exc, RuntimeError) and text == "std::bad_cast"):
+        if MLX_FUNCTION_HINT not in getattr(exc, "__notes__", ()):
+            exc.add_note(MLX_FUNCTION_HINT)

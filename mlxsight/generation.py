@@ -36,6 +36,9 @@ class GenerationTracer(Tracer):
             raise TypeError(f"unsupported generate() keyword(s): {sorted(unknown)}")
         if unused.get("num_beams", 1) != 1:
             raise NotImplementedError("beam search is not supported; use greedy or sampling")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+            # transformers' own check and message (its GenerationConfig.validate): nothing is generated.
+            raise ValueError(f"`max_new_tokens` must be greater than 0, but is {max_new_tokens}.")
         super().__init__(model, inputs, kwargs)
         self.max_new_tokens = max_new_tokens
         self.streamer = streamer
@@ -60,8 +63,9 @@ class GenerationTracer(Tracer):
     def decode(self, batch: Any, runner: Runner | None = None) -> mx.array:
         """Generate from ``batch``; the token ids, prompt first (fired as ``result`` when traced)."""
         driver = self.driver
-        step_fn, cache = driver.decoder(batch)
         ids = batch.input_ids
+        driver.check_length(ids.shape[1], self.max_new_tokens)
+        step_fn, cache = driver.decoder(batch)
         if self.streamer is not None and hasattr(self.streamer, "put"):
             self.streamer.put(ids)
         new_tokens = []

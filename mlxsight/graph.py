@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple
 
-from .errors import Where
+from .errors import ExpiredProxyError, Where
 from .tree import find_all, map_matching
 
 
@@ -99,6 +99,10 @@ class Graph:
         deps = find_all(args, Node)
         if kwargs:
             find_all(tuple(kwargs.values()), Node, deps)
+        for dep in deps:  # a node of another graph would silently stand for whatever has its index here
+            if dep.index >= len(self.nodes) or self.nodes[dep.index] is not dep:
+                raise ExpiredProxyError("a value of another trace is used here: a value lives only in the trace "
+                                        "that made it (save it there; saved values leave as plain arrays)", where)
         node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
         point = target if op in POINT_OPS else (target[:2] if op == "grad" else None)

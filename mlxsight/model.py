@@ -199,9 +199,9 @@ class LanguageModel(NNsight):
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
         if isinstance(model, (str, Path)):
-            from mlx_lm import load
+            from .loading import load_checkpoint
 
-            module, loaded_tok = load(str(model))
+            module, loaded_tok = load_checkpoint(model, kwargs.get("trust_remote_code"))
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
             config = config or _read_config(model)
         else:
@@ -258,9 +258,11 @@ class LanguageModelDriver(ModuleDriver):
         self.mlx_model, self.tokenizer, self.view, self.config = mlx_model, tokenizer, view, config
         # transformers resolves special-token ids through a slow __getattr__: read it once.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.vocab_size = _vocab_size(mlx_model, vars(config))  # every input id is checked against it
+        self.positions = _position_limit(mlx_model, vars(config), self.vocab_size)
 
     def encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
-        return rows_of(inputs, kwargs, self.tokenizer)
+        return rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
 
     def edit_example(self) -> tuple:
         return ([[self.pad_id, self.pad_id]],)  # structure only: edits are shape-agnostic
@@ -270,7 +272,17 @@ class LanguageModelDriver(ModuleDriver):
 
     def batch(self, datas: list) -> Batch:
         rows = [r for d in datas for r in d]
-        return pad(rows, getattr(self.tokenizer, "padding_side", "left"), self.pad_id)
+        batch = pad(rows, getattr(self.tokenizer, "padding_side", "left"), self.pad_id)
+        self.check_length(batch.input_ids.shape[1])
+        return batch
+
+    def check_length(self, tokens: int, new_tokens: int = 0) -> None:
+        """Refuse more positions than a learned position table has rows (GPT-2's ``wpe``): MLX would
+        read past the table and return garbage where torch raises."""
+        if self.positions is not None and tokens + new_tokens > self.positions:
+            what = f"{tokens} prompt tokens + {new_tokens} new tokens" if new_tokens else f"{tokens} tokens"
+            raise ValueError(f"{what} is more than this model's {self.positions} positions (its learned position "
+                             f"embedding has {self.positions} rows)")
 
     def signature(self, batch: Batch) -> Any:
         return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding))
@@ -368,6 +380,30 @@ def _read_config(model: str | Path) -> dict:
 def _config_from_args(module: nn.Module) -> dict:
     args = getattr(module, "args", None)
     return dict(vars(args)) if args is not None else {}
+
+
+def _vocab_size(module: nn.Module, config: dict) -> int | None:
+    """How many token ids the model takes: the bound every input id is checked against.
+
+    The model's ``vocab_size`` (mlx-lm's args, else config.json), when an input embedding has that
+    many rows; a model may have several embeddings (GPT-2's positions), so without one the largest."""
+    rows = [int(m.weight.shape[0]) for _, m in module.named_modules()
+            if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding))]
+    size = getattr(getattr(module, "args", None), "vocab_size", None) or config.get("vocab_size")
+    if isinstance(size, int) and (size in rows or not rows):
+        return size
+    return max(rows) if rows else None
+
+
+def _position_limit(module: nn.Module, config: dict, vocab_size: int | None) -> int | None:
+    """The rows of a learned position embedding, if the model has one (RoPE models have none: their
+    ``max_position_embeddings`` is no hard limit)."""
+    limit = next((config.get(k) for k in ("n_positions", "n_ctx", "max_position_embeddings")
+                  if isinstance(config.get(k), int)), None)
+    for _, m in module.named_modules():
+        if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding)) and int(m.weight.shape[0]) == limit != vocab_size:
+            return limit
+    return None
 
 
 def _hf_view(module: nn.Module, config: dict) -> nn.Module | None:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 
-from .aliasing import Index, Item, Reshape, ViewSpec, is_basic_key
+from .aliasing import Index, Item, Reshape, ViewSpec, check_key, getitem, is_basic_key
 from .context import save, torch_semantics
+from .errors import IndexOutOfRangeError, NegativeStepError, where_now
 from .tree import map_matching
 from .outputs import ModelOutput
 
@@ -164,11 +165,12 @@ class Proxy:
         return np.asarray(self.value_now(), dtype=dtype)
 
     def __mlx_array__(self):
-        # MLX asks this when an mx.array is on the left of an operator (``x - proxy``); it needs a
-        # real array back, which would silently take the value out of the graph.
+        # MLX asks this when a proxy reaches an MLX function (``mx.exp(proxy)``) or an mx.array is on
+        # the left of an operator (``x - proxy``); a real array here would take the value out of the graph.
         raise TypeError(
-            f"an mx.array cannot be combined with the proxy {self._label} from the left inside a trace: "
-            f"put the proxy first (`proxy + x`, `-(proxy - x)`) or use mlxsight.apply(mx.subtract, x, proxy)")
+            f"an MLX function or operator was given the proxy {self._label}, which has no value while "
+            f"recording: record MLX functions with mlxsight.apply (`mlxsight.apply(mx.exp, proxy)`), and put "
+            f"the proxy first in operators (`proxy + x`, `-(proxy - x)`)")
 
     def __str__(self) -> str:
         return str(self.value_now())
@@ -212,16 +214,18 @@ class Proxy:
             if cache_key not in self._children:
                 self._children[cache_key] = self._make_view(Item(key), f"{self._label}[{key!r}]")
             return self._children[cache_key]
+        self._check_key(key)
         if is_basic_key(key):
             from .aliasing import format_key
 
             return self._make_view(Index(key), f"{self._label}[{format_key(key)}]")
-        return self._record("call_function", operator.getitem, (self, key))
+        return self._record("call_function", getitem, (self, key))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         meta = self._meta
         if isinstance(meta, tuple):
             raise TypeError("'tuple' object does not support item assignment")
+        self._check_key(key)
         if isinstance(meta, (list, dict)) or not is_basic_key(key):
             from .aliasing import set_item
 
@@ -231,6 +235,19 @@ class Proxy:
             new = self._record("put", Index(key), (self, value), label=self._label,
                                context=self._assignment_context(key, value))
         self._assign(new)
+
+    def _check_key(self, key: Any) -> None:
+        """Out-of-range indices fail here, at the user's line, as in torch (MLX drops them)."""
+        keys = key if isinstance(key, tuple) else (key,)
+        if torch_semantics() and any(isinstance(k, slice) and isinstance(k.step, int) and k.step < 0 for k in keys):
+            # an nnsight script must fail here as it does on torch, not give values torch never would
+            raise NegativeStepError("step must be greater than zero (torch slices have no negative steps)", where_now())
+        if isinstance(self._meta, mx.array) and not self._recorder.tracer.example_shapes:
+            try:
+                check_key(tuple(self._meta.shape), key)
+            except IndexError as e:
+                raise IndexOutOfRangeError(f"{e} (indexing {self._label}, shape {tuple(self._meta.shape)})",
+                                           where_now()) from None
 
     def _assignment_context(self, key: Any, value: Any) -> str:
         from .aliasing import format_key

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import mlx.core as mx
 
 from .batching import RowSlice
-from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
+from .errors import ExpiredProxyError, ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
 from .frames import holds
 from .graph import Graph, HookPoint, Node, format_node, map_nodes
 from .proxy import UNKNOWN, NodeRef, Proxy, constant, map_proxies
@@ -89,7 +89,7 @@ class Recorder:
             from .torch_ops import to_mlx
 
             args, kwargs = to_mlx((args, kwargs))
-        node_args = map_proxies((args, kwargs), lambda p: p.node)
+        node_args = map_proxies((args, kwargs), lambda p: self.own(p).node)
         node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
         if meta is UNKNOWN:
             meta = self._meta(node, (args, kwargs), context, where)
@@ -107,13 +107,31 @@ class Recorder:
             return self._evaluator.evaluate(node, metas[0], metas[1])
         except TraceError:
             raise
+        except IndexError:
+            if self.tracer.example_shapes:  # an index past an edit's example input: checked when it runs
+                return UNKNOWN
+            raise
         except Exception as e:
             what = context or f"recording `{format_node(node)}`"
             raise TraceError(f"{type(e).__name__} while {what}: {e}", where) from e
 
+    def own(self, proxy: Proxy) -> Proxy:
+        """``proxy``, if it belongs to this trace. One that escaped another trace (kept on an object,
+        a global...) is refused at the user's line: its node means nothing in this graph."""
+        if proxy._recorder is self:
+            return proxy
+        label = proxy._label
+        if not proxy._recorder.tracer._open:
+            raise ExpiredProxyError(f"{label} belongs to a trace that has finished: only values marked with .save() "
+                                    f"leave a trace (as plain arrays). Save it there, or read it again in this trace",
+                                    where_now())
+        raise TraceError(f"{label} belongs to another open trace: a value cannot move between traces (save it "
+                         f"there and use the saved array)", where_now())
+
     def as_proxy(self, value: Any) -> Proxy:
         if isinstance(value, Proxy):
-            return value
+            return self.own(value)
+        map_proxies(value, self.own)  # refuse escaped proxies inside containers too
         if "torch" in sys.modules:
             from .torch_ops import to_mlx
 

@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 from .batching import assemble_skip
 from .compiler import Schedule, grad_key
-from .errors import TraceError
+from .errors import IndexOutOfRangeError, TraceError
 from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 from .source import module_of
@@ -190,7 +190,8 @@ class Runner(CallCounter, Evaluator):
         except (TraceError, _StopForward):
             raise
         except Exception as e:
-            raise TraceError(f"{type(e).__name__} while running the trace: {e}", node.where) from e
+            error = IndexOutOfRangeError if isinstance(e, IndexError) else TraceError
+            raise error(f"{type(e).__name__} while running the trace: {e}", node.where) from e
         delta = self.deltas.get(("node", node.index)) if self.deltas else None
         self.env[node.index] = value if delta is None else value + delta
 

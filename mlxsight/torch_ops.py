@@ -833,8 +833,13 @@ def unbind(input: mx.array, dim: int = 0) -> tuple:
 
 def narrow(input: mx.array, dim: int, start: int, length: int) -> mx.array:
     dim %= input.ndim
+    n = input.shape[dim]
+    if not -n <= start <= n:  # torch's checks and messages; a slice would clip silently
+        raise IndexError(f"start out of range (expected to be in range of [{-n}, {n}], but got {start})")
     if start < 0:
-        start += input.shape[dim]
+        start += n
+    if length < 0 or start + length > n:
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({n}).")
     return input[(slice(None),) * dim + (slice(start, start + length),)]
 
 

@@ -23,7 +23,7 @@ from .context import (  # noqa: F401 - the public names stay importable from her
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
 )
-from .errors import ExpiredProxyError, NestedTraceError, Where, user_frame, where_now
+from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
 from .frames import FrameSnapshot, holds
 from .graph import Graph, Node
 from .proxy import Proxy, apply, map_proxies  # noqa: F401 - apply: importable from here as before
@@ -123,6 +123,7 @@ class Tracer:
     """One trace block: records it (``recorder``), then compiles, runs and pushes on exit."""
 
     stop_early = True  # a single forward can end after the last needed hook point
+    example_shapes = False  # True when shapes while recording come from an example, not the real input
 
     def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
         self.model = model
@@ -171,6 +172,8 @@ class Tracer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            hint_mlx_function(exc)
         stopped = exc_type is not None and issubclass(exc_type, StopTrace)
         try:
             if exc_type is None or stopped:

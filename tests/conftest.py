@@ -20,12 +20,13 @@ from mlxsight import assets  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("MLXSIGHT_SMOLLM2") == "1":
-        return
-    skip = pytest.mark.skip(reason="opt-in SmolLM2 tier: set MLXSIGHT_SMOLLM2=1")
-    for item in items:
-        if "smollm2" in item.keywords:
-            item.add_marker(skip)
+    tiers = {"smollm2": "opt-in SmolLM2 tier: set MLXSIGHT_SMOLLM2=1", "slow": "long version: set MLXSIGHT_SLOW=1"}
+    for marker, reason in tiers.items():
+        if os.environ.get(f"MLXSIGHT_{marker.upper()}") == "1":
+            continue
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

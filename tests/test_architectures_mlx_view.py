@@ -65,3 +65,35 @@ def test_batched_invokes_equal_solo_runs(arch_model):
             solo = model.output.save()
         n = solo.shape[1]
         assert mx.allclose(out[:, -n:], solo, atol=1e-4), arch
+
+
+def test_token_ids_are_checked_against_the_token_embedding(arch_model):
+    """Every architecture takes ids below its vocabulary size (512) and refuses the next one; GPT-2's
+    position embedding (256 rows) is not mistaken for the vocabulary."""
+    arch, model = arch_model
+    with model.trace([[1, 300, 511]]):
+        out = model.output.save()
+    assert mx.array_equal(out, model.mlx_model(mx.array([[1, 300, 511]])))
+    with pytest.raises(ValueError, match="token id 512 is out of range for this model's vocabulary of 512"):
+        with model.trace([[1, 512]]):
+            model.output.save()
+
+
+def test_inputs_longer_than_a_learned_position_table_are_refused(arch_model):
+    """GPT-2 looks positions up in a 256-row table: MLX would read past it (garbage), torch raises.
+    Rotary architectures have no such table and take longer inputs."""
+    arch, model = arch_model
+    long_ids = [[1] * 257]
+    if arch != "gpt2":
+        with model.trace(long_ids):
+            out = model.output.save()
+        assert out.shape[1] == 257
+        return
+    with pytest.raises(ValueError, match="257 tokens is more than this model's 256 positions"):
+        with model.trace(long_ids):
+            model.output.save()
+    with pytest.raises(ValueError, match="250 prompt tokens \\+ 7 new tokens is more than"):
+        model.generate([[1] * 250], max_new_tokens=7)
+    with model.trace([[1] * 256]):
+        out = model.output.save()
+    assert mx.array_equal(out, model.mlx_model(mx.array([[1] * 256])))
