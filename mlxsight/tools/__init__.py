@@ -9,11 +9,12 @@ two backends. The core never imports this package.
 from . import backend
 from .attention import AttentionPatterns
 from .heads import HeadScores
-from .lens import LensResult
+from .lens import LensResult, logit_lens
 from .result import Result
+from .tuned_lens import TunedLens, sample_corpus
 from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "LensResult", "AttentionPatterns", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "AttentionPatterns", "HeadScores",
 ]
