@@ -8,7 +8,7 @@ two backends. The core never imports this package.
 
 from . import backend
 from .attention import AttentionPatterns, attention_patterns
-from .heads import HeadScores
+from .heads import HeadScores, head_scores
 from .lens import LensResult, logit_lens
 from .result import Result
 from .tuned_lens import TunedLens, sample_corpus
@@ -16,5 +16,5 @@ from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "head_scores", "HeadScores",
 ]
