@@ -157,38 +157,53 @@ def token_strings(model: Any, ids: Any) -> list[str]:
 
 def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
            targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
-    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``."""
+    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``.
+
+    The logits cross to numpy once; softmax, top-k and target ranks run there (on CPU numpy's
+    vectorised exp and partition beat MLX's CPU kernels several times over)."""
     with backend.no_grad(std.model):
-        logp = backend.to_numpy(backend.log_softmax(logits), np.float32)
-    probs = np.exp(logp)
-    k = min(top_k, probs.shape[-1])
-    top_ids = np.argpartition(-probs, k - 1, axis=-1)[..., :k] if k < probs.shape[-1] else \
-        np.broadcast_to(np.arange(probs.shape[-1]), probs.shape).copy()
-    top_p = np.take_along_axis(probs, top_ids, axis=-1)
-    order = np.argsort(-top_p, axis=-1, kind="stable")
-    top_ids, top_p = np.take_along_axis(top_ids, order, -1), np.take_along_axis(top_p, order, -1)
+        z = backend.to_numpy(logits, np.float32)
+    z = z - z.max(axis=-1, keepdims=True)
+    probs = np.exp(z)
+    total = probs.sum(axis=-1, keepdims=True)
+    probs /= total
+    log_total = np.log(total)[..., 0]
+    V = probs.shape[-1]
+    k = min(top_k, V)
+    top_ids = np.argpartition(z, V - k, axis=-1)[..., V - k:] if k < V else \
+        np.broadcast_to(np.arange(V), probs.shape).copy()
+    order = np.argsort(-np.take_along_axis(z, top_ids, axis=-1), axis=-1, kind="stable")
+    top_ids = np.take_along_axis(top_ids, order, -1).astype(np.int64)
+    top_p = np.take_along_axis(probs, top_ids, -1)
     strings = token_strings(std.model, top_ids)
-    R, T = top_ids.shape[:2]
-    top_tokens = [[strings[(r * T + t) * k:(r * T + t + 1) * k] for t in range(T)] for r in range(R)]
-    target_list = nll = rank = None
-    if targets is not None:
-        if isinstance(targets, str):
-            if targets != "next":
-                raise ValueError("targets must be token ids or 'next'")
-            target_list = ids[1:] + [-1]
-        else:
-            target_list = [-1 if t is None else int(t) for t in targets]
-        if len(target_list) != len(ids):
-            raise ValueError(f"targets has {len(target_list)} entries; the prompt has {len(ids)} tokens")
-        target_list = [target_list[p] for p in positions]
+    R, P = top_ids.shape[:2]
+    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
+    target_list = _targets(targets, ids, positions)
+    nll = rank = None
+    if target_list is not None:
         t = np.asarray(target_list)
         valid = t >= 0
-        safe = np.where(valid, t, 0)[None, :, None]
-        target_logp = np.take_along_axis(logp, np.broadcast_to(safe, (R, T, 1)), -1)[..., 0]
-        nll = np.where(valid, -target_logp, np.nan).astype(np.float32)
-        rank = np.where(valid, (logp > target_logp[..., None]).sum(-1), -1).astype(np.int64)
+        index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
+        target_z = np.take_along_axis(z, index, -1)
+        nll = np.where(valid, log_total - target_z[..., 0], np.nan).astype(np.float32)
+        rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
     return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
-                      input_ids=list(ids), top_ids=top_ids.astype(np.int64), top_probs=top_p.astype(np.float32),
+                      input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
                       top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
                       positions=list(positions))
+
+
+def _targets(targets: list[int] | str | None, ids: list[int], positions: list[int]) -> list[int] | None:
+    """The target id of each decoded position (``-1``: none), from ids per input token or ``"next"``."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        if targets != "next":
+            raise ValueError("targets must be token ids or 'next'")
+        per_token = ids[1:] + [-1]
+    else:
+        per_token = [-1 if t is None else int(t) for t in targets]
+    if len(per_token) != len(ids):
+        raise ValueError(f"targets has {len(per_token)} entries; the prompt has {len(ids)} tokens")
+    return [per_token[p] for p in positions]
