@@ -62,7 +62,8 @@ def attention_patterns(model: Any, prompt: str | list[int] | list[str] | list[li
     model's setting is restored afterwards) and its returned weights are read.
     """
     std = as_standardized(model)
-    batch = [prompt] if isinstance(prompt, str) or _is_ids(prompt) else list(prompt)
+    single = isinstance(prompt, str) or _is_ids(prompt)
+    batch = [prompt] if single else list(prompt)
     rows = [token_ids(std, p) for p in batch]
     layer_list = layer_indices(layers, std.n_layers)
     ids, mask = _left_pad(std, rows)
@@ -74,7 +75,7 @@ def attention_patterns(model: Any, prompt: str | list[int] | list[str] | list[li
     T = max(len(r) for r in rows)
     out = [AttentionPatterns(weights=weights[:, b, :, T - len(r):, T - len(r):], layers=list(layer_list),
                              tokens=token_strings(std.model, r), input_ids=list(r)) for b, r in enumerate(rows)]
-    return out if len(batch) > 1 or not (isinstance(prompt, str) or _is_ids(prompt)) else out[0]
+    return out[0] if single else out
 
 
 def _is_ids(prompt: Any) -> bool:

@@ -93,10 +93,6 @@ class TunedLens:
             logits = std.logits(hidden + hidden @ w + b)
         return decode(std, logits, ids, labels, top_k, targets, "tuned", columns)
 
-    def translate(self, hidden: mx.array, index: int) -> mx.array:
-        """Translator ``index`` applied to MLX residual states ``[..., d_model]``."""
-        return hidden + hidden @ mx.array(self.weight[index].T) + mx.array(self.bias[index])
-
     def _check(self, std: Standardized) -> None:
         if (std.n_layers, std.d_model) != (self.n_layers, self.d_model):
             raise ValueError(f"this lens has {self.n_layers} translators of width {self.d_model}; the model has "
