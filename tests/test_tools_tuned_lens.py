@@ -122,13 +122,12 @@ def test_both_backends(trained, stories_path, tmp_path):
     from transformers import AutoTokenizer
 
     ours = trained(mlxsight.LanguageModel(stories_path), PROMPT, targets="next", include_embeddings=True)
-    theirs = trained(nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(str(stories_path))),
-                     PROMPT, targets="next", include_embeddings=True)
+    torch_model = nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(str(stories_path)))
+    theirs = trained(torch_model, PROMPT, targets="next", include_embeddings=True)
     assert ours.input_ids == theirs.input_ids and theirs.kind == "tuned"
     assert np.abs(ours.probs - theirs.probs).max() < 1e-5
     with pytest.raises(TypeError, match="runs on MLX"):
-        tools.TunedLens.train(nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(
-            str(stories_path))), ["Once upon a time"], steps=1)
+        tools.TunedLens.train(torch_model, ["Once upon a time"], steps=1)
 
 
 def test_the_tuned_lens_package_reads_our_lens(stories_path, tmp_path):

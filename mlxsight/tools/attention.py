@@ -15,7 +15,7 @@ import numpy as np
 
 from ..adapters.base import apply_rotary, split_heads
 from . import backend
-from .lens import as_standardized, layer_indices, token_ids, token_strings
+from .inputs import as_standardized, layer_indices, token_ids, token_strings
 from .result import Result
 from .standardize import Standardized, standardize
 

@@ -29,8 +29,8 @@ import mlx.nn as nn
 import numpy as np
 
 from . import backend
-from .lens import (LensResult, as_standardized, decode, layer_indices, position_indices, read_residuals,
-                   token_ids)
+from .inputs import as_standardized, layer_indices, position_indices, token_ids
+from .lens import LensResult, decode, read_residuals
 from .standardize import Standardized
 
 LENS_TYPE = "linear_tuned_lens"
@@ -224,7 +224,8 @@ def _activations(std: Standardized, batch: list[list[int]]) -> tuple[mx.array, m
     return mx.stop_gradient(hidden), final - mx.logsumexp(final, axis=-1, keepdims=True)
 
 
-def _held_out_kl(std: Standardized, translators: _Translators, windows: list[list[int]], batch_size: int) -> list[float]:
+def _held_out_kl(std: Standardized, translators: _Translators, windows: list[list[int]],
+                 batch_size: int) -> list[float]:
     total = mx.zeros((std.n_layers,))
     for start in range(0, len(windows), batch_size):
         batch = windows[start:start + batch_size]
