@@ -114,7 +114,7 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
     vectorised exp and partition beat MLX's CPU kernels several times over)."""
     with backend.no_grad(std.model):
         z = backend.to_numpy(logits, np.float32)
-    z = z - z.max(axis=-1, keepdims=True)
+    z -= z.max(axis=-1, keepdims=True)  # z is this call's own copy of the logits
     probs = np.exp(z)
     total = probs.sum(axis=-1, keepdims=True)
     probs /= total
