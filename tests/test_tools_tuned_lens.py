@@ -165,3 +165,13 @@ def test_layer_groups_under_a_logits_budget_train_the_same(stories, monkeypatch)
     assert np.abs(whole.weight).max() > 1e-3
     assert np.allclose(whole.weight, grouped.weight, atol=1e-5) and np.allclose(whole.bias, grouped.bias, atol=1e-5)
     assert np.allclose(whole.held_out_kl["tuned"], grouped.held_out_kl["tuned"], rtol=1e-4)
+
+
+def test_from_an_nnsight_model_matches(stories, stories_path):
+    import nnsight
+    from transformers import AutoTokenizer
+
+    torch_model = nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(str(stories_path)))
+    theirs = tools.TunedLens.from_model(torch_model)  # before any trace: the weights load first
+    ours = tools.TunedLens.from_model(stories)
+    assert theirs.config["unembed_hash"] == ours.config["unembed_hash"] and theirs.weight.shape == ours.weight.shape

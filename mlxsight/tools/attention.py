@@ -105,9 +105,7 @@ def _hf_twin(std: Standardized) -> Standardized:
 def _torch_weights(std: Standardized, inputs: dict, layers: list[int]) -> np.ndarray:
     import torch
 
-    model = std.model
-    if not getattr(model, "dispatched", True):
-        model.dispatch()  # load the weights first: dispatching rebuilds the model from its config
+    model = backend.loaded(std.model)  # dispatching rebuilds the model from its config: do it first
     previous = model.config._attn_implementation
     tensors = {k: torch.tensor(v) for k, v in inputs.items()}
     try:

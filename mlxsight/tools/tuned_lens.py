@@ -280,6 +280,7 @@ def _model_name(std: Standardized) -> str:
 def unembed_hash(std: Standardized) -> str:
     """The ``tuned-lens`` package's fingerprint of the unembedding matrix (sha256 of numpy's
     one-decimal ``array_str``), so lenses saved here pass its check against the model."""
+    backend.loaded(std.model)
     module = std.unembedding if std.unembedding is not None else std.embedding
     weight = backend.to_numpy(module.weight, np.float32)
     return hashlib.sha256(np.array_str(weight, precision=1).encode()).hexdigest()
