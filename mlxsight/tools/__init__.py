@@ -1,0 +1,21 @@
+"""The research toolkit: lenses, attention patterns and head scores (and more), on either backend.
+
+Every analysis takes an mlxsight model or an nnsight ``LanguageModel`` (torch) and returns a
+``Result`` of plain data (numpy arrays, lists), which ``mlxsight.views`` renders. ``standardize``
+gives architecture-independent access to a model's parts; ``backend`` is what differs between the
+two backends. The core never imports this package.
+"""
+
+from . import backend
+from .attention import AttentionPatterns, attention_patterns
+from .heads import HeadScores, head_scores
+from .lens import LensResult, logit_lens
+from .result import Result
+from .standardize import ArchitectureError, Standardized, standardize
+from .tuned_lens import TunedLens, sample_corpus
+
+__all__ = [
+    "backend", "standardize", "Standardized", "ArchitectureError", "Result",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns",
+    "head_scores", "HeadScores",
+]
