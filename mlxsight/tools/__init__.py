@@ -10,10 +10,13 @@ from . import backend
 from .attention import AttentionPatterns
 from .heads import HeadScores
 from .lens import LensResult
+from .metrics import kl_div, logit_diff, probability
+from .patching import PatchingResult, activation_patching
 from .result import Result
 from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
     "LensResult", "AttentionPatterns", "HeadScores",
+    "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
 ]
