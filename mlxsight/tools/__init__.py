@@ -8,6 +8,7 @@ two backends. The core never imports this package.
 
 from . import backend
 from .attention import AttentionPatterns
+from .attribution import attribution_patching
 from .heads import HeadScores
 from .lens import LensResult
 from .metrics import kl_div, logit_diff, probability
@@ -19,4 +20,5 @@ __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
     "LensResult", "AttentionPatterns", "HeadScores",
     "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
+    "attribution_patching",
 ]
