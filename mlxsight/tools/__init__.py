@@ -14,6 +14,8 @@ from .lens import LensResult
 from .metrics import kl_div, logit_diff, probability
 from .patching import PatchingResult, activation_patching
 from .result import Result
+from .steering import (ScaleSearch, SteeringResult, SteeringVector, generate_steered, scale_search, steer,
+                       steering_vector)
 from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
@@ -21,4 +23,6 @@ __all__ = [
     "LensResult", "AttentionPatterns", "HeadScores",
     "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
     "attribution_patching",
+    "steering_vector", "generate_steered", "steer", "scale_search", "SteeringVector", "SteeringResult",
+    "ScaleSearch",
 ]
