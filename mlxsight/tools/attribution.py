@@ -16,7 +16,7 @@ import numpy as np
 
 from . import backend
 from .metrics import bind, metric_name
-from .patching import (COMPONENTS, Grid, PatchingResult, _scalar, activation_patching, aligned_ids,
+from .patching import (COMPONENTS, Grid, PatchingResult, _bar, _scalar, activation_patching, aligned_ids,
                        read_site, token_strings)
 from .standardize import Standardized, standardize
 
@@ -36,7 +36,7 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, metric: Callabl
     std = standardize(model)
     clean_ids, corrupt_ids = aligned_ids(model, clean, corrupted)
     grid = Grid.make(std, component, len(clean_ids), layers, positions, heads)
-    bar = _bar(2, progress, f"attribution patching ({component})")
+    bar = _bar(progress, f"attribution patching ({component})", total=2)
     clean_acts, clean_logits, tuple_out = _clean_run(std, clean_ids, grid)
     bar.update()
     fn = bind(metric, clean_logits)
@@ -115,18 +115,3 @@ def _call(model: Any, fn: Callable[..., Any], *args: Any) -> Any:
         return apply(fn, *args)
     return fn(*args)
 
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)

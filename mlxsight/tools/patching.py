@@ -11,9 +11,9 @@ How it is fast, with the values of a loop of one patched trace per cell:
 - A patched run that starts at layer ``l`` does not recompute layers ``0..l-1``: those layers are
   skipped (``envoy.skip``) with the stored corrupted residual as their output.
 - Cells run as rows of one batched forward: all positions (and heads) of a layer together, and
-  consecutive layers together while a forward has few rows (then per-trace overhead, not compute,
-  dominates). A row patched at a later layer of its forward carries the corrupted values until
-  then; the patch is exact arithmetic (``x * keep + patch`` with 0/1 ``keep``), so untouched rows
+  consecutive layers together when the measured per-trace overhead outweighs the compute that
+  costs (small models, few rows). A row patched at a later layer of its forward carries the
+  corrupted values until then; the patch is exact arithmetic (``x * keep + patch`` with 0/1 ``keep``), so untouched rows
   and positions pass through bit for bit.
 - A cell whose clean and corrupted activations are identical (e.g. positions before the first
   differing token) is the corrupted run itself: its score is the corrupted baseline, not rerun.
@@ -27,6 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import time
+import weakref
+
 import numpy as np
 
 from . import backend
@@ -36,7 +39,6 @@ from .standardize import Standardized, standardize
 
 COMPONENTS = ("resid", "attn", "mlp", "heads")
 OUT_PROJ = ("o_proj", "c_proj", "dense", "out_proj")  # an attention block's output projection
-MERGE_ROWS = 16  # layers share a forward while it has at most this many rows (overhead-bound)
 
 
 @dataclass(repr=False)
@@ -103,7 +105,9 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
     clean_ids, corrupt_ids = aligned_ids(model, clean, corrupted)
     grid = Grid.make(std, component, len(clean_ids), layers, positions, heads)
 
+    start = time.perf_counter()
     clean_run, corrupt_run = _baselines(std, clean_ids, corrupt_ids, grid)
+    baseline_seconds = time.perf_counter() - start
     fn = bind(metric, clean_run.logits)
     clean_value = _scalar(fn(clean_run.logits))
     corrupt_value = _scalar(fn(corrupt_run.logits))
@@ -118,11 +122,21 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
         else:
             todo.append(cell)
 
-    forwards = _group(grid, todo, batch_size)
-    for rows in _progress(forwards, progress, f"activation patching ({component})"):
+    def run(rows: list) -> float:
+        start = time.perf_counter()
         values = _patched_forward(std, grid, rows, corrupt_ids, clean_run, corrupt_run, fn)
         for cell, value in zip(rows, values):
             scores[cell] = value
+        return time.perf_counter() - start
+
+    several_layers = len({cell[0] for cell in todo}) > 1
+    costs = _costs(std, corrupt_ids, corrupt_run, baseline_seconds) if several_layers else (0.0, 1.0)
+    forwards = _plan(grid, todo, batch_size, std.n_layers, costs)
+    bar = _bar(progress, f"activation patching ({component})", total=len(forwards))
+    for rows in forwards:
+        run(rows)
+        bar.update()
+    bar.close()
     return PatchingResult(
         scores=scores, clean=clean_value, corrupted=corrupt_value, layers=list(grid.layers),
         positions=None if grid.positions is None else list(grid.positions),
@@ -228,25 +242,68 @@ def _indices(given: Sequence[int] | None, n: int, what: str) -> list[int]:
     return out
 
 
-def _group(grid: Grid, cells: list[tuple[int, ...]], batch_size: int) -> list[list[tuple[int, ...]]]:
-    """Cells into forwards: at most ``batch_size`` rows; consecutive layers share one while small."""
+def _plan(grid: Grid, cells: list[tuple[int, ...]], batch_size: int, n_layers: int,
+          costs: tuple[float, float]) -> list[list[tuple[int, ...]]]:
+    """Cells into forwards of at most ``batch_size`` rows, grouping consecutive layers when that is cheaper.
+
+    A forward starting at layer ``a`` costs ``overhead + per_row_layer * rows * (n_layers - a)``
+    (``costs``, measured): a row patched at a later layer of a shared forward recomputes the layers
+    in between, which pays off only while a trace's fixed overhead outweighs that compute. The
+    cheapest grouping is found by dynamic programming over the layers in order."""
     by_layer: dict[int, list] = {}
     for cell in cells:
-        by_layer.setdefault(cell[0], []).append(cell)
+        by_layer.setdefault(grid.layers[cell[0]], []).append(cell)
+    layers = sorted(by_layer)
+    overhead, per_row_layer = costs
+    # best[j]: the cheapest plan for layers[:j]; cut[j]: where its last forward starts
+    best, cut = [0.0] + [float("inf")] * len(layers), [0] * (len(layers) + 1)
+    for j in range(1, len(layers) + 1):
+        rows = 0
+        for i in range(j - 1, -1, -1):
+            rows += len(by_layer[layers[i]])
+            if rows > batch_size and i < j - 1:
+                break
+            n_forwards = -(-rows // batch_size)
+            cost = best[i] + n_forwards * overhead + per_row_layer * rows * (n_layers - layers[i])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
     forwards: list[list] = []
-    current: list = []
-    for li in sorted(by_layer, key=lambda i: grid.layers[i]):
-        rows = by_layer[li]
-        if current and len(current) + len(rows) > MERGE_ROWS:
-            forwards.append(current)
-            current = []
-        if len(rows) > batch_size:
-            forwards += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-        else:
-            current += rows
-    if current:
-        forwards.append(current)
+    j = len(layers)
+    while j > 0:
+        i = cut[j]
+        group = [cell for layer in layers[i:j] for cell in by_layer[layer]]
+        forwards[:0] = [group[k:k + batch_size] for k in range(0, len(group), batch_size)]
+        j = i
     return forwards
+
+
+_OVERHEAD: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()  # seconds, per model
+
+
+def _costs(std: Standardized, ids: list[int], corrupt: "Baseline", t_base: float) -> tuple[float, float]:
+    """(fixed seconds per traced forward, seconds per row per decoder layer).
+
+    The fixed part is timed once per model, on a trace that skips every layer; the per-row part
+    follows from the baseline trace (two rows through every layer) less that."""
+    overhead = _OVERHEAD.get(std.model)
+    if overhead is None:
+        value = backend.from_numpy(std.model, corrupt.resid[0], like=corrupt.like)
+
+        def read(m: Any) -> Any:
+            for layer in std.layers:
+                layer.skip(value)
+            return backend.first(std.layers[-1].output)[:, -1]
+
+        start = time.perf_counter()
+        last = backend.run(std.model, [ids], read)
+        with backend.no_grad(std.model):
+            backend.to_numpy(std.logits(last))
+        overhead = time.perf_counter() - start
+        try:
+            _OVERHEAD[std.model] = overhead
+        except TypeError:
+            pass  # a model that cannot be weakly referenced is measured each time
+    return overhead, max(t_base - overhead, 0.0) / (2 * std.n_layers)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -375,9 +432,22 @@ def _scalar(value: Any) -> float:
     return float(backend.to_numpy(value, np.float64).reshape(-1)[0])
 
 
-def _progress(items: list, enabled: bool, desc: str) -> Any:
+class NoBar:
+    """What ``_bar`` gives when progress is off."""
+
+    total: int | None = None
+    n = 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(enabled: bool, desc: str, total: int | None = None) -> Any:
     if not enabled:
-        return items
+        return NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, leave=False)
+    return tqdm(total=total, desc=desc, leave=False)
