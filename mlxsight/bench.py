@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                   "  (torch, 1 thread)")
             print(f"  mlxsight overhead / nnsight overhead = {ratio:.3f}  "
                   f"target <= {TARGETS['overhead_vs_nnsight']:.2f}: {'met' if ok else 'MISSED'}")
-    verdicts += bench_patching(max(3, args.repeats // 5)) + bench_steering(max(5, args.repeats // 2))
+    verdicts += bench_patching(max(5, args.repeats // 2)) + bench_steering(max(5, args.repeats // 2))
     print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
     return 0
 
