@@ -285,7 +285,10 @@ def _costs(std: Standardized, ids: list[int], corrupt: "Baseline", t_base: float
 
     The fixed part is timed once per model, on a trace that skips every layer; the per-row part
     follows from the baseline trace (two rows through every layer) less that."""
-    overhead = _OVERHEAD.get(std.model)
+    try:
+        overhead = _OVERHEAD.get(std.model)
+    except TypeError:  # not hashable or not weakly referenceable: measured each time
+        overhead = None
     if overhead is None:
         value = backend.from_numpy(std.model, corrupt.resid[0], like=corrupt.like)
 
