@@ -16,9 +16,13 @@ EXPECTED = {
     "05_invokes_batching.py": "(same as alone: True)",
     "06_attribution_patching.py": "largest estimated effect at position 14",
     "07_cache_and_source.py": "attention weights (recomputed from q and k): (1, 8, 16, 16)",
-    "12_patching_sweep.py": "layer 2: most recovered at position 14 ('▁Lily'): 98%",
-    "13_attribution_sweep.py": "resid correlation with activation patching: 0.99",
-    "14_steering_tools.py": "She was very happy and wanted to show her friends.",
+    "tools_logit_lens.py": "after layer 4   : NLL  0.18   'play' 0.59",
+    "tools_tuned_lens.py": "reloaded lens equals the trained one: True",
+    "tools_attention.py": "attention weights: (5, 8, 21, 21) (layers, heads, query, key); rows sum to 1: True",
+    "tools_heads.py": "previous_token   top heads (layer.head score): 3.6 0.89",
+    "tools_patching.py": "layer 2: most recovered at position 14 ('Lily'): 98%",
+    "tools_attribution.py": "resid correlation with activation patching: 0.99",
+    "tools_steering.py": "She was very happy and wanted to show her friends.",
 }
 
 

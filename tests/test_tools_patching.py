@@ -56,7 +56,7 @@ def test_sweep_equals_naive_loop(hf, names, component):
     lily, tim = names
     res = tools.activation_patching(hf, CLEAN, CORRUPT, tools.logit_diff(lily, tim), component=component,
                                     progress=False)
-    assert res.scores.shape == (5, 24) and res.method == "activation" and res.tokens[14] == "▁Lily"
+    assert res.scores.shape == (5, 24) and res.method == "activation" and res.tokens[14] == "Lily"
     expected = np.array([[(lambda lg: lg[lily] - lg[tim])(naive_cell(hf, component, layer, pos))
                           for pos in range(24)] for layer in range(5)])
     np.testing.assert_allclose(res.scores, expected, atol=2e-5, rtol=1e-5)

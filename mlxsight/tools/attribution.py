@@ -33,7 +33,7 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, metric: Callabl
     """
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
-    std = standardize(model)
+    std = standardize(backend.loaded(model))
     clean_ids, corrupt_ids = aligned_ids(model, clean, corrupted)
     grid = Grid.make(std, component, len(clean_ids), layers, positions, heads)
     bar = _bar(progress, f"attribution patching ({component})", total=2)

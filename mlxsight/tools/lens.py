@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import backend
+from .inputs import as_standardized, layer_indices, position_indices, token_ids, token_strings
 from .result import Result
-from .standardize import Standardized, standardize
+from .standardize import Standardized
 
 
 @dataclass(repr=False)
@@ -91,47 +92,6 @@ def logit_lens(model: Any, prompt: str | list[int], layers: list[int] | None = N
 
 # -- shared by the logit and tuned lenses ---------------------------------------------------------
 
-def as_standardized(model: Any) -> Standardized:
-    return model if isinstance(model, Standardized) else standardize(model)
-
-
-def token_ids(model: Any, prompt: str | list[int]) -> list[int]:
-    """The prompt's token ids: text through the model's tokenizer, ids as given."""
-    model = getattr(model, "model", model) if isinstance(model, Standardized) else model
-    if isinstance(prompt, str):
-        return [int(i) for i in model.tokenizer(prompt)["input_ids"]]
-    ids = np.asarray(prompt).reshape(-1).tolist() if not isinstance(prompt, list) else prompt
-    if not ids or not all(isinstance(i, (int, np.integer)) for i in ids):
-        raise TypeError("prompt must be text or a non-empty list of token ids")
-    return [int(i) for i in ids]
-
-
-def layer_indices(layers: list[int] | int | None, n_layers: int) -> list[int]:
-    """Requested layers as sorted, distinct, non-negative indices (the order a trace reads them)."""
-    if layers is None:
-        return list(range(n_layers))
-    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
-    out = set()
-    for layer in layers:
-        index = int(layer) + n_layers if layer < 0 else int(layer)
-        if not 0 <= index < n_layers:
-            raise IndexError(f"layer {layer} out of range for a model with {n_layers} layers")
-        out.add(index)
-    return sorted(out)
-
-
-def position_indices(positions: list[int] | None, T: int) -> list[int]:
-    """Requested positions as non-negative indices, in the order given."""
-    if positions is None:
-        return list(range(T))
-    out = []
-    for p in positions:
-        if not -T <= int(p) < T:
-            raise IndexError(f"position {p} out of range for a prompt of {T} tokens")
-        out.append(int(p) % T)
-    return out
-
-
 def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_embeddings: bool,
                    positions: list[int]) -> Any:
     """``[rows, P, d_model]`` backend tensor: the residual stream after each layer in ``rows``."""
@@ -146,49 +106,55 @@ def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_e
     return hidden
 
 
-def token_strings(model: Any, ids: Any) -> list[str]:
-    """Each id decoded on its own (one string per id), through a per-call cache."""
-    tokenizer = model.tokenizer
-    flat = np.asarray(ids).reshape(-1).tolist()
-    unique = sorted(set(flat))
-    decoded = dict(zip(unique, tokenizer.batch_decode([[i] for i in unique])))
-    return [decoded[i] for i in flat]
-
-
 def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
            targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
-    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``."""
+    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``.
+
+    The logits cross to numpy once; softmax, top-k and target ranks run there (on CPU numpy's
+    vectorised exp and partition beat MLX's CPU kernels several times over)."""
     with backend.no_grad(std.model):
-        logp = backend.to_numpy(backend.log_softmax(logits), np.float32)
-    probs = np.exp(logp)
-    k = min(top_k, probs.shape[-1])
-    top_ids = np.argpartition(-probs, k - 1, axis=-1)[..., :k] if k < probs.shape[-1] else \
-        np.broadcast_to(np.arange(probs.shape[-1]), probs.shape).copy()
-    top_p = np.take_along_axis(probs, top_ids, axis=-1)
-    order = np.argsort(-top_p, axis=-1, kind="stable")
-    top_ids, top_p = np.take_along_axis(top_ids, order, -1), np.take_along_axis(top_p, order, -1)
+        z = backend.to_numpy(logits, np.float32)
+    z -= z.max(axis=-1, keepdims=True)  # z is this call's own copy of the logits
+    probs = np.exp(z)
+    total = probs.sum(axis=-1, keepdims=True)
+    probs /= total
+    log_total = np.log(total)[..., 0]
+    V = probs.shape[-1]
+    k = min(top_k, V)
+    top_ids = np.argpartition(z, V - k, axis=-1)[..., V - k:] if k < V else \
+        np.broadcast_to(np.arange(V), probs.shape).copy()
+    order = np.argsort(-np.take_along_axis(z, top_ids, axis=-1), axis=-1, kind="stable")
+    top_ids = np.take_along_axis(top_ids, order, -1).astype(np.int64)
+    top_p = np.take_along_axis(probs, top_ids, -1)
     strings = token_strings(std.model, top_ids)
-    R, T = top_ids.shape[:2]
-    top_tokens = [[strings[(r * T + t) * k:(r * T + t + 1) * k] for t in range(T)] for r in range(R)]
-    target_list = nll = rank = None
-    if targets is not None:
-        if isinstance(targets, str):
-            if targets != "next":
-                raise ValueError("targets must be token ids or 'next'")
-            target_list = ids[1:] + [-1]
-        else:
-            target_list = [-1 if t is None else int(t) for t in targets]
-        if len(target_list) != len(ids):
-            raise ValueError(f"targets has {len(target_list)} entries; the prompt has {len(ids)} tokens")
-        target_list = [target_list[p] for p in positions]
+    R, P = top_ids.shape[:2]
+    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
+    target_list = _targets(targets, ids, positions)
+    nll = rank = None
+    if target_list is not None:
         t = np.asarray(target_list)
         valid = t >= 0
-        safe = np.where(valid, t, 0)[None, :, None]
-        target_logp = np.take_along_axis(logp, np.broadcast_to(safe, (R, T, 1)), -1)[..., 0]
-        nll = np.where(valid, -target_logp, np.nan).astype(np.float32)
-        rank = np.where(valid, (logp > target_logp[..., None]).sum(-1), -1).astype(np.int64)
+        index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
+        target_z = np.take_along_axis(z, index, -1)
+        nll = np.where(valid, log_total - target_z[..., 0], np.nan).astype(np.float32)
+        rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
     return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
-                      input_ids=list(ids), top_ids=top_ids.astype(np.int64), top_probs=top_p.astype(np.float32),
+                      input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
                       top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
                       positions=list(positions))
+
+
+def _targets(targets: list[int] | str | None, ids: list[int], positions: list[int]) -> list[int] | None:
+    """The target id of each decoded position (``-1``: none), from ids per input token or ``"next"``."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        if targets != "next":
+            raise ValueError("targets must be token ids or 'next'")
+        per_token = ids[1:] + [-1]
+    else:
+        per_token = [-1 if t is None else int(t) for t in targets]
+    if len(per_token) != len(ids):
+        raise ValueError(f"targets has {len(per_token)} entries; the prompt has {len(ids)} tokens")
+    return [per_token[p] for p in positions]

@@ -33,6 +33,7 @@ import weakref
 import numpy as np
 
 from . import backend
+from .inputs import token_ids, token_strings
 from .metrics import bind, metric_name
 from .result import Result
 from .standardize import Standardized, standardize
@@ -101,7 +102,7 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
     """
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
-    std = standardize(model)
+    std = standardize(backend.loaded(model))
     clean_ids, corrupt_ids = aligned_ids(model, clean, corrupted)
     grid = Grid.make(std, component, len(clean_ids), layers, positions, heads)
 
@@ -145,26 +146,6 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-
-def token_ids(model: Any, prompt: Any) -> list[int]:
-    """A prompt (str, ids, or a ``[1, T]`` array) as a list of token ids, tokenized by the model."""
-    if isinstance(prompt, str):
-        return [int(i) for i in model.tokenizer(prompt)["input_ids"]]
-    ids = backend.to_numpy(prompt) if not isinstance(prompt, (list, tuple)) else np.asarray(prompt)
-    if ids.ndim == 2 and ids.shape[0] == 1:
-        ids = ids[0]
-    if ids.ndim != 1:
-        raise ValueError(f"expected one prompt (a string or a list of token ids), got shape {ids.shape}")
-    return [int(i) for i in ids]
-
-
-def token_strings(model: Any, ids: list[int]) -> list[str]:
-    """The tokens as strings (their ids as strings for a model without a tokenizer)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        return [str(i) for i in ids]
-    return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
-
 
 def aligned_ids(model: Any, clean: Any, corrupted: Any) -> tuple[list[int], list[int]]:
     """Token ids of both prompts; a ``ValueError`` showing both tokenizations if their lengths differ."""

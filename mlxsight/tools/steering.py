@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend
 from .metrics import bind, metric_name
-from .patching import token_ids
+from .inputs import token_ids
 from .result import Result
 from .standardize import Standardized, standardize
 
@@ -119,7 +119,7 @@ def steering_vector(model: Any, positive: str | Sequence[Any], negative: str | S
     next-token prediction forms; an int takes that token. Each prompt runs in its own trace (no
     padding enters the average).
     """
-    std = standardize(model)
+    std = standardize(backend.loaded(model))
     positive = [positive] if isinstance(positive, str) else list(positive)
     negative = [negative] if isinstance(negative, str) else list(negative)
     if len(positive) != len(negative) or not positive:
@@ -151,7 +151,7 @@ def generate_steered(model: Any, prompt: Any, vector: Any, scales: Sequence[floa
     generated one) or a list of prompt positions (generated tokens unsteered). All scales run as
     rows of one batched generation; each text stops at its first end-of-sequence token.
     """
-    std = standardize(model)
+    std = standardize(backend.loaded(model))
     layers = _steer_layers(std, vector, layer)
     ids = token_ids(model, prompt)
     scales = [float(s) for s in scales]
@@ -203,7 +203,7 @@ def scale_search(model: Any, prompt: Any, vector: Any, metric: Callable[[Any], A
     (``increasing=False``), otherwise rise. Each step is one forward pass of the prompt; the
     search stops when the bracket is narrower than ``tol``.
     """
-    std = standardize(model)
+    std = standardize(backend.loaded(model))
     layers = _steer_layers(std, vector, layer)
     ids = token_ids(model, prompt)
     v = np.asarray(vector, dtype=np.float32).reshape(-1)

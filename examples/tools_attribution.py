@@ -1,7 +1,7 @@
 """Attribution patching in one call: the whole layers x positions grid from one backward pass,
 next to activation patching's exact grid.
 
-    python examples/13_attribution_sweep.py [CHECKPOINT]
+    python examples/tools_attribution.py [CHECKPOINT]
 """
 
 import sys

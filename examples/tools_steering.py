@@ -1,7 +1,7 @@
 """Contrastive steering in three calls: a vector from happy/sad sentence pairs, a scale chosen by
 a divergence budget, and generations at several scales (one batched generation).
 
-    python examples/14_steering_tools.py [CHECKPOINT]
+    python examples/tools_steering.py [CHECKPOINT]
 """
 
 import sys

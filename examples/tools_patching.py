@@ -3,7 +3,7 @@
 tools.activation_patching patches the clean residual stream into the corrupted run at every
 (layer, position) cell and returns the metric of each patched run.
 
-    python examples/12_patching_sweep.py [CHECKPOINT]
+    python examples/tools_patching.py [CHECKPOINT]
 """
 
 import sys
