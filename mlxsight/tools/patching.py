@@ -11,10 +11,11 @@ How it is fast, with the values of a loop of one patched trace per cell:
 - A patched run that starts at layer ``l`` does not recompute layers ``0..l-1``: those layers are
   skipped (``envoy.skip``) with the stored corrupted residual as their output.
 - Cells run as rows of one batched forward: all positions (and heads) of a layer together, and
-  consecutive layers together when the measured per-trace overhead outweighs the compute that
-  costs (small models, few rows). A row patched at a later layer of its forward carries the
-  corrupted values until then; the patch is exact arithmetic (``x * keep + patch`` with 0/1 ``keep``), so untouched rows
-  and positions pass through bit for bit.
+  consecutive layers together when the per-trace overhead outweighs the compute that costs
+  (small models, few rows); both costs are measured on the model (fitted to its recent patched
+  forwards). A row patched at a later layer of its forward carries the corrupted values until
+  then; the patch is exact arithmetic (``x * keep + patch`` with 0/1 ``keep``), so untouched
+  rows and positions pass through bit for bit.
 - A cell whose clean and corrupted activations are identical (e.g. positions before the first
   differing token) is the corrupted run itself: its score is the corrupted baseline, not rerun.
 
@@ -123,12 +124,16 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
         else:
             todo.append(cell)
 
-    def run(rows: list) -> float:
+    history = _history(std.model)
+
+    def run(rows: list) -> None:
         start = time.perf_counter()
         values = _patched_forward(std, grid, rows, corrupt_ids, clean_run, corrupt_run, fn)
         for cell, value in zip(rows, values):
             scores[cell] = value
-        return time.perf_counter() - start
+        depth = std.n_layers - min(grid.layers[cell[0]] for cell in rows)
+        history.append((len(rows) * depth * len(corrupt_ids), time.perf_counter() - start))
+        del history[:-HISTORY_SIZE]
 
     several_layers = len({cell[0] for cell in todo}) > 1
     costs = _costs(std, corrupt_ids, corrupt_run, baseline_seconds) if several_layers else (0.0, 1.0)
@@ -258,17 +263,37 @@ def _plan(grid: Grid, cells: list[tuple[int, ...]], batch_size: int, n_layers: i
     return forwards
 
 
-_OVERHEAD: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()  # seconds, per model
+# Per model: seconds of a trace that skips every layer, and (row-layer-tokens, seconds) of recent
+# patched forwards, from which the planner fits this model's fixed and per-row costs.
+_PROBE: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+_HISTORY: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+HISTORY_SIZE = 64
+
+
+def _history(model: Any) -> list:
+    try:
+        return _HISTORY.setdefault(model, [])
+    except TypeError:  # not hashable or not weakly referenceable: nothing is remembered
+        return []
 
 
 def _costs(std: Standardized, ids: list[int], corrupt: "Baseline", t_base: float) -> tuple[float, float]:
-    """(fixed seconds per traced forward, seconds per row per decoder layer).
+    """(fixed seconds per traced forward, seconds per row per decoder layer) for a prompt of ``ids``.
 
-    The fixed part is timed once per model, on a trace that skips every layer; the per-row part
-    follows from the baseline trace (two rows through every layer) less that."""
+    Fitted (least squares, ``t = fixed + per_token * rows * layers * tokens``) to this model's recent
+    patched forwards when they did different amounts of work; before that, the fixed part is a trace
+    that skips every layer (timed once per model) and the per-row part the baseline trace (two rows
+    through every layer) less that."""
+    n_tokens = len(ids)
+    samples = _history(std.model)
+    works = np.array([w for w, _ in samples], dtype=np.float64)
+    if len(set(works.tolist())) >= 2:
+        per_token, fixed = np.polyfit(works, np.array([t for _, t in samples]), 1)
+        if per_token > 0 and fixed >= 0:
+            return float(fixed), float(per_token) * n_tokens
     try:
-        overhead = _OVERHEAD.get(std.model)
-    except TypeError:  # not hashable or not weakly referenceable: measured each time
+        overhead = _PROBE.get(std.model)
+    except TypeError:
         overhead = None
     if overhead is None:
         value = backend.from_numpy(std.model, corrupt.resid[0], like=corrupt.like)
@@ -284,9 +309,9 @@ def _costs(std: Standardized, ids: list[int], corrupt: "Baseline", t_base: float
             backend.to_numpy(std.logits(last))
         overhead = time.perf_counter() - start
         try:
-            _OVERHEAD[std.model] = overhead
+            _PROBE[std.model] = overhead
         except TypeError:
-            pass  # a model that cannot be weakly referenced is measured each time
+            pass
     return overhead, max(t_base - overhead, 0.0) / (2 * std.n_layers)
 
 
