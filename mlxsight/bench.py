@@ -260,6 +260,123 @@ def blas_note() -> str:
     return f"OpenBLAS ({loaded})" if loaded else "mlx's reference BLAS (set MLXSIGHT_OPENBLAS=1 for OpenBLAS)"
 
 
+PATCH_TARGETS = {"last_position": 0.5, "all_positions": 0.2}
+NAME_CLEAN = "Once upon a time, there was a little girl named Lily. She was very happy. One day,"
+
+
+def bench_patching(repeats: int) -> list[bool]:
+    """tools.activation_patching vs the naive loop (one plain two-invoke patched trace per cell)."""
+    import numpy as np
+
+    from . import tools
+
+    model = LanguageModel(assets.path("stories260k"))
+    tok, layers = model.tokenizer, model.model.layers
+    corrupt = NAME_CLEAN.replace("Lily", "Tim")
+    lily, tim = tok.convert_tokens_to_ids("▁Lily"), tok.convert_tokens_to_ids("▁Tim")
+    n_tokens = len(tok(NAME_CLEAN)["input_ids"])
+    metric = tools.logit_diff(lily, tim)
+
+    def naive(positions: list[int]) -> np.ndarray:
+        out = np.zeros((len(layers), len(positions)), dtype=np.float32)
+        for i in range(len(layers)):
+            for j, pos in enumerate(positions):
+                with model.trace() as tracer:
+                    with tracer.invoke(NAME_CLEAN):
+                        h = layers[i].input[:, pos]
+                    with tracer.invoke(corrupt):
+                        layers[i].input[:, pos] = h
+                        logits = model.output.logits[0, -1].save()
+                out[i, j] = float(logits[lily] - logits[tim])
+        return out
+
+    print(f"\nactivation patching sweeps on stories260K ('Lily' -> 'Tim', {n_tokens} tokens, {len(layers)} layers; "
+          f"tools.activation_patching vs a loop of one two-invoke patched trace per cell, median of {repeats}):")
+    verdicts = []
+    for label, key, positions in [("last position x layers", "last_position", [n_tokens - 1]),
+                                  ("all positions x layers", "all_positions", list(range(n_tokens)))]:
+        def sweep(positions=positions):
+            return tools.activation_patching(model, NAME_CLEAN, corrupt, metric, positions=positions,
+                                             progress=False).scores
+
+        times = round_robin({"naive": lambda positions=positions: naive(positions), "sweep": sweep},
+                            repeats, warmup=1)
+        diff = float(np.abs(sweep() - naive(positions)).max())
+        ratio = times["sweep"] / times["naive"]
+        ok = ratio <= PATCH_TARGETS[key]
+        verdicts.append(ok)
+        print(f"  {label:<24} naive {times['naive'] * 1e3:8.1f} ms, sweep {times['sweep'] * 1e3:7.1f} ms, "
+              f"{ratio:5.2f}x  max |diff| {diff:.1e}  target <= {PATCH_TARGETS[key]:.2f}x: {'met' if ok else 'MISSED'}")
+    return verdicts + bench_patching_compute_bound(repeats)
+
+
+def bench_patching_compute_bound(repeats: int, tokens: int = 32) -> list[bool]:
+    """The last-position layer sweep on the ~30M Llama, where compute, not trace overhead, dominates."""
+    import numpy as np
+
+    from . import tools
+
+    model = LanguageModel(build_llama(), tokenizer=LanguageModel(assets.path("stories260k")).tokenizer)
+    layers = model.model.layers
+    rng = np.random.default_rng(0)
+    clean, corrupt = rng.integers(1, 8192, tokens).tolist(), rng.integers(1, 8192, tokens).tolist()
+    metric = tools.logit_diff(5, 6)
+
+    def naive() -> np.ndarray:
+        out = np.zeros(len(layers), dtype=np.float32)
+        for i in range(len(layers)):
+            with model.trace() as tracer:
+                with tracer.invoke([clean]):
+                    h = layers[i].input[:, -1]
+                with tracer.invoke([corrupt]):
+                    layers[i].input[:, -1] = h
+                    logits = model.output.logits[0, -1].save()
+            out[i] = float(logits[5] - logits[6])
+        return out
+
+    def sweep() -> np.ndarray:
+        return tools.activation_patching(model, clean, corrupt, metric, positions=[-1], progress=False).scores[:, 0]
+
+    times = round_robin({"naive": naive, "sweep": sweep}, repeats, warmup=1)
+    diff = float(np.abs(sweep() - naive()).max())
+    ratio = times["sweep"] / times["naive"]
+    ok = ratio <= PATCH_TARGETS["last_position"]
+    print(f"  ~30M Llama, {tokens} random tokens, last position x 8 layers: naive {times['naive'] * 1e3:7.1f} ms, "
+          f"sweep {times['sweep'] * 1e3:7.1f} ms, {ratio:5.2f}x  max |diff| {diff:.1e}  "
+          f"target <= {PATCH_TARGETS['last_position']:.2f}x: {'met' if ok else 'MISSED'}")
+    return [ok]
+
+
+def bench_steering(repeats: int, tokens: int = 64) -> list[bool]:
+    """tools.generate_steered vs plain mlx_lm.generate, the same number of new tokens."""
+    import mlx_lm
+    import numpy as np
+
+    from . import tools
+
+    model = LanguageModel(assets.path("stories260k"))
+    prompt = "Once upon a time"
+    vector = np.full(model.config.hidden_size, 1e-3, dtype=np.float32)  # small: the text (and its length) stays
+    steered = tools.generate_steered(model, prompt, vector, scales=[1.0], layer=2, max_new_tokens=tokens)
+    n_new = len(steered.token_ids[0])
+    ids = model.tokenizer(prompt)["input_ids"]
+
+    def plain():
+        return mlx_lm.generate(model.mlx_model, model.tokenizer, ids, max_tokens=n_new)
+
+    def steer():
+        return tools.generate_steered(model, prompt, vector, scales=[1.0], layer=2, max_new_tokens=n_new)
+
+    times = round_robin({"plain": plain, "steered": steer}, repeats, warmup=2)
+    ratio = times["steered"] / times["plain"]
+    ok = ratio <= 1.0
+    print(f"\nsteered generation on stories260K ({n_new} new tokens, vector added after layer 2 at every token; "
+          f"median of {repeats}):")
+    print(f"  mlx_lm.generate {times['plain'] * 1e3:7.1f} ms, tools.generate_steered {times['steered'] * 1e3:7.1f} ms, "
+          f"{ratio:5.2f}x  target <= 1.00x: {'met' if ok else 'MISSED'}")
+    return [ok]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlxsight bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -319,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  (lens / floor {lens['lens_all'] / lens['floor']:.2f}x)")
     print(f"  {'lens, last position':<40} {lens['lens_last'] * 1e3:8.2f} ms  {lens['lens_last'] / base:5.2f}x")
 
+    verdicts += bench_patching(max(5, args.repeats // 2)) + bench_steering(max(5, args.repeats // 2))
     print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
     return 0
 

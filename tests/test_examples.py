@@ -20,6 +20,9 @@ EXPECTED = {
     "tools_tuned_lens.py": "reloaded lens equals the trained one: True",
     "tools_attention.py": "attention weights: (5, 8, 21, 21) (layers, heads, query, key); rows sum to 1: True",
     "tools_heads.py": "previous_token   top heads (layer.head score): 3.6 0.89",
+    "tools_patching.py": "layer 2: most recovered at position 14 ('Lily'): 98%",
+    "tools_attribution.py": "resid correlation with activation patching: 0.99",
+    "tools_steering.py": "She was very happy and wanted to show her friends.",
 }
 
 

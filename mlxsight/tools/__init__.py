@@ -1,4 +1,4 @@
-"""The research toolkit: lenses, attention patterns and head scores (and more), on either backend.
+"""The research toolkit: lenses, attention patterns, head scores, patching and steering, on either backend.
 
 Every analysis takes an mlxsight model or an nnsight ``LanguageModel`` (torch) and returns a
 ``Result`` of plain data (numpy arrays, lists), which ``mlxsight.views`` renders. ``standardize``
@@ -8,14 +8,22 @@ two backends. The core never imports this package.
 
 from . import backend
 from .attention import AttentionPatterns, attention_patterns
+from .attribution import attribution_patching
 from .heads import HeadScores, head_scores
 from .lens import LensResult, logit_lens
+from .metrics import kl_div, logit_diff, probability
+from .patching import PatchingResult, activation_patching
 from .result import Result
 from .standardize import ArchitectureError, Standardized, standardize
+from .steering import (ScaleSearch, SteeringResult, SteeringVector, generate_steered, scale_search, steer,
+                       steering_vector)
 from .tuned_lens import TunedLens, sample_corpus
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
     "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns",
     "head_scores", "HeadScores",
+    "activation_patching", "attribution_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
+    "steering_vector", "generate_steered", "steer", "scale_search", "SteeringVector", "SteeringResult",
+    "ScaleSearch",
 ]
