@@ -163,16 +163,17 @@ def test_activation_buffer_is_bounded_shuffled_and_traced(model, corpus):
     assert buf.store.shape == (1024, 64) and buf.activations_traced >= 1024 + 512
 
 
-def _random_sae(config, site):
-    t = Trainer(config, 64, scale=1.0, site=Site.parse(site))
-    return t.sae()
+def _random_sae(k, site, d_sae=256):
+    """The baseline: an untrained TopK SAE at the trained one's sparsity (random unit directions)."""
+    return Trainer(TrainConfig(architecture="topk", d_sae=d_sae, k=k, seed=7), 64, site=Site.parse(site)).sae()
 
 
 @pytest.mark.parametrize("architecture", ["topk", pytest.param("jumprelu", marks=pytest.mark.slow),
                                           pytest.param("batchtopk", marks=pytest.mark.slow),
                                           pytest.param("relu", marks=pytest.mark.slow)])
 def test_short_training_beats_a_random_sae_widely(model, corpus, architecture):
-    config = TrainConfig(architecture=architecture, d_sae=256, k=8, steps=120, batch_size=512)
+    config = TrainConfig(architecture=architecture, d_sae=256, k=8, steps=120, batch_size=512,
+                         lr=3e-3 if architecture == "jumprelu" else 1e-3, l0_coefficient=2.0)
     sae, log = train_sae(model, SITE, corpus[:80], config, context=64, buffer_capacity=16384, log_every=40,
                          progress=False)
     assert [r["step"] for r in log.rows] == [40, 80, 120]
@@ -182,9 +183,10 @@ def test_short_training_beats_a_random_sae_widely(model, corpus, architecture):
         h = model.model.layers[2].output.save()
     acts = h[:, 1:].reshape(-1, 64)
     trained = reconstruction_metrics(sae, acts)
-    random = reconstruction_metrics(_random_sae(config, SITE), acts)
+    baseline = _random_sae(max(1, round(trained["l0"])), SITE)
+    random = reconstruction_metrics(baseline, acts)
     ce = ce_losses(model, sae, held_out)
-    ce_random = ce_losses(model, _random_sae(config, SITE), held_out)
+    ce_random = ce_losses(model, baseline, held_out)
     assert trained["fvu"] < 0.35 and random["fvu"] > 0.9, (trained, random)
     assert ce["ce_recovered"] > 0.7 and ce["ce_recovered"] > ce_random["ce_recovered"] + 0.4, (ce, ce_random)
     assert 1 <= trained["l0"] < 0.4 * config.d_sae
