@@ -4,7 +4,8 @@
 
 Prints median wall times and ratios for a plain forward and for traces on a ~30M-parameter
 Llama-style model (128 tokens), and the fixed per-trace overhead on the bundled tiny model,
-next to nnsight's own overhead on the same checkpoint (torch, CPU) when nnsight is installed.
+next to nnsight's own overhead on the same checkpoint (torch, CPU) when nnsight is installed, and
+SAE training throughput next to SAELens's trainer (``mlxsight.tools.sae_bench``).
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--no-nnsight", action="store_true", help="skip the nnsight comparison")
+    parser.add_argument("--no-sae", action="store_true", help="skip SAE training throughput (mlxsight vs SAELens)")
     args = parser.parse_args(argv)
 
     print(f"mlxsight benchmark  (mlx {mx.__version__}, device {mx.default_device()}, BLAS: {blas_note()})")
@@ -203,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                   "  (torch, 1 thread)")
             print(f"  mlxsight overhead / nnsight overhead = {ratio:.3f}  "
                   f"target <= {TARGETS['overhead_vs_nnsight']:.2f}: {'met' if ok else 'MISSED'}")
+    if not args.no_sae:
+        from .tools.sae_bench import report as sae_report
+
+        sae_report()
     print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
     return 0
 

@@ -145,7 +145,7 @@ def train_bench(acts_path: Path, cfg_path: Path) -> None:
             i += batch
 
     trainer_cfg = SAETrainerConfig(total_training_samples=batch * (warmup + steps), train_batch_size_samples=batch,
-                                   lr=cfg["lr"], n_batches_for_norm_estimate=1)
+                                   lr=cfg["lr"], lr_end=cfg["lr"], n_batches_for_norm_estimate=1)
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches())
     data = batches()
     for _ in range(warmup):

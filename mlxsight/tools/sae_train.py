@@ -172,9 +172,10 @@ def _step(bandwidth: float) -> Callable[[mx.array, mx.array], mx.array]:
 # --- losses ---------------------------------------------------------------------------------------
 
 def _topk_mask(pre: mx.array, k: int) -> mx.array:
-    pre = mx.stop_gradient(pre)  # a 0/1 selection: no gradient through it
-    idx = mx.argpartition(-pre, kth=k - 1, axis=-1)[..., :k]
-    return mx.put_along_axis(mx.zeros_like(pre), idx, mx.ones(idx.shape, pre.dtype), axis=-1)
+    """1 on each row's k largest entries (ties at the k-th value all kept), else 0; no gradient."""
+    pre = mx.stop_gradient(pre)
+    kth = mx.topk(pre, k, axis=-1).min(axis=-1, keepdims=True)
+    return (pre >= kth).astype(pre.dtype)
 
 
 def _auxk(params: dict, pre: mx.array, residual: mx.array, dead: mx.array, d_in: int) -> mx.array:
