@@ -16,6 +16,7 @@ EXPECTED = {
     "05_invokes_batching.py": "(same as alone: True)",
     "06_attribution_patching.py": "largest estimated effect at position 14",
     "07_cache_and_source.py": "attention weights (recomputed from q and k): (1, 8, 16, 16)",
+    "08_sae.py": "spliced forward unchanged: True",
 }
 
 
