@@ -323,3 +323,63 @@ def test_mlx_view_and_explicit_sites(stories):
         h_in = stories.model.layers[3].input.save()
     fa = A.feature_activations(stories, sae, PROMPT, features=[1, 2], site="blocks.3.hook_resid_pre")
     np.testing.assert_allclose(fa.acts, np.array(sae.encode(h_in))[0][:, [1, 2]], atol=1e-6)
+
+
+@pytest.mark.parametrize("hook", ["blocks.1.hook_mlp_out", "blocks.1.hook_attn_out", "blocks.0.hook_resid_pre",
+                                  "hook_embed", "blocks.4.hook_resid_post"])
+def test_every_site_splices_exactly_and_steers_alike_in_both_views(model, stories, hook):
+    sae = random_sae("standard")
+    results = []
+    for m, logits in ((model, lambda: model.output.logits), (stories, lambda: stories.output)):
+        with m.trace(PROMPT):
+            plain = logits().save()
+        with m.trace(PROMPT):
+            A.splice(m, sae, site=hook)
+            spliced = logits().save()
+        with m.trace(PROMPT):
+            A.steer(m, sae, {3: 10.0}, site=hook)
+            steered = logits().save()
+        np.testing.assert_allclose(np.array(spliced), np.array(plain), atol=1e-4)
+        assert float(mx.abs(steered - plain).max()) > 1
+        results.append(np.array(steered))
+    np.testing.assert_allclose(results[0], results[1], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def nnsight_model(stories_path):
+    torch = pytest.importorskip("torch")
+    nnsight = pytest.importorskip("nnsight")
+    import warnings
+
+    warnings.simplefilter("ignore")
+    return nnsight.LanguageModel(str(stories_path), dispatch=True, dtype=torch.float32)
+
+
+def test_the_same_calls_on_an_nnsight_model(model, nnsight_model):
+    """splice/ablate/feature activations/attribution on nnsight (torch) agree with mlxsight."""
+    sae = random_sae("jumprelu")
+    nm = nnsight_model
+    with nm.trace(PROMPT):
+        plain = nm.output.logits.save()
+    with nm.trace(PROMPT):
+        A.splice(nm, sae)
+        spliced = nm.output.logits.save()
+    assert float((spliced - plain).abs().max()) < 1e-4
+    fa_torch = A.feature_activations(nm, sae, PROMPT)
+    fa_mlx = A.feature_activations(model, sae, PROMPT)
+    assert list(fa_torch.feature_ids) == list(fa_mlx.feature_ids)
+    np.testing.assert_allclose(fa_torch.acts, fa_mlx.acts, atol=1e-4)
+    feature = int(fa_mlx.feature_ids[0])
+    with nm.trace(PROMPT):
+        A.ablate(nm, sae, feature)
+        ablated_torch = nm.output.logits.save()
+    with model.trace(PROMPT):
+        A.ablate(model, sae, feature)
+        ablated_mlx = model.output.logits.save()
+    assert float((ablated_torch - plain).abs().max()) > 1e-2
+    np.testing.assert_allclose(ablated_torch.detach().numpy(), np.array(ablated_mlx), atol=1e-4)
+    target = nm.tokenizer.convert_tokens_to_ids("▁She")
+    a_torch = A.attribute(nm, sae, PROMPT, lambda logits: logits[0, -3, target])
+    a_mlx = A.attribute(model, sae, PROMPT, lambda logits: logits[0, -3, target])
+    np.testing.assert_allclose(a_torch.scores, a_mlx.scores, atol=1e-4)
+    assert abs(a_torch.metric - a_mlx.metric) < 1e-4

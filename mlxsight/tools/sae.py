@@ -93,15 +93,26 @@ class Site:
         return block
 
     def read(self, model: Any) -> Any:
-        """The activation this site reads, inside a trace (the first element of a tuple output)."""
+        """The activation this site reads, inside a trace (the first element of a tuple output,
+        such as transformers' ``(attn_output, attn_weights)``)."""
         value = getattr(self.module(model), self.kind)
-        return value[0] if type(value) is tuple else value
+        return value[0] if _is_tuple(value) else value
 
     def write(self, model: Any, value: Any) -> None:
         """Replace the activation this site reads, inside a trace."""
         module = self.module(model)
         current = getattr(module, self.kind)
-        setattr(module, self.kind, (value, *current[1:]) if type(current) is tuple else value)
+        if _is_tuple(current):
+            current[0][...] = value  # in place: the other members of the tuple stay as they are
+        else:
+            setattr(module, self.kind, value)
+
+
+def _is_tuple(value: Any) -> bool:
+    from ..proxy import Proxy
+
+    # An mlxsight proxy knows its value's structure while recording (its meta); nnsight hands real values.
+    return isinstance(value, tuple) or isinstance(value, Proxy) and isinstance(value._meta, (tuple, list))
 
 
 def _walk(obj: Any, path: str) -> Any:
