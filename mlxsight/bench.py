@@ -21,7 +21,7 @@ import mlx.core as mx
 from . import assets
 from .model import LanguageModel, NNsight
 
-TARGETS = {"one_save_full": 1.03, "early_only": 0.45, "overhead_vs_nnsight": 0.10}
+TARGETS = {"one_save_full": 1.03, "early_only": 0.45, "overhead_vs_nnsight": 0.10, "logit_lens": 1.5}
 
 
 def paired_overhead(plain: Callable[[], object], traced: Callable[[], object], repeats: int,
@@ -149,6 +149,46 @@ def bench_overhead_nnsight(repeats: int) -> tuple[float, float, float] | None:
     return paired_overhead(plain, traced, repeats)
 
 
+def word_tokenizer(vocab: int):
+    """A word-level tokenizer naming each id of a random model (``w0`` ... ``w{vocab-1}``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1")
+
+
+def bench_logit_lens(repeats: int, tokens: int) -> dict[str, float]:
+    """``tools.logit_lens`` over all layers (all positions, and the last one) vs one plain forward,
+    and the compute floor: the forward plus every layer's final norm and unembedding in plain MLX,
+    copied to numpy (what a full ``[layers, T, vocab]`` lens must do before normalising)."""
+    import numpy as np
+
+    from .tools import logit_lens  # the bench measures the toolkit too; the core never imports it
+
+    module = build_llama()
+    # mlx-lm's own tree: the plain forward below is that module's, so the ratio is the lens's own cost
+    model = LanguageModel(module, tokenizer=word_tokenizer(module.args.vocab_size), view="mlx")
+    ids = np.random.default_rng(0).integers(2, module.args.vocab_size, tokens).tolist()
+    x = mx.array([ids])
+    inner = module.model
+
+    def plain():
+        mx.eval(module(x))
+
+    def floor():
+        h, states = inner.embed_tokens(x), []
+        for layer in inner.layers:
+            h = layer(h, "causal", None)
+            states.append(h[0])
+        np.array(module.lm_head(inner.norm(mx.stack(states))))
+
+    variants = {"plain": plain, "floor": floor, "lens_all": lambda: logit_lens(model, ids),
+                "lens_last": lambda: logit_lens(model, ids, positions=[-1])}
+    return round_robin(variants, repeats)
+
+
 def blas_note() -> str:
     if not sys.platform.startswith("linux"):
         return "macOS: Accelerate"
@@ -186,6 +226,18 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(ok)
             note = f"  target <= {TARGETS[target]:.2f}x: {'met' if ok else 'MISSED'}"
         print(f"  {label:<32} {large[key] * 1e3:8.2f} ms  {ratio:5.2f}x{note}")
+
+    lens = bench_logit_lens(args.repeats, args.tokens)
+    print(f"\ntools.logit_lens on the same model, all 8 layers (median of {args.repeats}, in turns):")
+    base = lens["plain"]
+    ok = lens["lens_all"] / base <= TARGETS["logit_lens"]
+    verdicts.append(ok)
+    print(f"  {'plain forward':<40} {base * 1e3:8.2f} ms  1.00x")
+    print(f"  {f'lens, all {args.tokens} positions':<40} {lens['lens_all'] * 1e3:8.2f} ms  {lens['lens_all'] / base:5.2f}x"
+          f"  target <= {TARGETS['logit_lens']:.2f}x: {'met' if ok else 'MISSED'}")
+    print(f"  {'  floor: forward + 8 unembeddings':<40} {lens['floor'] * 1e3:8.2f} ms  {lens['floor'] / base:5.2f}x"
+          f"  (lens / floor {lens['lens_all'] / lens['floor']:.2f}x)")
+    print(f"  {'lens, last position':<40} {lens['lens_last'] * 1e3:8.2f} ms  {lens['lens_last'] / base:5.2f}x")
 
     repeats = max(args.repeats * 10, 100)
     p, t, mlx_overhead = bench_overhead_mlx(repeats)

@@ -16,7 +16,11 @@ EXPECTED = {
     "05_invokes_batching.py": "(same as alone: True)",
     "06_attribution_patching.py": "largest estimated effect at position 14",
     "07_cache_and_source.py": "attention weights (recomputed from q and k): (1, 8, 16, 16)",
-    "08_sae.py": "spliced forward unchanged: True",
+    "tools_logit_lens.py": "after layer 4   : NLL  0.18   'play' 0.59",
+    "tools_tuned_lens.py": "reloaded lens equals the trained one: True",
+    "tools_attention.py": "attention weights: (5, 8, 21, 21) (layers, heads, query, key); rows sum to 1: True",
+    "tools_heads.py": "previous_token   top heads (layer.head score): 3.6 0.89",
+    "tools_sae.py": "spliced forward unchanged: True",
 }
 
 

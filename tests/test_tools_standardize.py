@@ -112,3 +112,15 @@ def test_explicit_paths(stories):
 def test_not_a_model():
     with pytest.raises(TypeError, match="mlxsight or nnsight model"):
         tools.standardize(object())
+
+
+@pytest.mark.parametrize("arch, view", [("llama", "hf"), ("gemma2", "hf"), ("gemma2", "mlx"), ("gpt2", "mlx")])
+def test_logits_inside_a_trace(arch, view):
+    """``Standardized.logits`` on a value read inside an mlxsight trace: recorded like any operation
+    (soft-capping and a tied output matrix included) and equal to the model's own logits."""
+    model = mlxsight.LanguageModel(cached_checkpoint(arch), view=view)
+    std = tools.standardize(model)
+    with model.trace("The cat saw a red ball."):
+        ours = std.logits(std.layers[-1].output).save()
+        ref = _logits_of(model, view).save()
+    assert np.abs(np.array(ours) - np.array(ref)).max() < 1e-5

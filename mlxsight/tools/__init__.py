@@ -7,15 +7,16 @@ two backends. The core never imports this package.
 """
 
 from . import backend
-from .attention import AttentionPatterns
-from .heads import HeadScores
-from .lens import LensResult
+from .attention import AttentionPatterns, attention_patterns
+from .heads import HeadScores, head_scores
+from .lens import LensResult, logit_lens
 from .result import Result
+from .tuned_lens import TunedLens, sample_corpus
 from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "LensResult", "AttentionPatterns", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "head_scores", "HeadScores",
 ]
 
 # --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---

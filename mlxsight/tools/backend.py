@@ -62,7 +62,7 @@ def to_numpy(value: Any, dtype: Any = None) -> np.ndarray:
         out = np.stack([to_numpy(v) for v in value])
     else:
         out = np.asarray(value)
-    return out.astype(dtype) if dtype is not None else out
+    return out.astype(dtype, copy=False) if dtype is not None else out
 
 
 def from_numpy(model: Any, array: Any, like: Any = None) -> Any:

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
 from .result import Result
+from .standardize import Standardized, standardize
 
 
 @dataclass(repr=False)
@@ -26,16 +28,17 @@ class LensResult(Result):
     last layer equals the model's own output distribution.
 
     Fields:
-        probs: ``[rows, T, vocab]`` float32 probabilities.
+        probs: ``[rows, P, vocab]`` float32 probabilities (``P`` positions, by default all ``T``).
         layers: decoder layer index of each row (``-1``: embeddings).
         labels: a display label per row (``"embeddings"``, ``"0"``, ``"1"``, ...).
         tokens: the input tokens as strings, ``T`` of them.
         input_ids: the input token ids.
-        top_ids, top_probs: ``[rows, T, k]`` the ``k`` most probable ids per cell, most probable first.
-        top_tokens: ``[rows][T][k]`` those ids as strings.
-        targets: the target id per position (given to the lens), else ``None``.
-        target_nll: ``[rows, T]`` ``-log p(target)`` per cell, else ``None``.
-        target_rank: ``[rows, T]`` the target's rank (0 = most probable) per cell, else ``None``.
+        positions: the input position of each of the ``P`` columns (default ``0..T-1``).
+        top_ids, top_probs: ``[rows, P, k]`` the ``k`` most probable ids per cell, most probable first.
+        top_tokens: ``[rows][P][k]`` those ids as strings.
+        targets: the target id per column (``-1``: none), else ``None``.
+        target_nll: ``[rows, P]`` ``-log p(target)`` per cell, else ``None``.
+        target_rank: ``[rows, P]`` the target's rank (0 = most probable) per cell, else ``None``.
         kind: ``"logit"`` or ``"tuned"``.
     """
 
@@ -51,6 +54,156 @@ class LensResult(Result):
     target_nll: np.ndarray | None = None
     target_rank: np.ndarray | None = None
     kind: str = "logit"
+    positions: list[int] | None = None
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return self.probs if dtype is None else self.probs.astype(dtype)
+
+
+def logit_lens(model: Any, prompt: str | list[int], layers: list[int] | None = None, top_k: int = 5,
+               targets: list[int] | str | None = None, include_embeddings: bool = False,
+               positions: list[int] | None = None) -> LensResult:
+    """Decode every requested decoder layer's output with the model's final norm and unembedding.
+
+    Args:
+        model: an mlxsight or nnsight language model.
+        prompt: text (tokenized with the model's tokenizer, special tokens included) or token ids.
+        layers: decoder layer indices (negative ones count from the end); default all, in order.
+        top_k: how many most probable tokens to keep per cell.
+        targets: a target id per position (``None``/``-1`` for none) to score, or ``"next"`` for
+            the next input token at each position (none at the last).
+        include_embeddings: add a first row decoding the input of layer 0 (the embeddings).
+        positions: decode only these input positions (negative ones count from the end), e.g.
+            ``[-1]`` for the next-token prediction; ``targets`` still has one entry per input token.
+
+    One trace saves the layer outputs; one batched call of the final norm and unembedding (with
+    Gemma 2's soft-capping, tied or untied output matrix) decodes them all.
+    """
+    std = as_standardized(model)
+    ids = token_ids(model, prompt)
+    rows = layer_indices(layers, std.n_layers)
+    columns = position_indices(positions, len(ids))
+    hidden = read_residuals(std, ids, rows, include_embeddings, columns)
+    with backend.no_grad(std.model):
+        logits = std.logits(hidden)
+    return decode(std, logits, ids, ([-1] if include_embeddings else []) + rows, top_k, targets, "logit", columns)
+
+
+# -- shared by the logit and tuned lenses ---------------------------------------------------------
+
+def as_standardized(model: Any) -> Standardized:
+    return model if isinstance(model, Standardized) else standardize(model)
+
+
+def token_ids(model: Any, prompt: str | list[int]) -> list[int]:
+    """The prompt's token ids: text through the model's tokenizer, ids as given."""
+    model = getattr(model, "model", model) if isinstance(model, Standardized) else model
+    if isinstance(prompt, str):
+        return [int(i) for i in model.tokenizer(prompt)["input_ids"]]
+    ids = np.asarray(prompt).reshape(-1).tolist() if not isinstance(prompt, list) else prompt
+    if not ids or not all(isinstance(i, (int, np.integer)) for i in ids):
+        raise TypeError("prompt must be text or a non-empty list of token ids")
+    return [int(i) for i in ids]
+
+
+def layer_indices(layers: list[int] | int | None, n_layers: int) -> list[int]:
+    """Requested layers as sorted, distinct, non-negative indices (the order a trace reads them)."""
+    if layers is None:
+        return list(range(n_layers))
+    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+    out = set()
+    for layer in layers:
+        index = int(layer) + n_layers if layer < 0 else int(layer)
+        if not 0 <= index < n_layers:
+            raise IndexError(f"layer {layer} out of range for a model with {n_layers} layers")
+        out.add(index)
+    return sorted(out)
+
+
+def position_indices(positions: list[int] | None, T: int) -> list[int]:
+    """Requested positions as non-negative indices, in the order given."""
+    if positions is None:
+        return list(range(T))
+    out = []
+    for p in positions:
+        if not -T <= int(p) < T:
+            raise IndexError(f"position {p} out of range for a prompt of {T} tokens")
+        out.append(int(p) % T)
+    return out
+
+
+def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_embeddings: bool,
+                   positions: list[int]) -> Any:
+    """``[rows, P, d_model]`` backend tensor: the residual stream after each layer in ``rows``."""
+    def read(_: Any) -> list:
+        out = [backend.first(std.layers[0].input)] if include_embeddings else []
+        return out + [backend.first(std.layers[i].output) for i in rows]
+
+    saved = backend.run(std.model, ids, read)
+    hidden = backend.stack([h[0] for h in saved])
+    if positions != list(range(len(ids))):
+        hidden = hidden[:, backend.from_numpy(std.model, np.asarray(positions, np.int64))]
+    return hidden
+
+
+def token_strings(model: Any, ids: Any) -> list[str]:
+    """Each id decoded on its own (one string per id), through a per-call cache."""
+    tokenizer = model.tokenizer
+    flat = np.asarray(ids).reshape(-1).tolist()
+    unique = sorted(set(flat))
+    decoded = dict(zip(unique, tokenizer.batch_decode([[i] for i in unique])))
+    return [decoded[i] for i in flat]
+
+
+def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
+           targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
+    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``.
+
+    The logits cross to numpy once; softmax, top-k and target ranks run there (on CPU numpy's
+    vectorised exp and partition beat MLX's CPU kernels several times over)."""
+    with backend.no_grad(std.model):
+        z = backend.to_numpy(logits, np.float32)
+    z = z - z.max(axis=-1, keepdims=True)
+    probs = np.exp(z)
+    total = probs.sum(axis=-1, keepdims=True)
+    probs /= total
+    log_total = np.log(total)[..., 0]
+    V = probs.shape[-1]
+    k = min(top_k, V)
+    top_ids = np.argpartition(z, V - k, axis=-1)[..., V - k:] if k < V else \
+        np.broadcast_to(np.arange(V), probs.shape).copy()
+    order = np.argsort(-np.take_along_axis(z, top_ids, axis=-1), axis=-1, kind="stable")
+    top_ids = np.take_along_axis(top_ids, order, -1).astype(np.int64)
+    top_p = np.take_along_axis(probs, top_ids, -1)
+    strings = token_strings(std.model, top_ids)
+    R, P = top_ids.shape[:2]
+    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
+    target_list = _targets(targets, ids, positions)
+    nll = rank = None
+    if target_list is not None:
+        t = np.asarray(target_list)
+        valid = t >= 0
+        index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
+        target_z = np.take_along_axis(z, index, -1)
+        nll = np.where(valid, log_total - target_z[..., 0], np.nan).astype(np.float32)
+        rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
+    labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
+    return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
+                      input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
+                      top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
+                      positions=list(positions))
+
+
+def _targets(targets: list[int] | str | None, ids: list[int], positions: list[int]) -> list[int] | None:
+    """The target id of each decoded position (``-1``: none), from ids per input token or ``"next"``."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        if targets != "next":
+            raise ValueError("targets must be token ids or 'next'")
+        per_token = ids[1:] + [-1]
+    else:
+        per_token = [-1 if t is None else int(t) for t in targets]
+    if len(per_token) != len(ids):
+        raise ValueError(f"targets has {len(per_token)} entries; the prompt has {len(ids)} tokens")
+    return [per_token[p] for p in positions]

@@ -1,7 +1,7 @@
 """Sparse autoencoders: train one on the residual stream, save it in SAELens's format, load it back,
 splice it into a trace, read its features and steer generation with one.
 
-    python examples/08_sae.py [OUT_DIR]
+    python examples/tools_sae.py [OUT_DIR]
 """
 
 import sys
