@@ -11,11 +11,10 @@ import mlxsight  # before mlx: loads OpenBLAS first when MLXSIGHT_OPENBLAS is se
 import mlx.core as mx
 import numpy as np
 from mlxsight import assets, tools
-from mlxsight.tools.corpus import sampled_corpus
 from mlxsight.tools.sae_train import TrainConfig, evaluate, train_sae
 
 model = mlxsight.LanguageModel(assets.path("stories260k"))
-texts = sampled_corpus(model, 128)  # the model's own stories, generated once and cached
+texts = tools.sample_corpus(model, 128, max_tokens=128)  # the model's own stories, generated once and cached
 
 # Train a TopK SAE on the residual stream after layer 2 (a short run; see docs/sae.md for a longer one).
 config = TrainConfig(architecture="topk", d_sae=256, k=8, steps=150, batch_size=512)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mlxsight.tools import Site
-from mlxsight.tools.corpus import sampled_corpus
+from mlxsight.tools import sample_corpus
 from mlxsight.tools.sae_train import (ActivationBuffer, _auxk, TrainConfig, Trainer, ce_losses, init_params, loss_terms,
                                       reconstruction_metrics, token_contexts, train_sae)
 
@@ -130,16 +130,7 @@ def model(stories_path):
 
 @pytest.fixture(scope="module")
 def corpus(model):
-    return sampled_corpus(model, 96, max_new_tokens=128)
-
-
-def test_corpus_is_sampled_from_the_model_and_cached(model, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLXSIGHT_CACHE", str(tmp_path))
-    texts = sampled_corpus(model, 4, max_new_tokens=24, seed=3)
-    assert len(texts) == 4 and all(isinstance(t, str) and t for t in texts)
-    assert len(list((tmp_path / "corpus").glob("*.json"))) == 1
-    assert sampled_corpus(model, 4, max_new_tokens=24, seed=3) == texts
-    assert sampled_corpus(model, 4, max_new_tokens=24, seed=3, cache=False) == texts  # seeded: reproducible
+    return sample_corpus(model, 96, max_tokens=128)
 
 
 def test_activation_buffer_is_bounded_shuffled_and_traced(model, corpus):

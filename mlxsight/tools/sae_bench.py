@@ -26,10 +26,10 @@ def activations(n: int = 65_536) -> np.ndarray:
     """``n`` residual-stream activations of stories260K (layer 2), scaled to mean norm sqrt(d)."""
     from .. import assets
     from ..model import LanguageModel
-    from .corpus import sampled_corpus
+    from .tuned_lens import sample_corpus
 
     model = LanguageModel(assets.path("stories260k"))
-    buffer = ActivationBuffer(model, "blocks.2.hook_resid_post", sampled_corpus(model, 256), capacity=n)
+    buffer = ActivationBuffer(model, "blocks.2.hook_resid_post", sample_corpus(model, 256, max_tokens=128), capacity=n)
     buffer.next_batch(1)
     acts = buffer.store.astype(np.float32)
     return acts * (np.sqrt(acts.shape[1]) / np.linalg.norm(acts, axis=-1).mean())

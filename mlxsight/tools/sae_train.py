@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import assets
     from ..model import LanguageModel
-    from .corpus import sampled_corpus
+    from .tuned_lens import sample_corpus
 
     parser = argparse.ArgumentParser(prog="python -m mlxsight.tools.sae_train", description=main.__doc__)
     parser.add_argument("--architecture", default="topk", choices=ARCHITECTURES)
@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = LanguageModel(assets.path("stories260k"))
-    texts = sampled_corpus(model, args.texts)
+    texts = sample_corpus(model, args.texts, max_tokens=128)
     split = int(len(texts) * 0.9)
     config = TrainConfig(architecture=args.architecture, d_sae=args.d_sae, k=args.k, steps=args.steps,
                          batch_size=args.batch_size, lr=args.lr)
