@@ -5,7 +5,6 @@ The SAELens round trips (marked ``saelens``) run SAELens itself in its own venv 
 """
 
 import json
-from pathlib import Path
 
 import mlxsight
 import mlx.core as mx

@@ -9,6 +9,7 @@ a subprocess; without it the row says so.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -58,8 +59,6 @@ def saelens_throughput(acts: np.ndarray, steps: int, warmup: int = 5) -> dict | 
         path = Path(tmp) / "acts.safetensors"
         mx.save_safetensors(str(path), {"acts": mx.array(acts)})
         cfg = Path(tmp) / "cfg.json"
-        import os
-
         cfg.write_text(json.dumps({"d_sae": D_SAE, "k": K, "batch": BATCH, "lr": LR, "warmup": warmup,
                                    "steps": steps, "threads": os.cpu_count() or 1}))
         return sae_reference_env.run("train-bench", str(path), str(cfg), timeout=900)
