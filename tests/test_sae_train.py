@@ -92,7 +92,7 @@ def test_compiled_step_equals_the_plain_step(architecture):
     config = TrainConfig(architecture=architecture, d_sae=64, k=4, dead_after=10)
     x = mx.array(np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32))
     a, b = Trainer(config, 16), Trainer(config, 16)
-    b._compiled = b._step  # the same function, not compiled
+    b._compiled, b._compiled_no_aux = (lambda x: b._step(x, True)), (lambda x: b._step(x, False))  # not compiled
     for _ in range(3):
         out_a, out_b = a.step(x), b.step(x)
     for name in a.params:

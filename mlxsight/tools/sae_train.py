@@ -192,9 +192,10 @@ def _auxk(params: dict, pre: mx.array, residual: mx.array, dead: mx.array, d_in:
     return mx.where(n_dead > 0, scale * loss, 0.0)
 
 
-def loss_terms(config: TrainConfig, params: dict, x: mx.array, dead: mx.array) -> tuple[mx.array, dict]:
+def loss_terms(config: TrainConfig, params: dict, x: mx.array, dead: mx.array | None) -> tuple[mx.array, dict]:
     """The training loss on a batch ``x [B, d_in]`` and its parts (``mse``, the sparsity or aux
-    term), plus the feature activations under ``"acts"``. ``dead`` is a 0/1 mask over latents."""
+    term), plus the feature activations under ``"acts"``. ``dead`` is a 0/1 mask over latents
+    (``None``: none are dead, so TopK's AuxK term is zero and not computed)."""
     sae_in = x - params["b_dec"]
     pre = sae_in @ params["W_enc"] + params["b_enc"]
     arch = config.architecture
@@ -213,7 +214,8 @@ def loss_terms(config: TrainConfig, params: dict, x: mx.array, dead: mx.array) -
     mse = ((recon - x) ** 2).sum(-1).mean()
     parts = {"mse": mse, "acts": acts, "recon": recon}
     if arch in ("topk", "batchtopk"):
-        parts["aux"] = config.aux_coefficient * _auxk(params, pre, x - recon, dead, x.shape[-1])
+        parts["aux"] = (mx.array(0.0, dtype=mse.dtype) if dead is None else
+                        config.aux_coefficient * _auxk(params, pre, x - recon, dead, x.shape[-1]))
     elif arch == "relu":
         norms = mx.linalg.norm(params["W_dec"], axis=-1)
         parts["aux"] = config.l1_coefficient * (acts * norms).sum(-1).mean()
@@ -270,12 +272,14 @@ class Trainer:
         self.steps = 0
         self.activations = 0
         self._state = [self.params, self.optimizer.state, self.since_fired, self.threshold]
-        self._compiled = mx.compile(self._step, inputs=self._state, outputs=self._state)
+        # Two compiled variants: AuxK's extra top-k and decode only run while some latent is dead.
+        self._compiled = mx.compile(lambda x: self._step(x, True), inputs=self._state, outputs=self._state)
+        self._compiled_no_aux = mx.compile(lambda x: self._step(x, False), inputs=self._state, outputs=self._state)
 
-    def _step(self, x: mx.array) -> tuple[mx.array, ...]:
+    def _step(self, x: mx.array, aux: bool = True) -> tuple[mx.array, ...]:
         params, opt_state, since_fired, threshold = self._state
         config = self.config
-        dead = (since_fired >= config.dead_after).astype(x.dtype)
+        dead = (since_fired >= config.dead_after).astype(x.dtype) if aux else None
 
         def loss_fn(p):
             loss, parts = loss_terms(config, p, x, dead)
@@ -302,7 +306,9 @@ class Trainer:
 
     def step(self, x: mx.array) -> tuple[mx.array, ...]:
         """One optimisation step on ``x [B, d_in]`` (already scaled); returns loss, mse, L0, FVU."""
-        out = self._compiled(x)
+        needs_aux = self.config.architecture not in ("topk", "batchtopk") or bool(
+            (self._state[2] >= self.config.dead_after).any())
+        out = (self._compiled if needs_aux else self._compiled_no_aux)(x)
         self.since_fired, self.threshold = self._state[2], self._state[3]
         self.steps += 1
         self.activations += x.shape[0]
