@@ -149,3 +149,19 @@ def test_positions(stories):
     assert some.tokens == full.tokens and some.top_tokens[0][1] == full.top_tokens[0][3]
     with pytest.raises(IndexError, match="position 99"):
         tools.logit_lens(stories, prompt, positions=[99])
+
+
+@pytest.mark.smollm2
+def test_smollm2_converges_late(smollm2_path):
+    """A real 30-layer model: the lens reads little before layer ~20, then converges (figures in
+    docs/tools/logit-lens.md); its last row is the model's own distribution."""
+    model = mlxsight.LanguageModel(smollm2_path, dtype="float32")
+    prompt = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome."
+    r = tools.logit_lens(model, prompt, targets="next")
+    nll = np.nanmean(r.target_nll, axis=1)
+    print("SmolLM2 lens NLL per layer:", np.round(nll, 2))
+    assert nll[:20].min() > 10 and (np.diff(nll[23:]) < 0).all() and nll[-1] < 1.5
+    with model.trace(r.input_ids):
+        logits = model.lm_head.output.save()
+    final = np.exp(np.array(logits[0]) - np.array(logits[0]).max(-1, keepdims=True))
+    assert np.abs(r.probs[-1] - final / final.sum(-1, keepdims=True)).max() < 1e-5

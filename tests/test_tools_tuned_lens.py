@@ -122,13 +122,12 @@ def test_both_backends(trained, stories_path, tmp_path):
     from transformers import AutoTokenizer
 
     ours = trained(mlxsight.LanguageModel(stories_path), PROMPT, targets="next", include_embeddings=True)
-    theirs = trained(nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(str(stories_path))),
-                     PROMPT, targets="next", include_embeddings=True)
+    torch_model = nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(str(stories_path)))
+    theirs = trained(torch_model, PROMPT, targets="next", include_embeddings=True)
     assert ours.input_ids == theirs.input_ids and theirs.kind == "tuned"
     assert np.abs(ours.probs - theirs.probs).max() < 1e-5
     with pytest.raises(TypeError, match="runs on MLX"):
-        tools.TunedLens.train(nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(
-            str(stories_path))), ["Once upon a time"], steps=1)
+        tools.TunedLens.train(torch_model, ["Once upon a time"], steps=1)
 
 
 def test_the_tuned_lens_package_reads_our_lens(stories_path, tmp_path):
@@ -152,3 +151,27 @@ def test_the_tuned_lens_package_reads_our_lens(stories_path, tmp_path):
         hidden = hf(torch.tensor([ours.input_ids]), output_hidden_states=True).hidden_states
         for i in range(5):
             assert np.abs(theirs(hidden[i], idx=i).softmax(-1)[0].numpy() - ours.probs[i]).max() < 1e-5
+
+
+def test_layer_groups_under_a_logits_budget_train_the_same(stories, monkeypatch):
+    """A step split into groups of translators (large vocabularies) gives the same lens."""
+    from tiny_models import corpus
+
+    texts = corpus(40)
+    whole = tools.TunedLens.train(stories, texts, steps=6, seq_len=16, batch_size=2, lr=1e-2, progress=False)
+    monkeypatch.setattr(tools.tuned_lens, "LOGITS_BUDGET", 1)  # one translator per group
+    assert tools.tuned_lens._groups(5, 1000) == [[0], [1], [2], [3], [4]]
+    grouped = tools.TunedLens.train(stories, texts, steps=6, seq_len=16, batch_size=2, lr=1e-2, progress=False)
+    assert np.abs(whole.weight).max() > 1e-3
+    assert np.allclose(whole.weight, grouped.weight, atol=1e-5) and np.allclose(whole.bias, grouped.bias, atol=1e-5)
+    assert np.allclose(whole.held_out_kl["tuned"], grouped.held_out_kl["tuned"], rtol=1e-4)
+
+
+def test_from_an_nnsight_model_matches(stories, stories_path):
+    import nnsight
+    from transformers import AutoTokenizer
+
+    torch_model = nnsight.LanguageModel(str(stories_path), tokenizer=AutoTokenizer.from_pretrained(str(stories_path)))
+    theirs = tools.TunedLens.from_model(torch_model)  # before any trace: the weights load first
+    ours = tools.TunedLens.from_model(stories)
+    assert theirs.config["unembed_hash"] == ours.config["unembed_hash"] and theirs.weight.shape == ours.weight.shape

@@ -11,12 +11,13 @@ from .attention import AttentionPatterns, attention_patterns
 from .heads import HeadScores, head_scores
 from .lens import LensResult, logit_lens
 from .result import Result
-from .tuned_lens import TunedLens, sample_corpus
 from .standardize import ArchitectureError, Standardized, standardize
+from .tuned_lens import TunedLens, sample_corpus
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "head_scores", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns",
+    "head_scores", "HeadScores",
 ]
 
 # --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..adapters.base import apply_rotary, split_heads
 from . import backend
-from .lens import as_standardized, layer_indices, token_ids, token_strings
+from .inputs import as_standardized, layer_indices, token_ids, token_strings
 from .result import Result
 from .standardize import Standardized, standardize
 
@@ -62,7 +62,8 @@ def attention_patterns(model: Any, prompt: str | list[int] | list[str] | list[li
     model's setting is restored afterwards) and its returned weights are read.
     """
     std = as_standardized(model)
-    batch = [prompt] if isinstance(prompt, str) or _is_ids(prompt) else list(prompt)
+    single = isinstance(prompt, str) or _is_ids(prompt)
+    batch = [prompt] if single else list(prompt)
     rows = [token_ids(std, p) for p in batch]
     layer_list = layer_indices(layers, std.n_layers)
     ids, mask = _left_pad(std, rows)
@@ -74,7 +75,7 @@ def attention_patterns(model: Any, prompt: str | list[int] | list[str] | list[li
     T = max(len(r) for r in rows)
     out = [AttentionPatterns(weights=weights[:, b, :, T - len(r):, T - len(r):], layers=list(layer_list),
                              tokens=token_strings(std.model, r), input_ids=list(r)) for b, r in enumerate(rows)]
-    return out if len(batch) > 1 or not (isinstance(prompt, str) or _is_ids(prompt)) else out[0]
+    return out[0] if single else out
 
 
 def _is_ids(prompt: Any) -> bool:
@@ -104,9 +105,7 @@ def _hf_twin(std: Standardized) -> Standardized:
 def _torch_weights(std: Standardized, inputs: dict, layers: list[int]) -> np.ndarray:
     import torch
 
-    model = std.model
-    if not getattr(model, "dispatched", True):
-        model.dispatch()  # load the weights first: dispatching rebuilds the model from its config
+    model = backend.loaded(std.model)  # dispatching rebuilds the model from its config: do it first
     previous = model.config._attn_implementation
     tensors = {k: torch.tensor(v) for k, v in inputs.items()}
     try:

@@ -39,6 +39,14 @@ def kind(model: Any) -> str:
     raise TypeError(f"expected an mlxsight or nnsight model (e.g. LanguageModel), got {type(model).__name__}")
 
 
+def loaded(model: Any) -> Any:
+    """``model`` with its weights in memory: nnsight loads lazily (on the meta device) until the first
+    trace, and a tool that reads weights or changes settings before tracing needs them now."""
+    if kind(model) == TORCH and not getattr(model, "dispatched", True):
+        model.dispatch()
+    return model
+
+
 def is_torch(value: Any) -> bool:
     return type(value).__module__.split(".")[0] == "torch"
 

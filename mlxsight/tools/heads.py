@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .attention import attention_patterns
-from .lens import as_standardized, layer_indices, token_ids
+from .inputs import as_standardized, layer_indices, token_ids
 from .result import Result
 from .standardize import Standardized
 

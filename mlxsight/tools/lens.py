@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import backend
+from .inputs import as_standardized, layer_indices, position_indices, token_ids, token_strings
 from .result import Result
-from .standardize import Standardized, standardize
+from .standardize import Standardized
 
 
 @dataclass(repr=False)
@@ -91,47 +92,6 @@ def logit_lens(model: Any, prompt: str | list[int], layers: list[int] | None = N
 
 # -- shared by the logit and tuned lenses ---------------------------------------------------------
 
-def as_standardized(model: Any) -> Standardized:
-    return model if isinstance(model, Standardized) else standardize(model)
-
-
-def token_ids(model: Any, prompt: str | list[int]) -> list[int]:
-    """The prompt's token ids: text through the model's tokenizer, ids as given."""
-    model = getattr(model, "model", model) if isinstance(model, Standardized) else model
-    if isinstance(prompt, str):
-        return [int(i) for i in model.tokenizer(prompt)["input_ids"]]
-    ids = np.asarray(prompt).reshape(-1).tolist() if not isinstance(prompt, list) else prompt
-    if not ids or not all(isinstance(i, (int, np.integer)) for i in ids):
-        raise TypeError("prompt must be text or a non-empty list of token ids")
-    return [int(i) for i in ids]
-
-
-def layer_indices(layers: list[int] | int | None, n_layers: int) -> list[int]:
-    """Requested layers as sorted, distinct, non-negative indices (the order a trace reads them)."""
-    if layers is None:
-        return list(range(n_layers))
-    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
-    out = set()
-    for layer in layers:
-        index = int(layer) + n_layers if layer < 0 else int(layer)
-        if not 0 <= index < n_layers:
-            raise IndexError(f"layer {layer} out of range for a model with {n_layers} layers")
-        out.add(index)
-    return sorted(out)
-
-
-def position_indices(positions: list[int] | None, T: int) -> list[int]:
-    """Requested positions as non-negative indices, in the order given."""
-    if positions is None:
-        return list(range(T))
-    out = []
-    for p in positions:
-        if not -T <= int(p) < T:
-            raise IndexError(f"position {p} out of range for a prompt of {T} tokens")
-        out.append(int(p) % T)
-    return out
-
-
 def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_embeddings: bool,
                    positions: list[int]) -> Any:
     """``[rows, P, d_model]`` backend tensor: the residual stream after each layer in ``rows``."""
@@ -146,15 +106,6 @@ def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_e
     return hidden
 
 
-def token_strings(model: Any, ids: Any) -> list[str]:
-    """Each id decoded on its own (one string per id), through a per-call cache."""
-    tokenizer = model.tokenizer
-    flat = np.asarray(ids).reshape(-1).tolist()
-    unique = sorted(set(flat))
-    decoded = dict(zip(unique, tokenizer.batch_decode([[i] for i in unique])))
-    return [decoded[i] for i in flat]
-
-
 def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
            targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
     """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``.
@@ -163,7 +114,7 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
     vectorised exp and partition beat MLX's CPU kernels several times over)."""
     with backend.no_grad(std.model):
         z = backend.to_numpy(logits, np.float32)
-    z = z - z.max(axis=-1, keepdims=True)
+    z -= z.max(axis=-1, keepdims=True)  # z is this call's own copy of the logits
     probs = np.exp(z)
     total = probs.sum(axis=-1, keepdims=True)
     probs /= total

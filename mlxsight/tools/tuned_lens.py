@@ -27,13 +27,17 @@ from typing import Any, Iterable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_map
 
 from . import backend
-from .lens import (LensResult, as_standardized, decode, layer_indices, position_indices, read_residuals,
-                   token_ids)
+from .inputs import as_standardized, layer_indices, position_indices, token_ids
+from .lens import LensResult, decode, read_residuals
 from .standardize import Standardized
 
 LENS_TYPE = "linear_tuned_lens"
+# Translators decoded together hold at most this many logits (float32: 256 MB), so a step on a
+# large vocabulary (SmolLM2: 49152 tokens x 30 layers) runs in groups of layers instead of at once.
+LOGITS_BUDGET = 1 << 26
 
 
 class TunedLens:
@@ -93,10 +97,6 @@ class TunedLens:
             logits = std.logits(hidden + hidden @ w + b)
         return decode(std, logits, ids, labels, top_k, targets, "tuned", columns)
 
-    def translate(self, hidden: mx.array, index: int) -> mx.array:
-        """Translator ``index`` applied to MLX residual states ``[..., d_model]``."""
-        return hidden + hidden @ mx.array(self.weight[index].T) + mx.array(self.bias[index])
-
     def _check(self, std: Standardized) -> None:
         if (std.n_layers, std.d_model) != (self.n_layers, self.d_model):
             raise ValueError(f"this lens has {self.n_layers} translators of width {self.d_model}; the model has "
@@ -131,12 +131,17 @@ class TunedLens:
         import mlx.optimizers as optim
 
         optimizer = optim.AdamW(learning_rate=lr, weight_decay=weight_decay)
-        step_fn = nn.value_and_grad(params, lambda p, h, logp: _kl_loss(std, p, h, logp).sum())
+        step_fn = nn.value_and_grad(params, lambda p, h, logp, group: _kl_loss(std, p, h, logp, group).sum())
         bar = _progress(range(steps), progress, "tuned lens")
         for step in bar:
             batch = [train[(step * batch_size + j) % len(train)] for j in range(batch_size)]
             hidden, final_logp = _activations(std, batch)
-            loss, grads = step_fn(params, hidden, final_logp)
+            loss, grads = 0.0, None
+            for group in _groups(lens.n_layers, final_logp.size):
+                group_loss, group_grads = step_fn(params, hidden, final_logp, group)
+                grads = group_grads if grads is None else tree_map(mx.add, grads, group_grads)
+                loss = loss + group_loss
+                mx.eval(loss, grads)
             optimizer.update(params, grads)
             mx.eval(params.parameters(), optimizer.state, loss)
             if hasattr(bar, "set_postfix"):
@@ -204,13 +209,23 @@ class _Translators(nn.Module):
         self.weight = mx.zeros((n_layers, d_model, d_model))
         self.bias = mx.zeros((n_layers, d_model))
 
-    def __call__(self, hidden: mx.array) -> mx.array:  # [L, N, d]
-        return hidden + hidden @ self.weight.swapaxes(-1, -2) + self.bias[:, None, :]
+    def __call__(self, hidden: mx.array, group: list[int]) -> mx.array:
+        """Translators ``group`` applied to their layers' states: ``[len(group), N, d]`` of ``hidden [L, N, d]``."""
+        index = mx.array(group)
+        h = hidden[index]
+        return h + h @ self.weight[index].swapaxes(-1, -2) + self.bias[index][:, None, :]
 
 
-def _kl_loss(std: Standardized, translators: _Translators, hidden: mx.array, final_logp: mx.array) -> mx.array:
-    """``[L]`` mean KL(final || lens) per translator over the ``N`` tokens of ``hidden [L, N, d]``."""
-    logits = std.logits(translators(hidden)).astype(mx.float32)
+def _groups(n_layers: int, logits_per_layer: int) -> list[list[int]]:
+    """Translator indices in groups whose logits fit ``LOGITS_BUDGET``."""
+    size = max(1, min(n_layers, LOGITS_BUDGET // max(logits_per_layer, 1)))
+    return [list(range(i, min(i + size, n_layers))) for i in range(0, n_layers, size)]
+
+
+def _kl_loss(std: Standardized, translators: _Translators, hidden: mx.array, final_logp: mx.array,
+             group: list[int]) -> mx.array:
+    """Mean KL(final || lens) over the ``N`` tokens of ``hidden [L, N, d]``, per translator in ``group``."""
+    logits = std.logits(translators(hidden, group)).astype(mx.float32)
     logq = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     return (mx.exp(final_logp) * (final_logp - logq)).sum(-1).mean(-1)
 
@@ -228,14 +243,15 @@ def _activations(std: Standardized, batch: list[list[int]]) -> tuple[mx.array, m
     return mx.stop_gradient(hidden), final - mx.logsumexp(final, axis=-1, keepdims=True)
 
 
-def _held_out_kl(std: Standardized, translators: _Translators, windows: list[list[int]], batch_size: int) -> list[float]:
-    total = mx.zeros((std.n_layers,))
+def _held_out_kl(std: Standardized, translators: _Translators, windows: list[list[int]],
+                 batch_size: int) -> list[float]:
+    total = np.zeros(std.n_layers)
     for start in range(0, len(windows), batch_size):
         batch = windows[start:start + batch_size]
         hidden, final_logp = _activations(std, batch)
-        total = total + _kl_loss(std, translators, hidden, final_logp) * len(batch)
-        mx.eval(total)
-    return [float(x) for x in np.array(total) / len(windows)]
+        for group in _groups(std.n_layers, final_logp.size):
+            total[group] += np.array(_kl_loss(std, translators, hidden, final_logp, group)) * len(batch)
+    return [float(x) for x in total / len(windows)]
 
 
 def _windows(std: Standardized, corpus: Iterable[str] | Iterable[list[int]], seq_len: int) -> list[list[int]]:
@@ -264,6 +280,7 @@ def _model_name(std: Standardized) -> str:
 def unembed_hash(std: Standardized) -> str:
     """The ``tuned-lens`` package's fingerprint of the unembedding matrix (sha256 of numpy's
     one-decimal ``array_str``), so lenses saved here pass its check against the model."""
+    backend.loaded(std.model)
     module = std.unembedding if std.unembedding is not None else std.embedding
     weight = backend.to_numpy(module.weight, np.float32)
     return hashlib.sha256(np.array_str(weight, precision=1).encode()).hexdigest()
