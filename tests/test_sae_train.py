@@ -178,6 +178,6 @@ def test_short_training_beats_a_random_sae_widely(model, corpus, architecture):
     random = reconstruction_metrics(baseline, acts)
     ce = ce_losses(model, sae, held_out)
     ce_random = ce_losses(model, baseline, held_out)
-    assert trained["fvu"] < 0.35 and random["fvu"] > 0.9, (trained, random)
+    assert trained["fvu"] < 0.35 and random["fvu"] > 3 * trained["fvu"], (trained, random)
     assert ce["ce_recovered"] > 0.7 and ce["ce_recovered"] > ce_random["ce_recovered"] + 0.3, (ce, ce_random)
     assert 1 <= trained["l0"] < 0.4 * config.d_sae
