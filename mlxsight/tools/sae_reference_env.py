@@ -1,6 +1,6 @@
 """The SAELens reference environment: its own venv, because SAELens's pins conflict with ours.
 
-    python -m mlxsight.tools.sae_reference_env [PATH]     # build it (about 2 minutes, ~1 GB)
+    python -m mlxsight.tools.sae_reference_env [PATH]     # build it (about 2 minutes, ~2 GB)
 
 ``PATH`` defaults to ``$MLXSIGHT_SAELENS_VENV`` or ``~/.cache/mlxsight/saelens-venv``. The SAE tests
 marked ``saelens`` and the SAELens row of ``python -m mlxsight bench`` use it when it exists and
