@@ -68,12 +68,16 @@ def report(steps: int = 30) -> None:
     print(f"\nSAE training throughput (TopK, d_in 64, d_sae {D_SAE}, k {K}, batch {BATCH}, Adam + clipping + AuxK; "
           f"stories260K layer-2 residuals; {steps} timed steps after 5 warm-up steps):")
     acts = activations()
-    ours = mlx_throughput(acts, steps)
-    print(f"  mlxsight (MLX, compiled step): {ours:10.0f} activations/s")
+    before = mlx_throughput(acts, steps)
     theirs = saelens_throughput(acts, steps)
     if theirs is None:
+        print(f"  mlxsight (MLX, compiled step): {before:10.0f} activations/s")
         print(f"  SAELens: {sae_reference_env.missing_reason()}")
         return
+    # Measured before and after SAELens's run, so drift on a busy machine hits both sides alike.
+    after = mlx_throughput(acts, steps)
+    ours = (before + after) / 2
+    print(f"  mlxsight (MLX, compiled step): {ours:10.0f} activations/s  (before/after SAELens: {before:.0f} / {after:.0f})")
     print(f"  SAELens SAETrainer (torch CPU, {theirs['torch_threads']} threads): {theirs['acts_per_s']:10.0f} activations/s")
     print(f"  mlxsight / SAELens = {ours / theirs['acts_per_s']:.2f}x")
 
