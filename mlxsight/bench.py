@@ -4,7 +4,8 @@
 
 Prints median wall times and ratios for a plain forward and for traces on a ~30M-parameter
 Llama-style model (128 tokens), and the fixed per-trace overhead on the bundled tiny model,
-next to nnsight's own overhead on the same checkpoint (torch, CPU) when nnsight is installed.
+next to nnsight's own overhead on the same checkpoint (torch, CPU) when nnsight is installed, and
+SAE training throughput next to SAELens's trainer (``mlxsight.tools.sae_bench``).
 
 The fixed overhead is measured as traced minus plain forward over thousands of alternating pairs
 (``--pairs``): the median of the per-pair differences, with a 95% confidence interval from order
@@ -384,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2000,
                         help="alternating (plain, trace) pairs for the fixed overhead (default 2000)")
     parser.add_argument("--no-nnsight", action="store_true", help="skip the nnsight comparison")
+    parser.add_argument("--no-sae", action="store_true", help="skip SAE training throughput (mlxsight vs SAELens)")
     args = parser.parse_args(argv)
 
     print(f"mlxsight benchmark  (mlx {mx.__version__}, device {mx.default_device()}, BLAS: {blas_note()})")
@@ -437,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'lens, last position':<40} {lens['lens_last'] * 1e3:8.2f} ms  {lens['lens_last'] / base:5.2f}x")
 
     verdicts += bench_patching(max(5, args.repeats // 2)) + bench_steering(max(5, args.repeats // 2))
+    if not args.no_sae:
+        from .tools.sae_bench import report as sae_report
+
+        sae_report()
     print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
     return 0
 

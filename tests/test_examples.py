@@ -23,6 +23,7 @@ EXPECTED = {
     "tools_patching.py": "layer 2: most recovered at position 14 ('Lily'): 98%",
     "tools_attribution.py": "resid correlation with activation patching: 0.99",
     "tools_steering.py": "She was very happy and wanted to show her friends.",
+    "tools_sae.py": "spliced forward unchanged: True",
 }
 
 

@@ -27,3 +27,16 @@ __all__ = [
     "steering_vector", "generate_steered", "steer", "scale_search", "SteeringVector", "SteeringResult",
     "ScaleSearch",
 ]
+
+# --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---
+from .sae import SAE, Site  # noqa: E402
+from .sae_analysis import (  # noqa: E402
+    FeatureActivations, FeatureAttribution, TopContexts, ablate, attribute, clamp, feature_activations, splice,
+    steer, top_contexts,
+)
+
+__all__ += [
+    "SAE", "Site", "FeatureActivations", "FeatureAttribution", "TopContexts", "splice", "ablate", "clamp", "steer",
+    "feature_activations", "top_contexts", "attribute",
+]
+# --- end sparse autoencoders ---
