@@ -1,0 +1,79 @@
+"""SAE feature activations over text: pick a feature to highlight the tokens where it fires; hover a token
+to list the features most active there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import figure
+from .page import display_token, document, to_numpy
+
+
+def _fields(result: Any) -> dict:
+    acts = to_numpy(result.acts)
+    if acts.ndim == 3 and acts.shape[0] == 1:
+        acts = acts[0]
+    if acts.ndim != 2:
+        raise ValueError(f"SAE activations must be [T, n_features], got {list(acts.shape)}")
+    ids = getattr(result, "feature_ids", None)
+    ids = list(range(acts.shape[1])) if ids is None else [int(i) for i in to_numpy(ids, np.int64)]
+    return {"acts": acts, "ids": ids, "tokens": [str(t) for t in result.tokens],
+            "labels": [str(x) for x in (getattr(result, "labels", None) or [])]}
+
+
+def to_html(result: Any, *, title: str | None = None) -> str:
+    f = _fields(result)
+    order = np.argsort(-f["acts"].max(axis=0), kind="stable")
+    data = {"acts": np.round(f["acts"].astype(np.float64), 4).tolist(), "ids": f["ids"], "labels": f["labels"],
+            "tokens": [display_token(t) for t in f["tokens"]], "order": order.tolist()}
+    T, F = f["acts"].shape
+    return document("sae", title or "SAE features", data, SCRIPT, subtitle=f"{F} features over {T} tokens")
+
+
+def plot(result: Any, *, ax: Any = None, top: int = 20, title: str | None = None) -> Any:
+    """Tokens x the ``top`` features by maximum activation."""
+    f = _fields(result)
+    order = np.argsort(-f["acts"].max(axis=0), kind="stable")[:top]
+    fig, ax = figure.axes(ax, figsize=(max(6, 0.35 * len(f["tokens"]) + 2), max(3, 0.3 * len(order) + 1.5)))
+    figure.heatmap(ax, f["acts"][:, order].T, xlabels=f["tokens"], ylabels=[f["ids"][i] for i in order],
+                   colorbar="activation", cmap="Oranges", vmin=0)
+    ax.set_xlabel("token")
+    ax.set_ylabel("feature")
+    ax.set_title(title or "SAE features")
+    return fig
+
+
+SCRIPT = r"""
+function (root, d, M) {
+  const T = d.tokens.length, F = d.ids.length;
+  const col = k => d.acts.map(r => r[k]);
+  const name = k => "#" + d.ids[k] + (d.labels[k] ? " " + d.labels[k] : "");
+  const max = k => Math.max(...col(k));
+  let feat = d.order[0];
+  const ctrl = M.el("div", "mlxs-ctrl"); root.appendChild(ctrl);
+  const sel = M.select("feature", d.order.map(k => [k, name(k) + " (max " + M.fmt(max(k), 2) + ")"]), v => { feat = +v; paint(); });
+  ctrl.appendChild(sel);
+  const text = M.el("div", "mlxs-text"), spans = [];
+  d.tokens.forEach((t, i) => {
+    const e = M.el("span", "mlxs-tok", t); e.dataset.pos = i; spans.push(e); text.appendChild(e);
+    e.addEventListener("mouseenter", () => {
+      const top = d.acts[i].map((v, k) => [v, k]).filter(x => x[0] > 0).sort((a, b) => b[0] - a[0]).slice(0, 8);
+      info.textContent = "token " + i + " " + JSON.stringify(t) + "\n" +
+        (top.length ? top.map(([v, k]) => name(k) + " " + M.fmt(v, 3)).join("\n") : "no active feature");
+    });
+  });
+  root.appendChild(text);
+  const info = M.el("div", "mlxs-info"); root.appendChild(info);
+  function paint() {
+    const m = max(feat) || 1;
+    spans.forEach((e, i) => {
+      const v = d.acts[i][feat]; e.dataset.v = v.toFixed(3); e.title = name(feat) + " " + v.toFixed(3);
+      const a = Math.max(0, v / m);
+      e.style.background = "rgba(240,120,20," + a.toFixed(3) + ")"; e.style.color = a > 0.6 ? "#fff" : "#222";
+    });
+  }
+  paint();
+}
+"""

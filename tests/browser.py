@@ -1,0 +1,75 @@
+"""A real browser for the view tests: Playwright driving Debian's Chromium.
+
+Screenshots go to ``tmp/artifacts/`` at the repository root (``MLXSIGHT_ARTIFACTS`` overrides it);
+with ``MLXSIGHT_DOCS_IMG=1`` they are also copied into ``docs/img/`` for the docs. The tests skip,
+saying why, only where Chromium or Playwright is missing; under CI (``CI`` set) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("MLXSIGHT_ARTIFACTS", ROOT / "tmp" / "artifacts"))
+
+
+def chromium_or_skip() -> str:
+    """The Chromium executable, or a skip (a failure under CI) that says what is missing."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install -e '.[test]')")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        missing.append("a chromium executable (apt-get install chromium)")
+    if missing:
+        reason = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; .ci/run installs both")
+        pytest.skip(reason)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A browser page that records console errors and uncaught exceptions."""
+
+    def __init__(self, browser, width: int = 1200, height: int = 800):
+        self.page = browser.new_page(viewport={"width": width, "height": height})
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.page.close()
+
+    def open_file(self, path: Path) -> None:
+        self.page.goto(Path(path).resolve().as_uri())
+        self.page.wait_for_selector(".mlxs[data-ready='1']", timeout=30_000)
+
+    def screenshot(self, name: str, **kw) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), **kw)
+        if os.environ.get("MLXSIGHT_DOCS_IMG") == "1":
+            (ROOT / "docs" / "img").mkdir(exist_ok=True)
+            shutil.copy(path, ROOT / "docs" / "img" / path.name)
+        return path

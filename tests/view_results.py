@@ -1,0 +1,100 @@
+"""Small hand-built toolkit results for the view tests, with hostile token text (``<script>`` etc.)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlxsight.tools import AttentionPatterns, HeadScores, LensResult, Result
+
+TOKENS = ["<s>", "\u2581Once", "\u2581upon", "<script>alert(1)</script>", "\u2581a", "&amp;", "\u2581time", "\n"]
+
+
+def softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def lens(seed=0, n_layers=4, vocab=12, k=3):
+    rng = np.random.default_rng(seed)
+    T = len(TOKENS)
+    probs = softmax(rng.normal(size=(n_layers, T, vocab)) * 3).astype(np.float32)
+    words = [f"w{i}" for i in range(vocab - 2)] + ["</script><b>x", "\u2581the"]
+    top_ids = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+    targets = rng.integers(0, vocab, size=T)
+    p_target = np.take_along_axis(probs, np.broadcast_to(targets[None, :, None], (n_layers, T, 1)), -1)[..., 0]
+    rank = (probs > p_target[..., None]).sum(-1)
+    return LensResult(
+        probs=probs, layers=list(range(n_layers)), labels=[str(i) for i in range(n_layers)], tokens=list(TOKENS),
+        input_ids=list(range(T)), top_ids=top_ids, top_probs=np.take_along_axis(probs, top_ids, -1),
+        top_tokens=[[[words[i] for i in row] for row in layer] for layer in top_ids.tolist()],
+        targets=targets.tolist(), target_nll=-np.log(p_target), target_rank=rank, kind="logit")
+
+
+def attention(seed=0, n_layers=3, n_heads=4, tokens=TOKENS):
+    rng = np.random.default_rng(seed)
+    T = len(tokens)
+    scores = rng.normal(size=(n_layers, n_heads, T, T)) * 2
+    scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
+    return AttentionPatterns(weights=softmax(scores).astype(np.float32), layers=list(range(n_layers)),
+                             tokens=list(tokens), input_ids=list(range(T)))
+
+
+def heads(seed=0, n_layers=4, n_heads=6):
+    rng = np.random.default_rng(seed)
+    return HeadScores(scores=rng.uniform(size=(n_layers, n_heads)).astype(np.float32), kind="induction",
+                      tokens=list(TOKENS), input_ids=list(range(len(TOKENS))))
+
+
+# Stand-ins with the fields the toolkit issue names, until tools-patch and sae land their classes.
+@dataclass(repr=False)
+class PatchingResult(Result):
+    scores: np.ndarray
+    clean: float
+    corrupted: float
+    layers: list
+    positions: list
+    component: str
+    tokens: list
+    metric: str
+
+    @property
+    def normalized(self):
+        return (self.scores - self.corrupted) / (self.clean - self.corrupted)
+
+
+@dataclass(repr=False)
+class SteeringComparison(Result):
+    prompt: str
+    scales: list
+    texts: list
+    layer: int
+
+
+@dataclass(repr=False)
+class FeatureActivations(Result):
+    acts: np.ndarray
+    feature_ids: list
+    tokens: list
+
+
+def patching(seed=0, n_layers=4):
+    rng = np.random.default_rng(seed)
+    T = len(TOKENS)
+    return PatchingResult(scores=rng.normal(size=(n_layers, T)).astype(np.float32), clean=2.5, corrupted=-1.0,
+                          layers=list(range(n_layers)), positions=list(range(T)), component="resid",
+                          tokens=list(TOKENS), metric="logit_diff")
+
+
+def steering():
+    prompt = "Once upon a time"
+    return SteeringComparison(prompt=prompt, scales=[-4.0, 0.0, 4.0, 8.0], layer=2, texts=[
+        prompt + " there was a sad <script>alert(1)</script> dog.", prompt + " there was a girl.",
+        prompt + " there was a happy & kind girl.", prompt + " happy happy happy."])
+
+
+def sae(seed=0, n_features=6):
+    rng = np.random.default_rng(seed)
+    acts = np.maximum(rng.normal(size=(len(TOKENS), n_features)), 0).astype(np.float32)
+    return FeatureActivations(acts=acts, feature_ids=[10 * i + 3 for i in range(n_features)], tokens=list(TOKENS))
