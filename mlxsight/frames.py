@@ -13,6 +13,8 @@ import sys
 from types import FrameType
 from typing import Any, Callable
 
+from .tree import contains
+
 _SMALL = 64  # pre-existing containers up to this size are always searched for proxies
 
 
@@ -97,19 +99,11 @@ def _unaccounted(saved: dict[int, Any], pushes: list, containers: list) -> bool:
     return any(key not in found for key in saved)
 
 
-def holds(value: Any, is_ours: Callable[[Any], bool], depth: int = 2) -> bool:
-    """Whether ``value`` is, or holds within ``depth`` levels of lists/tuples/dicts, one of ours.
+def holds(value: Any, is_ours: Callable[[Any], bool]) -> bool:
+    """Whether ``value`` is, or holds within two levels of containers, one of ours.
 
     Shallow on purpose: it runs over the caller's variables at each block's exit."""
-    if is_ours(value):
-        return True
-    if depth == 0:
-        return False
-    if isinstance(value, (list, tuple)):
-        return any(holds(v, is_ours, depth - 1) for v in value)
-    if isinstance(value, dict):
-        return any(holds(v, is_ours, depth - 1) for v in value.values())
-    return False
+    return contains(value, is_ours, 2)
 
 
 def write_frame(frame: FrameType, updates: dict[str, Any], deletes: list[str]) -> None:

@@ -15,7 +15,7 @@ import mlx.core as mx
 
 from .aliasing import Index, Item, Reshape, ViewSpec, is_basic_key
 from .context import save, torch_semantics
-from .graph import map_matching
+from .tree import map_matching
 from .outputs import ModelOutput
 
 if TYPE_CHECKING:

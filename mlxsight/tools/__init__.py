@@ -17,3 +17,16 @@ __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
     "LensResult", "AttentionPatterns", "HeadScores",
 ]
+
+# --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---
+from .sae import SAE, Site  # noqa: E402
+from .sae_analysis import (  # noqa: E402
+    FeatureActivations, FeatureAttribution, TopContexts, ablate, attribute, clamp, feature_activations, splice,
+    steer, top_contexts,
+)
+
+__all__ += [
+    "SAE", "Site", "FeatureActivations", "FeatureAttribution", "TopContexts", "splice", "ablate", "clamp", "steer",
+    "feature_activations", "top_contexts", "attribute",
+]
+# --- end sparse autoencoders ---
