@@ -52,7 +52,7 @@ class Explorer:
     """The model on its own thread, and the analyses the pages call (each returns HTML or streams text).
 
     ``model`` is a checkpoint path (or repo id) or a function returning a model; either way it is
-    loaded on the model thread. ``sae`` likewise (a path for ``mlxsight.tools.sae.load``, or a loader).
+    loaded on the model thread. ``sae`` likewise (a path for ``mlxsight.tools.SAE.load``, or a loader).
     """
 
     def __init__(self, model: str | Path | Callable[[], Any], *, sae: Any = None, limits: Limits = Limits()) -> None:
@@ -68,16 +68,14 @@ class Explorer:
 
         model = model() if callable(model) else mlxsight.LanguageModel(str(model))
         if sae is not None and not callable(sae):
-            from ..tools import sae as sae_tools
-
-            sae = sae_tools.load(sae)
+            sae = tools.SAE.load(sae)
         return model, (sae() if callable(sae) else sae)
 
     def available(self) -> set[str]:
         """The explorers this install's toolkit supports (the others are left out of the app)."""
         need = {"lens": ("logit_lens",), "attention": ("attention_patterns",), "heads": ("head_scores",),
                 "patching": ("activation_patching", "logit_diff"), "steering": ("steering_vector",),
-                "sae": ("sae_features",)}
+                "sae": ("feature_activations",)}
         found = {name for name, fns in need.items() if all(hasattr(tools, f) for f in fns)}
         if self.sae is None:
             found.discard("sae")
@@ -150,7 +148,7 @@ class Explorer:
     def sae_features(self, form: dict) -> str:
         if self.sae is None:
             raise BadRequest("no SAE was given: start the app with --sae PATH")
-        return views.to_html(tools.sae_features(self.model, self.sae, self.prompt(form)))
+        return views.to_html(tools.feature_activations(self.model, self.sae, self.prompt(form)))
 
     def generate(self, form: dict, emit: Callable[[str], None], steer: bool = False) -> None:
         """Generate from the form's prompt, calling ``emit`` with each new piece of text."""

@@ -85,8 +85,8 @@ async function (root, d, M) {
   const strips = [["attends to", (i, j) => at(li, head, sel, j)], ["is attended by", (i, j) => at(li, head, j, sel)]];
   const spans = [];
   strips.forEach(([name, f], s) => {
-    const row = M.el("div", "mlxs-strip"); row.dataset.strip = s ? "from" : "to";
-    const label = M.el("span", "mlxs-sub"); row.appendChild(label); spans.push({label, toks: []});
+    const label = M.el("div", "mlxs-sub"); root.appendChild(label);  // own line: tokens never move on hover
+    const row = M.el("div", "mlxs-strip"); row.dataset.strip = s ? "from" : "to"; spans.push({label, toks: []});
     d.tokens.forEach((t, j) => {
       const e = M.el("span", "mlxs-tok", t); e.dataset.pos = j;
       e.addEventListener("mouseenter", () => { sel = j; update(); });
@@ -131,7 +131,7 @@ async function (root, d, M) {
   function update() {
     const who = JSON.stringify(d.tokens[sel]) + "@" + sel;
     strips.forEach(([name, f], s) => {
-      spans[s].label.textContent = who + " " + name + ": ";
+      spans[s].label.textContent = who + " " + name + ":";
       let mx = 1e-9; for (let j = 0; j < T; j++) mx = Math.max(mx, f(0, j));
       spans[s].toks.forEach((e, j) => {
         const v = f(0, j); e.dataset.v = v.toFixed(3); e.title = v.toFixed(3);

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import figure
-from .page import document, to_numpy
+from .page import document, floats, to_numpy
 
 
 def _fields(result: Any) -> tuple[np.ndarray, list[int], str]:
@@ -26,8 +26,8 @@ def _top(result: Any, scores: np.ndarray, k: int) -> list[tuple[int, int, float]
 
 def to_html(result: Any, *, title: str | None = None, top_k: int = 10) -> str:
     scores, layers, kind = _fields(result)
-    data = {"scores": np.round(scores.astype(np.float64), 5).tolist(), "layers": layers, "kind": kind,
-            "top": [[layers[i], h, round(v, 5)] for i, h, v in _top(result, scores, top_k)]}
+    data = {"scores": floats(scores), "layers": layers, "kind": kind,
+            "top": [[layers[i], h, v] for i, h, v in _top(result, scores, top_k)]}
     return document("heads", title or f"{kind} head scores", data, SCRIPT,
                     subtitle=f"{scores.shape[0]} layers x {scores.shape[1]} heads")
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import figure
-from .page import display_token, document, to_numpy
+from .page import display_token, document, floats, to_numpy
 
 
 def _fields(result: Any) -> dict:
@@ -43,8 +43,8 @@ def to_html(result: Any, *, title: str | None = None) -> str:
     ids = [[[vocab.setdefault(display_token(t), len(vocab)) for t in row] for row in layer] for layer in f["top_tokens"]]
     data = {
         "layers": f["labels"], "tokens": [display_token(t) for t in f["tokens"]], "vocab": list(vocab),
-        "top": ids, "probs": np.round(f["top_probs"].astype(np.float64), 5).tolist(),
-        "nll": None if f["nll"] is None else np.round(f["nll"].astype(np.float64), 4).tolist(),
+        "top": ids, "probs": floats(f["top_probs"]),
+        "nll": None if f["nll"] is None else floats(f["nll"]),
         "rank": None if f["rank"] is None else f["rank"].tolist(),
     }
     n_layers, T, k = f["top_probs"].shape

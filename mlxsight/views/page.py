@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["esc", "encode_array", "display_token", "document", "to_numpy"]
+__all__ = ["esc", "encode_array", "display_token", "document", "floats", "to_numpy"]
 
 
 def esc(text: Any) -> str:
@@ -47,6 +47,17 @@ def to_numpy(value: Any, dtype: Any = np.float32) -> np.ndarray:
 
         value = np.asarray(value.astype(mx.float32)) if np.dtype(dtype).kind == "f" else np.asarray(value)
     return np.asarray(value, dtype=dtype)
+
+
+def floats(values: Any) -> list:
+    """``values`` as nested lists of exact floats (the page prints them as Python would); non-finite as None."""
+    a = to_numpy(values, np.float64)
+    out = np.where(np.isfinite(a), a, np.nan).tolist()
+
+    def clean(x: Any) -> Any:
+        return [clean(v) for v in x] if isinstance(x, list) else (None if x != x else x)
+
+    return clean(out)
 
 
 def encode_array(values: Any, lo: float | None = None, hi: float | None = None) -> dict:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import figure
-from .page import display_token, document, to_numpy
+from .page import display_token, document, floats, to_numpy
 
 
 def normalised(result: Any) -> np.ndarray:
@@ -43,8 +43,8 @@ def _fields(result: Any) -> dict:
 
 def to_html(result: Any, *, title: str | None = None) -> str:
     f = _fields(result)
-    data = {"scores": np.round(f["scores"].astype(np.float64), 6).tolist(),
-            "norm": np.round(f["norm"].astype(np.float64), 6).tolist(),
+    data = {"scores": floats(f["scores"]),
+            "norm": floats(f["norm"]),
             "layers": f["layers"], "columns": f["columns"], "component": f["component"], "metric": f["metric"],
             "clean": f["clean"], "corrupted": f["corrupted"]}
     return document("patching", title or f"{f['method']} patching: {f['component']}", data, SCRIPT,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import figure
-from .page import display_token, document, to_numpy
+from .page import display_token, document, floats, to_numpy
 
 
 def _fields(result: Any) -> dict:
@@ -26,7 +26,7 @@ def _fields(result: Any) -> dict:
 def to_html(result: Any, *, title: str | None = None) -> str:
     f = _fields(result)
     order = np.argsort(-f["acts"].max(axis=0), kind="stable")
-    data = {"acts": np.round(f["acts"].astype(np.float64), 4).tolist(), "ids": f["ids"], "labels": f["labels"],
+    data = {"acts": floats(f["acts"]), "ids": f["ids"], "labels": f["labels"],
             "tokens": [display_token(t) for t in f["tokens"]], "order": order.tolist()}
     T, F = f["acts"].shape
     return document("sae", title or "SAE features", data, SCRIPT, subtitle=f"{F} features over {T} tokens")
