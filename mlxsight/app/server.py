@@ -161,7 +161,9 @@ class Explorer:
             scale = self.number(form, "scale", 4.0, -100.0, 100.0)
             pos, neg = self.prompt(form, "positive"), self.prompt(form, "negative")
             vector = scale * np.asarray(tools.steering_vector(self.model, [pos], [neg], layer))
-        tokenizer, ids, shown = self.model.tokenizer, [], ""
+        tokenizer = self.model.tokenizer
+        ids = list(tokenizer.encode(prompt))
+        shown = tokenizer.decode(ids, skip_special_tokens=True)  # decoded with the prompt: spaces kept
 
         def on_token(token: Any) -> None:
             nonlocal shown

@@ -105,7 +105,7 @@ def page(name: str, pages: dict[str, Page], *, model_name: str = "", n_layers: i
         body = (f'<h1>{esc(p.title)}</h1><p class="blurb">{esc(p.blurb)}</p>'
                 f'<form id="form" data-endpoint="{esc(p.endpoint)}">{fields}<button type="submit">run</button>'
                 f'<span id="status"></span></form><div id="error" class="error"></div>{answer}')
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mlxsight: {esc(name)}</title>'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mlxsight: {esc(name)}</title><link rel="icon" href="data:,">'
             f'<style>{STYLE}</style></head><body><nav>{nav}</nav><main>{body}</main><script>{SCRIPT}</script>'
             f'</body></html>')
 
