@@ -9,13 +9,17 @@ two backends. The core never imports this package.
 from . import backend
 from .attention import AttentionPatterns
 from .heads import HeadScores
-from .lens import LensResult
+from .lens import LensResult, logit_lens
+from .metrics import kl_div, logit_diff, probability
+from .patching import PatchingResult, activation_patching
 from .result import Result
+from .tuned_lens import TunedLens, sample_corpus
 from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "LensResult", "AttentionPatterns", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "AttentionPatterns", "HeadScores",
+    "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
 ]
 
 # --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---

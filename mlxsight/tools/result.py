@@ -61,7 +61,8 @@ class Result:
             value = getattr(self, f.name)
             if isinstance(value, np.ndarray):
                 parts.append(f"{f.name}=array{list(value.shape)} {value.dtype}")
-            elif isinstance(value, (list, tuple)) and len(value) > 8:
+            elif isinstance(value, (list, tuple)) and (len(value) > 8 or any(isinstance(v, (list, tuple))
+                                                                                for v in value)):
                 parts.append(f"{f.name}=[{len(value)} items]")
             else:
                 parts.append(f"{f.name}={value!r}")

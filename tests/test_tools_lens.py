@@ -1,0 +1,137 @@
+"""tools.logit_lens against a hand-written reference (transformers' layers via torch hooks), on
+every adapted family; both backends on the same checkpoint; and convergence on stories260k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import mlxsight
+from mlxsight import tools
+from tiny_models import ARCHS, cached_checkpoint
+
+PROMPT = "The cat saw a red ball in the park."
+NORMS = {"gpt2": "transformer.ln_f", "gpt_neox": "gpt_neox.final_layer_norm"}
+LAYERS = {"gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers"}
+
+
+def _reference(path, ids, include_embeddings=True):
+    """Per-layer probabilities from transformers itself: decoder outputs captured by torch hooks,
+    decoded by its final norm, output embeddings and (Gemma 2) final soft-capping."""
+    import torch
+    import transformers as tf
+
+    hf = tf.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    arch = hf.config.model_type
+    layers = hf.get_submodule(LAYERS.get(arch, "model.layers"))
+    captured = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o))
+             for layer in layers]
+    if include_embeddings:
+        hooks.append(layers[0].register_forward_pre_hook(
+            lambda m, args, kwargs: captured.insert(0, args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True))
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]))
+        norm = hf.get_submodule(NORMS.get(arch, "model.norm"))
+        logits = hf.get_output_embeddings()(norm(torch.stack(captured)[:, 0]))
+        cap = getattr(hf.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+    for h in hooks:
+        h.remove()
+    return logits.softmax(-1).numpy(), out.logits[0].softmax(-1).numpy()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_matches_transformers(arch):
+    path = cached_checkpoint(arch)
+    model = mlxsight.LanguageModel(path)
+    r = tools.logit_lens(model, PROMPT, include_embeddings=True, targets="next")
+    ref, final = _reference(path, r.input_ids)
+    diff = np.abs(r.probs - ref).max()
+    print(f"{arch}: max |probs - transformers| = {diff:.1e}")
+    assert r.probs.shape == (5, len(r.input_ids), 512) and diff < 1e-5
+    assert np.abs(r.probs[-1] - final).max() < 1e-5  # the last layer's row is the model's output
+    assert r.layers == [-1, 0, 1, 2, 3] and r.labels[0] == "embeddings" and r.kind == "logit"
+    _check_derived(r)
+
+
+def _check_derived(r):
+    """top-k, NLL and rank against the probabilities themselves."""
+    order = np.argsort(-r.probs, axis=-1, kind="stable")[..., :r.top_ids.shape[-1]]
+    assert np.allclose(np.take_along_axis(r.probs, order, -1), r.top_probs, atol=1e-7)
+    assert np.allclose(np.take_along_axis(r.probs, r.top_ids, -1), r.top_probs)
+    assert (np.diff(r.top_probs, axis=-1) <= 0).all()
+    assert r.top_tokens[0][0][0] == model_str(r, r.top_ids[0, 0, 0])
+    if r.targets is not None:
+        t = np.array(r.targets)
+        valid = t >= 0
+        p = np.take_along_axis(r.probs, np.where(valid, t, 0)[None, :, None].repeat(len(r.layers), 0), -1)[..., 0]
+        assert np.allclose(r.target_nll[:, valid], -np.log(p[:, valid]), atol=1e-4)
+        assert np.isnan(r.target_nll[:, ~valid]).all() and (r.target_rank[:, ~valid] == -1).all()
+        rank = (r.probs > p[..., None]).sum(-1)
+        assert (np.abs(rank[:, valid] - r.target_rank[:, valid]) <= 1).all()  # ties in float32 only
+
+
+def model_str(r, token_id):
+    return r.top_tokens[0][0][list(r.top_ids[0, 0]).index(token_id)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_mlx_view_equals_hf_view(arch):
+    path = cached_checkpoint(arch)
+    hf = tools.logit_lens(mlxsight.LanguageModel(path), PROMPT, layers=[0, -1])
+    mlx = tools.logit_lens(mlxsight.LanguageModel(path, view="mlx"), PROMPT, layers=[0, -1])
+    assert hf.layers == mlx.layers == [0, 3] and np.abs(hf.probs - mlx.probs).max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2", "gpt_neox"])
+def test_both_backends(arch):
+    import nnsight
+    from transformers import AutoTokenizer
+
+    path = str(cached_checkpoint(arch))
+    ours = tools.logit_lens(mlxsight.LanguageModel(path), PROMPT, top_k=3, targets="next", include_embeddings=True)
+    theirs = tools.logit_lens(nnsight.LanguageModel(path, tokenizer=AutoTokenizer.from_pretrained(path)), PROMPT,
+                              top_k=3, targets="next", include_embeddings=True)
+    assert ours.input_ids == theirs.input_ids and ours.tokens == theirs.tokens
+    assert np.abs(ours.probs - theirs.probs).max() < 1e-5
+    assert np.nanmax(np.abs(ours.target_nll - theirs.target_nll)) < 1e-4
+    _check_derived(theirs)
+
+
+def test_stories260k_converges(stories_path):
+    """The figures quoted in assets/stories260k/SOURCE.md and the docs."""
+    model = mlxsight.LanguageModel(stories_path)
+    prompt = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+    r = tools.logit_lens(model, prompt, targets="next", include_embeddings=True)
+    nll = np.nanmean(r.target_nll, axis=1)
+    assert np.allclose(nll, [22.91, 12.84, 6.08, 3.00, 1.30, 0.18], atol=0.01), nll
+    assert (np.diff(nll) < 0).all()
+    at = r.tokens.index("to")  # "She loved to" -> "play", only from layer 2 on
+    assert [r.top_tokens[row][at][0] == "play" for row in range(6)] == [False, False, False, True, True, True]
+
+
+@settings(max_examples=15, deadline=None)
+@given(layers=st.lists(st.integers(-5, 4), min_size=1, max_size=6), k=st.integers(1, 8),
+       targets=st.lists(st.one_of(st.none(), st.integers(0, 511)), min_size=8, max_size=8))
+def test_rows_equal_the_full_lens(stories, layers, k, targets):
+    ids = [1, 403, 407, 261, 378, 268, 1026 % 512, 300]
+    full = tools.logit_lens(stories, ids, top_k=8)
+    part = tools.logit_lens(stories, ids, layers=layers, top_k=k, targets=targets)
+    expect = sorted({l % 5 for l in layers})
+    assert part.layers == expect
+    assert np.array_equal(part.probs, full.probs[expect])
+    assert np.array_equal(part.top_ids, full.top_ids[expect, :, :k]) or k == 8
+    _check_derived(part)
+
+
+def test_bad_arguments(stories):
+    with pytest.raises(IndexError, match="layer 5 out of range"):
+        tools.logit_lens(stories, "Hi", layers=[5])
+    with pytest.raises(ValueError, match="targets has 1 entries"):
+        tools.logit_lens(stories, "Once upon", targets=[3])
+    with pytest.raises(TypeError, match="text or a non-empty list"):
+        tools.logit_lens(stories, [])
