@@ -130,25 +130,57 @@ def test_sae_explorer_shows_the_toolkits_activations(server, browser, reference)
         p.screenshot("app-sae", full_page=True)
 
 
-@pytest.mark.parametrize("name,fn,form", [
-    ("lens", "logit_lens", {"prompt": PROMPT, "top_k": 5}),
-    ("attention", "attention_patterns", {"prompt": PROMPT}),
-    ("heads", "head_scores", {"kind": "induction"}),
-    ("patching", "activation_patching", {"clean": "Once upon a time there was a girl named Lily. One day",
-                                         "corrupted": "Once upon a time there was a girl named Tim. One day",
-                                         "good": " Lily", "bad": " Tim", "component": "resid"}),
+def check_lens(frame, reference):
+    r = tools.logit_lens(reference, PROMPT, top_k=5)
+    for i, j in [(0, 0), (len(r.layers) - 1, len(r.tokens) - 1), (2, 5)]:
+        frame.locator(f"td[data-layer='{r.labels[i]}'][data-pos='{j}']").hover()
+        lines = frame.locator(".mlxs-info").inner_text().splitlines()
+        assert [float(x.rsplit(" ", 1)[1]) for x in lines[1:6]] == pytest.approx(r.top_probs[i, j].tolist(), abs=6e-5)
+
+
+def check_patching(frame, reference):
+    form = PATCHING
+    metric = tools.logit_diff(reference.tokenizer.encode(form["good"], add_special_tokens=False)[0],
+                              reference.tokenizer.encode(form["bad"], add_special_tokens=False)[0])
+    r = tools.activation_patching(reference, form["clean"], form["corrupted"], metric, component="resid")
+    shown = frame.locator("td[data-layer]").evaluate_all("es => es.map(e => +e.textContent)")
+    np.testing.assert_allclose(np.array(shown).reshape(r.scores.shape), r.normalized, atol=0.0051)
+
+
+def check_attention(frame, reference):
+    r = tools.attention_patterns(reference, PROMPT)
+    frame.locator("[data-strip='to'] .mlxs-tok[data-pos='4']").hover()
+    to = frame.locator("[data-strip='to'] .mlxs-tok").evaluate_all("es => es.map(e => +e.dataset.v)")
+    np.testing.assert_allclose(to, r.weights[0, 0, 4], atol=0.5 / 255 + 5e-4)
+
+
+def check_heads(frame, reference):
+    r = tools.head_scores(reference, "induction")
+    assert frame.locator("ol li").first.inner_text() == "L{}H{}  {:.4f}".format(*r.top(1)[0])
+
+
+PATCHING = {"clean": "Once upon a time there was a girl named Lily. One day",
+            "corrupted": "Once upon a time there was a girl named Tim. One day",
+            "good": " Lily", "bad": " Tim", "component": "resid"}
+
+
+@pytest.mark.parametrize("name,fn,check", [
+    ("lens", "logit_lens", check_lens),
+    ("attention", "attention_patterns", check_attention),
+    ("heads", "head_scores", check_heads),
+    ("patching", "activation_patching", check_patching),
 ])
-def test_analysis_explorers_render_the_toolkits_result(server, browser, reference, name, fn, form):  # noqa: F811
+def test_analysis_explorers_show_the_toolkits_numbers(server, browser, reference, name, fn, check):  # noqa: F811
     if not hasattr(tools, fn):
         pytest.skip(f"mlxsight.tools.{fn} is not in this tree yet (toolkit branch not merged)")
-    html = httpx.post(f"{server}/api/{name}", json=form, timeout=300).json()["html"]
-    assert html.count('class="mlxs"') == 1
     with Page(browser, height=900) as p:
         page = p.page
-        page.goto(f"{server}/{name}")
+        page.goto(f"{server}/{name}")  # the form's defaults: PROMPT, and PATCHING for patching
         page.click("button[type=submit]")
         page.wait_for_selector("body[data-state=done]", timeout=120_000)
-        page.frame_locator("#out").locator(".mlxs[data-ready='1']").wait_for()
+        frame = page.frame_locator("#out")
+        frame.locator(".mlxs[data-ready='1']").wait_for()
+        check(frame, reference)
         assert p.errors == []
         p.screenshot(f"app-{name}", full_page=True)
 

@@ -20,7 +20,7 @@ from browser import ARTIFACTS, Page, browser  # noqa: F401  (fixture)
 from mlxsight import views
 from mlxsight.views import page as page_module
 
-KINDS = ["lens", "attention", "heads", "patching", "steering", "sae"]
+KINDS = ["lens", "attention", "heads", "patching", "patching_heads", "steering", "sae"]
 
 
 def make(kind):
@@ -176,6 +176,18 @@ def test_patching_heatmap_with_token_labels(browser, tmp_path):  # noqa: F811
         assert page.inner_text(cell) == f"{r.scores[1, 3]:.2f}"
         assert p.errors == []
         p.screenshot("view-patching", full_page=True)
+
+
+def test_patching_per_position_heads_pick_a_head(browser, tmp_path):  # noqa: F811
+    r = R.patching_heads()
+    with open_view(browser, tmp_path, r, "patching-heads") as p:
+        page = p.page
+        page.select_option("label:has-text('head') select", "2")
+        cell = "td[data-layer='1'][data-col='4']"
+        assert page.inner_text(cell) == f"{r.normalized[1, 4, 2]:.2f}"
+        page.hover(cell)
+        assert page.inner_text(".mlxs-info").splitlines()[1] == f"logit_diff {r.scores[1, 4, 2]:.4f}"
+        assert p.errors == []
 
 
 def test_steering_slider_picks_the_scale(browser, tmp_path):  # noqa: F811

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlxsight.tools import AttentionPatterns, HeadScores, LensResult, Result
+from mlxsight.tools import AttentionPatterns, FeatureActivations, HeadScores, LensResult, PatchingResult, Result
 
 TOKENS = ["<s>", "\u2581Once", "\u2581upon", "<script>alert(1)</script>", "\u2581a", "&amp;", "\u2581time", "\n"]
 
@@ -47,23 +47,7 @@ def heads(seed=0, n_layers=4, n_heads=6):
                       tokens=list(TOKENS), input_ids=list(range(len(TOKENS))))
 
 
-# Stand-ins with the fields the toolkit issue names, until tools-patch and sae land their classes.
-@dataclass(repr=False)
-class PatchingResult(Result):
-    scores: np.ndarray
-    clean: float
-    corrupted: float
-    layers: list
-    positions: list
-    component: str
-    tokens: list
-    metric: str
-
-    @property
-    def normalized(self):
-        return (self.scores - self.corrupted) / (self.clean - self.corrupted)
-
-
+# A stand-in with the fields the toolkit issue names, until the steering result lands.
 @dataclass(repr=False)
 class SteeringComparison(Result):
     prompt: str
@@ -72,19 +56,20 @@ class SteeringComparison(Result):
     layer: int
 
 
-@dataclass(repr=False)
-class FeatureActivations(Result):
-    acts: np.ndarray
-    feature_ids: list
-    tokens: list
-
-
 def patching(seed=0, n_layers=4):
     rng = np.random.default_rng(seed)
     T = len(TOKENS)
     return PatchingResult(scores=rng.normal(size=(n_layers, T)).astype(np.float32), clean=2.5, corrupted=-1.0,
-                          layers=list(range(n_layers)), positions=list(range(T)), component="resid",
+                          layers=list(range(n_layers)), positions=list(range(T)), heads=None, component="resid",
                           tokens=list(TOKENS), metric="logit_diff")
+
+
+def patching_heads(seed=0, n_layers=3, n_heads=4):
+    rng = np.random.default_rng(seed)
+    T = len(TOKENS)
+    return PatchingResult(scores=rng.normal(size=(n_layers, T, n_heads)).astype(np.float32), clean=1.0, corrupted=0.0,
+                          layers=list(range(n_layers)), positions=list(range(T)), heads=list(range(n_heads)),
+                          component="heads", tokens=list(TOKENS), metric="logit_diff")
 
 
 def steering():
@@ -97,4 +82,5 @@ def steering():
 def sae(seed=0, n_features=6):
     rng = np.random.default_rng(seed)
     acts = np.maximum(rng.normal(size=(len(TOKENS), n_features)), 0).astype(np.float32)
-    return FeatureActivations(acts=acts, feature_ids=[10 * i + 3 for i in range(n_features)], tokens=list(TOKENS))
+    return FeatureActivations(acts=acts, feature_ids=np.array([10 * i + 3 for i in range(n_features)]),
+                              tokens=list(TOKENS), prompt="".join(TOKENS))
