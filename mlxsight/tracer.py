@@ -140,6 +140,13 @@ class Invoke:
 class Tracer:
     """Records a trace block as an intervention graph; runs it on exit."""
 
+    _pushed: dict | None = None  # the saved values pushed to the caller, once run
+
+    def _repr_html_(self) -> str:
+        from .notebook import tracer_html
+
+        return tracer_html(self, self._pushed)
+
     def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
         self.model = model
         self.scan = scan
@@ -566,6 +573,7 @@ class Tracer:
         if transform is not None:
             updates = {k: transform(v) for k, v in updates.items()}
         self._frame.push(self._locals, updates, self.holds_proxy)
+        self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
     def owns(self, value: Any) -> bool:
