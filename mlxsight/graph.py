@@ -113,7 +113,7 @@ class Graph:
     def _repr_html_(self) -> str:
         from .notebook import graph_html
 
-        return graph_html(self)
+        return graph_html(self, format_node)
 
 
 def format_arg(value: Any) -> str:

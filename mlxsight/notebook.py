@@ -27,10 +27,9 @@ def envoy_html(envoy: Any) -> str:
             f"<pre class='mlxs-nb'>{_esc(repr(envoy))}</pre></details>")
 
 
-def graph_html(graph: Any) -> str:
-    """One row per node: its name, the operation as code, what leaves the trace, and the user's line."""
-    from .graph import format_node
-
+def graph_html(graph: Any, format_node: Any) -> str:
+    """One row per node: its name, the operation as code (``format_node``), what leaves the trace, and
+    the user's line."""
     rows = []
     for node in graph.nodes:
         code = format_node(node)
@@ -68,7 +67,7 @@ def tracer_html(tracer: Any, values: dict[str, Any] | None) -> str:
     parts = [f"<div><b>{_esc(type(tracer).__name__)}</b> ({state}, {len(tracer.graph)} nodes)</div>"]
     if values is not None:
         parts.append(values_html(values))
-    parts.append(f"<details><summary>graph</summary>{graph_html(tracer.graph)}</details>")
+    parts.append(f"<details><summary>graph</summary>{tracer.graph._repr_html_()}</details>")
     return "".join(parts)
 
 
