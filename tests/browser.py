@@ -66,10 +66,20 @@ class Page:
         self.page.wait_for_selector(".mlxs[data-ready='1']", timeout=30_000)
 
     def screenshot(self, name: str, **kw) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
+        path = artifact(f"{name}.png")
         self.page.screenshot(path=str(path), **kw)
-        if os.environ.get("MLXSIGHT_DOCS_IMG") == "1":
-            (ROOT / "docs" / "img").mkdir(exist_ok=True)
-            shutil.copy(path, ROOT / "docs" / "img" / path.name)
-        return path
+        return publish(path)
+
+
+def artifact(name: str) -> Path:
+    """Where a test keeps the artifact ``name``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
+
+
+def publish(path: Path) -> Path:
+    """Copy an artifact into docs/img/ when ``MLXSIGHT_DOCS_IMG=1`` (how the docs' pictures are made)."""
+    if os.environ.get("MLXSIGHT_DOCS_IMG") == "1":
+        (ROOT / "docs" / "img").mkdir(exist_ok=True)
+        shutil.copy(path, ROOT / "docs" / "img" / path.name)
+    return path

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import view_results as R
-from browser import ARTIFACTS, Page, browser  # noqa: F401  (fixture)
+from browser import Page, artifact, browser, publish  # noqa: F401  (fixture)
 from mlxsight import views
 from mlxsight.views import page as page_module
 
@@ -58,6 +58,8 @@ def test_plot_returns_a_figure(kind):
     fig = views.plot(make(kind))
     assert isinstance(fig, Figure) and fig.axes
     assert fig.axes[0].images or fig.axes[0].texts or fig.axes[0].lines
+    fig.savefig(artifact(f"plot-{kind}.png"), dpi=72)
+    publish(artifact(f"plot-{kind}.png"))
 
 
 def test_plot_draws_into_a_given_axes():
@@ -120,6 +122,7 @@ def test_lens_cells_show_top_tokens_and_probabilities(browser, tmp_path):  # noq
         assert cell == page_module.display_token(r.top_tokens[1][2][0])
         assert page.locator("th", has_text="<script>alert(1)</script>").count() == 1
         page.select_option("select", "target")
+        page.hover("td[data-layer='2'][data-pos='3']")
         assert p.errors == []
         p.screenshot("view-lens", full_page=True)
 
@@ -140,13 +143,13 @@ def test_attention_hover_shows_both_directions_and_switches_heads(browser, tmp_p
         assert info.startswith("layer 1, head 2")
         best = int(np.argmax(w[1, 2, 5]))
         assert f'attends to: {json_str(R.TOKENS[best].replace(chr(0x2581), " "))}@{best}' in info
+        p.screenshot("view-attention", full_page=True)
         page.select_option("label:has-text('head') select", "-1")  # mean of heads
         page.hover("[data-strip='to'] .mlxs-tok[data-pos='3']")
         to = [float(x) for x in page.eval_on_selector_all("[data-strip='to'] .mlxs-tok", "es => es.map(e => e.dataset.v)")]
         np.testing.assert_allclose(to, w[1, :, 3, :].mean(0), atol=0.5 / 255 + 5e-4)
         assert page.locator(".mlxs-tok", has_text="<script>alert(1)</script>").count() == 2
         assert p.errors == []
-        p.screenshot("view-attention", full_page=True)
 
 
 def test_heads_grid_and_top_list(browser, tmp_path):  # noqa: F811
@@ -157,6 +160,7 @@ def test_heads_grid_and_top_list(browser, tmp_path):  # noqa: F811
         assert page.inner_text(".mlxs-info") == f"layer 2, head 4\ninduction {r.scores[2, 4]:.4f}"
         top = page.eval_on_selector_all("ol li", "es => es.map(e => e.textContent)")
         assert top[:5] == [f"L{layer}H{head}  {score:.4f}" for layer, head, score in r.top(5)]
+        page.hover("td[data-layer='2'][data-head='4']")
         assert p.errors == []
         p.screenshot("view-heads", full_page=True)
 
@@ -174,6 +178,8 @@ def test_patching_heatmap_with_token_labels(browser, tmp_path):  # noqa: F811
         assert info[1:] == [f"logit_diff {r.scores[1, 3]:.4f}", f"normalised {r.normalized[1, 3]:.4f}"]
         page.select_option("select", "scores")
         assert page.inner_text(cell) == f"{r.scores[1, 3]:.2f}"
+        page.select_option("select", "norm")
+        page.hover(cell)
         assert p.errors == []
         p.screenshot("view-patching", full_page=True)
 
@@ -234,11 +240,9 @@ def test_attention_12_layers_12_heads_256_tokens_size_and_first_render(browser, 
     record_property("attention_12x12x256_bytes", size)
     record_property("attention_12x12x256_first_render_s", round(render_s, 3))
     print(f"\nattention 12x12x256: {size / 1e6:.2f} MB, written in {encode_s:.2f} s, first render {render_s:.2f} s")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "attention-12x12x256.txt").write_text(
+    artifact("attention-12x12x256.txt").write_text(
         f"file {size} bytes, encode {encode_s:.3f} s, first render (file:// load to ready) {render_s:.3f} s\n")
-    assert size < 8e6  # random (incompressible) weights; real attention compresses further
-    assert render_s < 10
+    assert size < 8e6  # random weights; real attention compresses further (render time: reported, not asserted)
 
 
 def json_str(text):

@@ -50,7 +50,7 @@ function (root, d, M) {
   const S = d.scores, L = S.length, H = S[0].length;
   let lo = Infinity, hi = -Infinity; S.forEach(r => r.forEach(v => { lo = Math.min(lo, v); hi = Math.max(hi, v); }));
   const bound = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
-  const info = M.el("div", "mlxs-info"); root.appendChild(info);
+  const info = M.el("div", "mlxs-info", "hover a head for its score");
   const tip = M.tip(root), table = M.el("table", "mlxs-grid");
   const head = M.el("tr"); head.appendChild(M.el("th", null, "layer \\ head"));
   for (let h = 0; h < H; h++) head.appendChild(M.el("th", null, h));
@@ -68,7 +68,7 @@ function (root, d, M) {
     }
     table.appendChild(tr);
   }
-  root.appendChild(table);
+  root.appendChild(table); root.appendChild(info);
   const list = M.el("ol", "mlxs-top");
   d.top.forEach(([l, h, v]) => list.appendChild(M.el("li", null, "L" + l + "H" + h + "  " + M.fmt(v, 4))));
   root.appendChild(M.el("div", "mlxs-sub", "top heads"));

@@ -79,7 +79,8 @@ function (root, d, M) {
   let mode = "top";
   const ctrl = M.el("div", "mlxs-ctrl"); root.appendChild(ctrl);
   if (modes.length > 1) ctrl.appendChild(M.select("colour", modes, v => { mode = v; paint(); }));
-  const info = M.el("div", "mlxs-info"); ctrl.appendChild(info);
+  const info = M.el("div", "mlxs-info");  // below the grid: filling it never moves the cells
+  info.textContent = "hover a cell for its top " + K + " tokens";
   const tip = M.tip(root);
   const table = M.el("table", "mlxs-grid"), cells = [];
   const head = M.el("tr"); head.appendChild(M.el("th", null, "layer"));
@@ -97,7 +98,7 @@ function (root, d, M) {
     }
     table.appendChild(tr);
   }
-  root.appendChild(table);
+  root.appendChild(table); root.appendChild(info);
   function value(i, j) {
     if (mode === "top") return d.probs[i][j][0];
     if (mode === "target") return Math.exp(-d.nll[i][j]);

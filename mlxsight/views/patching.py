@@ -82,7 +82,7 @@ function (root, d, M) {
   const ctrl = M.el("div", "mlxs-ctrl"); root.appendChild(ctrl);
   ctrl.appendChild(M.select("show", [["norm", "normalised (1 = clean)"], ["scores", d.metric + " (raw)"]], v => { which = v; paint(); }));
   if (d.heads) ctrl.appendChild(M.select("head", d.heads.map((h, k) => [k, h]), v => { hi = +v; paint(); }));
-  const info = M.el("div", "mlxs-info"); ctrl.appendChild(info);
+  const info = M.el("div", "mlxs-info", "hover a cell for its values");  // below the grid, as in the lens
   const tip = M.tip(root), table = M.el("table", "mlxs-grid"), cells = [];
   const head = M.el("tr"); head.appendChild(M.el("th", null, "layer"));
   d.columns.forEach(c => head.appendChild(M.el("th", null, c)));
@@ -100,7 +100,7 @@ function (root, d, M) {
     }
     table.appendChild(tr);
   }
-  root.appendChild(table);
+  root.appendChild(table); root.appendChild(info);
   function paint() {
     const V = d[which]; let b = 1e-12;
     for (let i = 0; i < L; i++) for (let j = 0; j < P; j++) b = Math.max(b, Math.abs(at(V, i, j)));
