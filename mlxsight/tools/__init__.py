@@ -7,7 +7,7 @@ two backends. The core never imports this package.
 """
 
 from . import backend
-from .attention import AttentionPatterns
+from .attention import AttentionPatterns, attention_patterns
 from .heads import HeadScores
 from .lens import LensResult, logit_lens
 from .metrics import kl_div, logit_diff, probability
@@ -18,7 +18,7 @@ from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "AttentionPatterns", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "HeadScores",
     "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
 ]
 
