@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .aliasing import Item
 from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where
 from .graph import Graph, HookPoint, Node
 from .structure import Structure
@@ -117,9 +118,22 @@ def _check_skipped(graph: Graph) -> None:
 
 
 def grad_key(node: Node) -> Any:
-    """What a ``grad`` node differentiates with respect to: a hook point's value, or a node."""
-    kind, point, _ = node.target
-    return ("slot", point) if kind == "slot" else ("node", node.args[0].index)
+    """What a ``grad`` node differentiates with respect to: a hook point's value (the array the
+    leading element lookups of its view chain reach, e.g. ``.input`` in ``(args, kwargs)``), or a node."""
+    kind, point, chain = node.target
+    if kind != "slot":
+        return ("node", node.args[0].index)
+    return ("slot", point, grad_items(chain))
+
+
+def grad_items(chain: tuple) -> tuple:
+    """The leading element lookups (``Item``) of a view chain: the path to an array in a tree."""
+    items = []
+    for spec in chain:
+        if not isinstance(spec, Item):
+            break
+        items.append(spec)
+    return tuple(items)
 
 
 def _after_backward(graph: Graph, order, origin) -> set[int]:

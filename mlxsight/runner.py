@@ -107,7 +107,8 @@ class Runner:
         # The targets' real (batched, padded) shapes are known only by building the forward; MLX
         # builds it lazily, so this costs graph construction, not computation.
         self._forward(forward)
-        shapes = [self.env[g.args[0].index] for g in schedule.grad_targets]
+        shapes = [_follow(self.env[g.args[0].index], key[2]) if key[0] == "slot" else self.env[g.args[0].index]
+                  for g, key in zip(schedule.grad_targets, keys)]
         zeros = [mx.zeros(v.shape, v.dtype) for v in shapes]
         forward_env: dict[Any, Any] = {}
 
@@ -190,9 +191,10 @@ class Runner:
         for node in nodes:
             self._fire(node)
         value, self.slot = self.slot, None
-        delta = self.deltas.get(("slot", point)) if self.deltas else None
-        if delta is not None:
-            value = value + delta
+        if self.deltas:
+            for key, delta in self.deltas.items():
+                if key[0] == "slot" and key[1] == point:
+                    value = _add_at(value, key[2], delta)
         if point == self.schedule.stop_after:
             raise _StopForward
         return value
@@ -209,8 +211,9 @@ class Runner:
             elif node.op == "write":
                 value = self.slot = args[0]
             elif node.op == "grad":
-                value = self.grads[grad_key(node)]
-                for spec in node.target[2]:
+                key = grad_key(node)
+                value = self.grads[key]
+                for spec in node.target[2][len(key[2]) if key[0] == "slot" else 0:]:
                     value = spec.get(value)
             elif node.op == "skip":
                 point, rows = node.target, node.kwargs.get("rows")
@@ -224,3 +227,16 @@ class Runner:
             raise TraceError(f"{type(e).__name__} while running the trace: {e}", node.where) from e
         delta = self.deltas.get(("node", node.index)) if self.deltas else None
         self.env[node.index] = value if delta is None else value + delta
+
+
+def _follow(value: Any, items: tuple) -> Any:
+    for spec in items:
+        value = spec.get(value)
+    return value
+
+
+def _add_at(value: Any, items: tuple, delta: mx.array) -> Any:
+    """``value`` with ``delta`` added to the array that ``items`` reach inside it."""
+    if not items:
+        return value + delta
+    return items[0].put(value, _add_at(items[0].get(value), items[1:], delta))

@@ -8,6 +8,7 @@ two backends. The core never imports this package.
 
 from . import backend
 from .attention import AttentionPatterns, attention_patterns
+from .attribution import attribution_patching
 from .heads import HeadScores
 from .lens import LensResult, logit_lens
 from .metrics import kl_div, logit_diff, probability
@@ -20,6 +21,7 @@ __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
     "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "HeadScores",
     "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
+    "attribution_patching",
 ]
 
 # --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---

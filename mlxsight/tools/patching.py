@@ -6,7 +6,7 @@ and records the metric of each patched run.
 
 How it is fast, with the values of a loop of one patched trace per cell:
 
-- One traced forward per prompt stores what every cell needs: the clean activations, and the
+- One traced forward (the two prompts as two invokes) stores what every cell needs: the clean activations, and the
   corrupted run's residual stream entering each layer.
 - A patched run that starts at layer ``l`` does not recompute layers ``0..l-1``: those layers are
   skipped (``envoy.skip``) with the stored corrupted residual as their output.
@@ -103,8 +103,7 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
     clean_ids, corrupt_ids = aligned_ids(model, clean, corrupted)
     grid = Grid.make(std, component, len(clean_ids), layers, positions, heads)
 
-    clean_run = _baseline(std, clean_ids, grid)
-    corrupt_run = _baseline(std, corrupt_ids, grid)
+    clean_run, corrupt_run = _baselines(std, clean_ids, corrupt_ids, grid)
     fn = bind(metric, clean_run.logits)
     clean_value = _scalar(fn(clean_run.logits))
     corrupt_value = _scalar(fn(corrupt_run.logits))
@@ -146,7 +145,11 @@ def token_ids(model: Any, prompt: Any) -> list[int]:
 
 
 def token_strings(model: Any, ids: list[int]) -> list[str]:
-    return [str(t) for t in model.tokenizer.convert_ids_to_tokens(ids)]
+    """The tokens as strings (their ids as strings for a model without a tokenizer)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return [str(i) for i in ids]
+    return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
 
 
 def aligned_ids(model: Any, clean: Any, corrupted: Any) -> tuple[list[int], list[int]]:
@@ -292,12 +295,13 @@ def edit_site(std: Standardized, component: str, layer: int, fn: Callable[[Any],
         setattr(envoy, kind, fn(value))
 
 
-def _baseline(std: Standardized, ids: list[int], grid: Grid) -> Baseline:
+def _baselines(std: Standardized, clean_ids: list[int], corrupt_ids: list[int], grid: Grid) -> tuple[Baseline, Baseline]:
+    """Both unpatched runs, as two invokes of one trace."""
     model = std.model
     wanted = set(grid.layers)
     last_needed = max(grid.layers)
 
-    def read(m: Any) -> dict:
+    def read() -> dict:
         out: dict = {"resid": {}, "acts": {}}
         for layer in range(last_needed + 1):
             out["resid"][layer] = std.layers[layer].input
@@ -306,10 +310,19 @@ def _baseline(std: Standardized, ids: list[int], grid: Grid) -> Baseline:
         out["last"] = backend.first(std.layers[-1].output)[:, -1]
         return out
 
-    run = backend.run(model, [ids], read)
+    with backend.no_grad(model):
+        with model.trace() as tracer:
+            with tracer.invoke([clean_ids]):
+                clean = backend.save(model, read())
+            with tracer.invoke([corrupt_ids]):
+                corrupt = backend.save(model, read())
+    return _as_baseline(std, clean, wanted), _as_baseline(std, corrupt, wanted)
+
+
+def _as_baseline(std: Standardized, run: dict, wanted: set[int]) -> Baseline:
     tuple_out = any(isinstance(v, (tuple, list)) for v in run["acts"].values())
     acts = {k: backend.first(v) for k, v in run["acts"].items()} or dict(run["resid"])
-    with backend.no_grad(model):
+    with backend.no_grad(std.model):
         logits = std.logits(run["last"])
     like = next(iter(acts.values()))
     return Baseline(acts={k: backend.to_numpy(v, np.float32) for k, v in acts.items() if k in wanted},
