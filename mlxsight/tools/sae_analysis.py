@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .result import Result
 from .sae import SAE, Site, _is_proxy, _is_torch
 
 Edit = Callable[[Any], Any]
@@ -109,8 +110,8 @@ def _like(values: np.ndarray, like: Any) -> Any:
 
 # --- whole analyses -------------------------------------------------------------------------------
 
-@dataclass
-class FeatureActivations:
+@dataclass(repr=False)
+class FeatureActivations(Result):
     """Activations of selected SAE features over one prompt: ``acts[t, j]`` is feature
     ``feature_ids[j]`` at token ``t`` (``tokens[t]``)."""
 
@@ -120,8 +121,8 @@ class FeatureActivations:
     prompt: str = ""
 
 
-@dataclass
-class TopContexts:
+@dataclass(repr=False)
+class TopContexts(Result):
     """The ``k`` highest activations of each feature over a corpus. For feature ``feature_ids[j]``,
     ``values[j, r]`` is its r-th highest activation, at token ``positions[j, r]`` of corpus text
     ``text_ids[j, r]``; ``windows[j][r]`` the tokens around it and ``window_acts[j][r]`` the
@@ -148,8 +149,8 @@ class TopContexts:
         return "\n".join(lines)
 
 
-@dataclass
-class FeatureAttribution:
+@dataclass(repr=False)
+class FeatureAttribution(Result):
     """Gradient x activation attribution of a scalar metric to SAE features: ``scores[t, i]`` is
     feature ``i``'s activation at token ``t`` times d(metric)/d(feature) (through the decoder);
     ``error_scores[t]`` the same for the error term. Their sum approximates the metric's change
@@ -231,7 +232,7 @@ def attribute(model: Any, sae: SAE, prompt: str, metric: Callable[[Any], Any], *
         if sae.architecture == "topk" and sae.rescale_acts_by_decoder_norm else np.asarray(sae.W_dec, np.float32)
     scores = f * (grad @ directions.T)
     error = h - np.asarray(sae.forward(h), np.float32)
-    return FeatureAttribution(scores, (error * grad).sum(-1), _tokens(model, prompt), float(np.asarray(value)))
+    return FeatureAttribution(scores, (error * grad).sum(-1), _tokens(model, prompt), float(_numpy(value)))
 
 
 # --- backend plumbing -----------------------------------------------------------------------------
