@@ -138,11 +138,12 @@ def check_lens(frame, reference):
         assert [float(x.rsplit(" ", 1)[1]) for x in lines[1:6]] == pytest.approx(r.top_probs[i, j].tolist(), abs=6e-5)
 
 
-def check_patching(frame, reference):
+def check_patching(frame, reference, method="activation"):
     form = PATCHING
     metric = tools.logit_diff(reference.tokenizer.encode(form["good"], add_special_tokens=False)[0],
                               reference.tokenizer.encode(form["bad"], add_special_tokens=False)[0])
-    r = tools.activation_patching(reference, form["clean"], form["corrupted"], metric, component="resid")
+    sweep = getattr(tools, f"{method}_patching")
+    r = sweep(reference, form["clean"], form["corrupted"], metric, component="resid", progress=False)
     shown = frame.locator("td[data-layer]").evaluate_all("es => es.map(e => +e.textContent)")
     np.testing.assert_allclose(np.array(shown).reshape(r.scores.shape), r.normalized, atol=0.0051)
 
@@ -169,13 +170,16 @@ PATCHING = {"clean": "Once upon a time there was a girl named Lily. One day",
     ("attention", "attention_patterns", check_attention),
     ("heads", "head_scores", check_heads),
     ("patching", "activation_patching", check_patching),
+    ("patching-attribution", "attribution_patching", lambda f, ref: check_patching(f, ref, "attribution")),
 ])
 def test_analysis_explorers_show_the_toolkits_numbers(server, browser, reference, name, fn, check):  # noqa: F811
     if not hasattr(tools, fn):
         pytest.skip(f"mlxsight.tools.{fn} is not in this tree yet (toolkit branch not merged)")
     with Page(browser, height=900) as p:
         page = p.page
-        page.goto(f"{server}/{name}")  # the form's defaults: PROMPT, and PATCHING for patching
+        page.goto(f"{server}/{name.split('-')[0]}")  # the form's defaults: PROMPT, and PATCHING for patching
+        if name == "patching-attribution":
+            page.select_option("select[name=method]", "attribution")
         page.click("button[type=submit]")
         page.wait_for_selector("body[data-state=done]", timeout=120_000)
         frame = page.frame_locator("#out")

@@ -143,7 +143,11 @@ class Explorer:
         component = form.get("component", "resid")
         if component not in ("resid", "attn", "mlp", "heads"):
             raise BadRequest("'component' must be resid, attn, mlp or heads")
-        return views.to_html(tools.activation_patching(self.model, clean, corrupted, metric, component=component))
+        method = form.get("method", "activation")
+        if method not in ("activation", "attribution") or not hasattr(tools, f"{method}_patching"):
+            raise BadRequest("'method' must be activation or attribution")
+        sweep = getattr(tools, f"{method}_patching")
+        return views.to_html(sweep(self.model, clean, corrupted, metric, component=component, progress=False))
 
     def sae_features(self, form: dict) -> str:
         if self.sae is None:

@@ -40,14 +40,16 @@ def explorers(with_sae: bool) -> dict[str, Page]:
         "lens": Page("Logit lens", "Each layer's residual stream read through the final norm and unembedding.",
                      (Field("prompt", "prompt", PROMPT, "textarea"), Field("top_k", "top k", "5", "number", lo=1, hi=20)),
                      "/api/lens"),
-        "patching": Page("Activation patching", "Patch the clean run's residual into the corrupted run, layer by "
-                         "position; the metric is logit(good) - logit(bad) at the last position.",
+        "patching": Page("Activation patching", "Patch the clean run's activations into the corrupted run, layer by "
+                         "position (or head); the metric is logit(good) - logit(bad) at the last position. "
+                         "Attribution estimates the same grid from one backward pass.",
                          (Field("clean", "clean prompt", "Once upon a time there was a girl named Lily. One day",
                                 "textarea"),
                           Field("corrupted", "corrupted prompt", "Once upon a time there was a girl named Tim. One day",
                                 "textarea"),
                           Field("good", "good token", " Lily"), Field("bad", "bad token", " Tim"),
-                          Field("component", "component", "resid", "select", ("resid", "attn", "mlp", "heads"))),
+                          Field("component", "component", "resid", "select", ("resid", "attn", "mlp", "heads")),
+                          Field("method", "method", "activation", "select", ("activation", "attribution"))),
                          "/api/patching"),
         "attention": Page("Attention patterns", "Hover a token: what it attends to, what attends to it.",
                           (Field("prompt", "prompt", PROMPT, "textarea"),), "/api/attention"),
