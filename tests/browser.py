@@ -1,4 +1,4 @@
-"""A real browser for the view tests: Playwright driving Debian's Chromium.
+"""A real browser for the view and app tests: Playwright driving Debian's Chromium (or Playwright's own).
 
 Screenshots go to ``tmp/artifacts/`` at the repository root (``MLXSIGHT_ARTIFACTS`` overrides it);
 with ``MLXSIGHT_DOCS_IMG=1`` they are also copied into ``docs/img/`` for the docs. The tests skip,
@@ -17,31 +17,30 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("MLXSIGHT_ARTIFACTS", ROOT / "tmp" / "artifacts"))
 
 
-def chromium_or_skip() -> str:
-    """The Chromium executable, or a skip (a failure under CI) that says what is missing."""
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package (pip install -e '.[test]')")
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        missing.append("a chromium executable (apt-get install chromium)")
-    if missing:
-        reason = "browser tests need " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(reason + "; .ci/run installs both")
-        pytest.skip(reason)
-    return exe
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(reason + "; .ci/run installs it")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    exe = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
+    """Chromium: the system's (``chromium``, as Debian installs it), else Playwright's own build."""
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        _unavailable("browser tests need the playwright package (pip install -e '.[test]')")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        try:
+            b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        except Error as exc:
+            b = None
+            which = "Playwright's own build" if exe is None else exe
+            reason = (f"browser tests need Chromium: apt-get install chromium (or playwright install chromium); "
+                      f"launching {which} failed: {str(exc).splitlines()[0]}")
+        if b is None:
+            _unavailable(reason)
         yield b
         b.close()
 
