@@ -135,3 +135,17 @@ def test_bad_arguments(stories):
         tools.logit_lens(stories, "Once upon", targets=[3])
     with pytest.raises(TypeError, match="text or a non-empty list"):
         tools.logit_lens(stories, [])
+
+
+def test_positions(stories):
+    prompt = "Once upon a time, there was a little girl"
+    full = tools.logit_lens(stories, prompt, targets="next")
+    some = tools.logit_lens(stories, prompt, targets="next", positions=[-2, 3])
+    T = len(full.input_ids)
+    assert some.positions == [T - 2, 3] and full.positions == list(range(T))
+    assert np.allclose(some.probs, full.probs[:, [T - 2, 3]], atol=1e-6)
+    assert some.targets == [full.targets[T - 2], full.targets[3]]
+    assert np.allclose(some.target_nll, full.target_nll[:, [T - 2, 3]], atol=1e-5)
+    assert some.tokens == full.tokens and some.top_tokens[0][1] == full.top_tokens[0][3]
+    with pytest.raises(IndexError, match="position 99"):
+        tools.logit_lens(stories, prompt, positions=[99])

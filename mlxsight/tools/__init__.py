@@ -9,7 +9,7 @@ two backends. The core never imports this package.
 from . import backend
 from .attention import AttentionPatterns, attention_patterns
 from .attribution import attribution_patching
-from .heads import HeadScores
+from .heads import HeadScores, head_scores
 from .lens import LensResult, logit_lens
 from .metrics import kl_div, logit_diff, probability
 from .patching import PatchingResult, activation_patching
@@ -19,7 +19,7 @@ from .standardize import ArchitectureError, Standardized, standardize
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
-    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "HeadScores",
+    "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "head_scores", "HeadScores",
     "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
     "attribution_patching",
 ]

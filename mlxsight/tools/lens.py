@@ -28,16 +28,17 @@ class LensResult(Result):
     last layer equals the model's own output distribution.
 
     Fields:
-        probs: ``[rows, T, vocab]`` float32 probabilities.
+        probs: ``[rows, P, vocab]`` float32 probabilities (``P`` positions, by default all ``T``).
         layers: decoder layer index of each row (``-1``: embeddings).
         labels: a display label per row (``"embeddings"``, ``"0"``, ``"1"``, ...).
         tokens: the input tokens as strings, ``T`` of them.
         input_ids: the input token ids.
-        top_ids, top_probs: ``[rows, T, k]`` the ``k`` most probable ids per cell, most probable first.
-        top_tokens: ``[rows][T][k]`` those ids as strings.
-        targets: the target id per position (given to the lens), else ``None``.
-        target_nll: ``[rows, T]`` ``-log p(target)`` per cell, else ``None``.
-        target_rank: ``[rows, T]`` the target's rank (0 = most probable) per cell, else ``None``.
+        positions: the input position of each of the ``P`` columns (default ``0..T-1``).
+        top_ids, top_probs: ``[rows, P, k]`` the ``k`` most probable ids per cell, most probable first.
+        top_tokens: ``[rows][P][k]`` those ids as strings.
+        targets: the target id per column (``-1``: none), else ``None``.
+        target_nll: ``[rows, P]`` ``-log p(target)`` per cell, else ``None``.
+        target_rank: ``[rows, P]`` the target's rank (0 = most probable) per cell, else ``None``.
         kind: ``"logit"`` or ``"tuned"``.
     """
 
@@ -53,13 +54,15 @@ class LensResult(Result):
     target_nll: np.ndarray | None = None
     target_rank: np.ndarray | None = None
     kind: str = "logit"
+    positions: list[int] | None = None
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return self.probs if dtype is None else self.probs.astype(dtype)
 
 
 def logit_lens(model: Any, prompt: str | list[int], layers: list[int] | None = None, top_k: int = 5,
-               targets: list[int] | str | None = None, include_embeddings: bool = False) -> LensResult:
+               targets: list[int] | str | None = None, include_embeddings: bool = False,
+               positions: list[int] | None = None) -> LensResult:
     """Decode every requested decoder layer's output with the model's final norm and unembedding.
 
     Args:
@@ -70,6 +73,8 @@ def logit_lens(model: Any, prompt: str | list[int], layers: list[int] | None = N
         targets: a target id per position (``None``/``-1`` for none) to score, or ``"next"`` for
             the next input token at each position (none at the last).
         include_embeddings: add a first row decoding the input of layer 0 (the embeddings).
+        positions: decode only these input positions (negative ones count from the end), e.g.
+            ``[-1]`` for the next-token prediction; ``targets`` still has one entry per input token.
 
     One trace saves the layer outputs; one batched call of the final norm and unembedding (with
     Gemma 2's soft-capping, tied or untied output matrix) decodes them all.
@@ -77,10 +82,11 @@ def logit_lens(model: Any, prompt: str | list[int], layers: list[int] | None = N
     std = as_standardized(model)
     ids = token_ids(model, prompt)
     rows = layer_indices(layers, std.n_layers)
-    hidden = read_residuals(std, ids, rows, include_embeddings)
+    columns = position_indices(positions, len(ids))
+    hidden = read_residuals(std, ids, rows, include_embeddings, columns)
     with backend.no_grad(std.model):
         logits = std.logits(hidden)
-    return decode(std, logits, ids, ([-1] if include_embeddings else []) + rows, top_k, targets, "logit")
+    return decode(std, logits, ids, ([-1] if include_embeddings else []) + rows, top_k, targets, "logit", columns)
 
 
 # -- shared by the logit and tuned lenses ---------------------------------------------------------
@@ -114,14 +120,30 @@ def layer_indices(layers: list[int] | int | None, n_layers: int) -> list[int]:
     return sorted(out)
 
 
-def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_embeddings: bool) -> Any:
-    """``[rows, T, d_model]`` backend tensor: the residual stream after each layer in ``rows``."""
+def position_indices(positions: list[int] | None, T: int) -> list[int]:
+    """Requested positions as non-negative indices, in the order given."""
+    if positions is None:
+        return list(range(T))
+    out = []
+    for p in positions:
+        if not -T <= int(p) < T:
+            raise IndexError(f"position {p} out of range for a prompt of {T} tokens")
+        out.append(int(p) % T)
+    return out
+
+
+def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_embeddings: bool,
+                   positions: list[int]) -> Any:
+    """``[rows, P, d_model]`` backend tensor: the residual stream after each layer in ``rows``."""
     def read(_: Any) -> list:
         out = [backend.first(std.layers[0].input)] if include_embeddings else []
         return out + [backend.first(std.layers[i].output) for i in rows]
 
     saved = backend.run(std.model, ids, read)
-    return backend.stack([h[0] for h in saved])
+    hidden = backend.stack([h[0] for h in saved])
+    if positions != list(range(len(ids))):
+        hidden = hidden[:, backend.from_numpy(std.model, np.asarray(positions, np.int64))]
+    return hidden
 
 
 def token_strings(model: Any, ids: Any) -> list[str]:
@@ -134,8 +156,8 @@ def token_strings(model: Any, ids: Any) -> list[str]:
 
 
 def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
-           targets: list[int] | str | None, kind: str) -> LensResult:
-    """A ``LensResult`` from ``[rows, T, vocab]`` logits (a backend tensor)."""
+           targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
+    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``."""
     with backend.no_grad(std.model):
         logp = backend.to_numpy(backend.log_softmax(logits), np.float32)
     probs = np.exp(logp)
@@ -156,8 +178,9 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
             target_list = ids[1:] + [-1]
         else:
             target_list = [-1 if t is None else int(t) for t in targets]
-        if len(target_list) != T:
-            raise ValueError(f"targets has {len(target_list)} entries; the prompt has {T} tokens")
+        if len(target_list) != len(ids):
+            raise ValueError(f"targets has {len(target_list)} entries; the prompt has {len(ids)} tokens")
+        target_list = [target_list[p] for p in positions]
         t = np.asarray(target_list)
         valid = t >= 0
         safe = np.where(valid, t, 0)[None, :, None]
@@ -167,4 +190,5 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
     return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
                       input_ids=list(ids), top_ids=top_ids.astype(np.int64), top_probs=top_p.astype(np.float32),
-                      top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind)
+                      top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
+                      positions=list(positions))

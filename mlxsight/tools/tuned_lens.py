@@ -29,7 +29,8 @@ import mlx.nn as nn
 import numpy as np
 
 from . import backend
-from .lens import LensResult, as_standardized, decode, layer_indices, read_residuals, token_ids
+from .lens import (LensResult, as_standardized, decode, layer_indices, position_indices, read_residuals,
+                   token_ids)
 from .standardize import Standardized
 
 LENS_TYPE = "linear_tuned_lens"
@@ -72,14 +73,16 @@ class TunedLens:
 
     # -- applying -----------------------------------------------------------------------------
     def __call__(self, model: Any, prompt: str | list[int], layers: list[int] | None = None, top_k: int = 5,
-                 targets: list[int] | str | None = None, include_embeddings: bool = False) -> LensResult:
+                 targets: list[int] | str | None = None, include_embeddings: bool = False,
+                 positions: list[int] | None = None) -> LensResult:
         """Like ``logit_lens`` (same arguments and result, ``kind="tuned"``), translators applied first."""
         std = as_standardized(model)
         self._check(std)
         ids = token_ids(std, prompt)
         rows = layer_indices(layers, std.n_layers)
         labels = ([-1] if include_embeddings else []) + rows
-        hidden = read_residuals(std, ids, rows, include_embeddings)
+        columns = position_indices(positions, len(ids))
+        hidden = read_residuals(std, ids, rows, include_embeddings, columns)
         # translator index per row: the input of layer l + 1; the last layer's output needs none
         index = [layer + 1 for layer in labels]
         weight = np.stack([self.weight[i].T if i < self.n_layers else np.zeros_like(self.weight[0]) for i in index])
@@ -88,7 +91,7 @@ class TunedLens:
             w = backend.from_numpy(std.model, weight, like=hidden)
             b = backend.from_numpy(std.model, bias[:, None, :], like=hidden)
             logits = std.logits(hidden + hidden @ w + b)
-        return decode(std, logits, ids, labels, top_k, targets, "tuned")
+        return decode(std, logits, ids, labels, top_k, targets, "tuned", columns)
 
     def translate(self, hidden: mx.array, index: int) -> mx.array:
         """Translator ``index`` applied to MLX residual states ``[..., d_model]``."""
