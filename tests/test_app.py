@@ -157,7 +157,7 @@ def check_attention(frame, reference):
 
 def check_heads(frame, reference):
     r = tools.head_scores(reference, "induction")
-    assert frame.locator("ol li").first.inner_text() == "L{}H{}  {:.4f}".format(*r.top(1)[0])
+    assert frame.locator("ol li").first.text_content() == "L{}H{}  {:.4f}".format(*r.top(1)[0])
 
 
 PATCHING = {"clean": "Once upon a time there was a girl named Lily. One day",

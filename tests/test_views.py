@@ -127,6 +127,24 @@ def test_lens_cells_show_top_tokens_and_probabilities(browser, tmp_path):  # noq
         p.screenshot("view-lens", full_page=True)
 
 
+def test_lens_of_chosen_positions_labels_the_columns_by_input_position(browser, tmp_path):  # noqa: F811
+    full = R.lens()
+    keep = [2, 5, 7]
+    r = R.LensResult(**{**vars(full), "probs": full.probs[:, keep], "top_ids": full.top_ids[:, keep],
+                        "top_probs": full.top_probs[:, keep], "top_tokens": [[row[p] for p in keep] for row in full.top_tokens],
+                        "target_nll": full.target_nll[:, keep], "target_rank": full.target_rank[:, keep],
+                        "positions": keep})
+    with open_view(browser, tmp_path, r, "lens-positions") as p:
+        page = p.page
+        headers = page.eval_on_selector_all("tr:first-child th", "es => es.map(e => e.textContent)")[1:]
+        assert headers == [page_module.display_token(R.TOKENS[q]) for q in keep]
+        page.hover("td[data-layer='1'][data-pos='5']")
+        lines = page.inner_text(".mlxs-info").splitlines()
+        assert lines[0] == f"layer 1, position 5 {json_str(R.TOKENS[5])}"
+        assert lines[1] == f"1. {json_str(full.top_tokens[1][5][0])} {float(full.top_probs[1, 5, 0]):.4f}"
+        assert p.errors == []
+
+
 def test_attention_hover_shows_both_directions_and_switches_heads(browser, tmp_path):  # noqa: F811
     r = R.attention()
     w = r.weights

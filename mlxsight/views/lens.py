@@ -17,12 +17,16 @@ from .page import display_token, document, floats, to_numpy
 def _fields(result: Any) -> dict:
     top_probs = to_numpy(result.top_probs)
     top_tokens = _top_tokens(result, top_probs.shape)
+    tokens = list(result.tokens)
+    positions = getattr(result, "positions", None)  # the input position of each column
+    positions = list(range(top_probs.shape[1])) if positions is None else [int(p) for p in positions]
     nll = getattr(result, "target_nll", None)
     rank = getattr(result, "target_rank", None)
     layers = [int(x) for x in result.layers]
     labels = getattr(result, "labels", None)
     return {
-        "layers": layers, "labels": [str(x) for x in labels] if labels else [str(x) for x in layers], "tokens": [str(t) for t in result.tokens],
+        "layers": layers, "labels": [str(x) for x in labels] if labels else [str(x) for x in layers],
+        "tokens": [str(tokens[p]) for p in positions], "positions": positions,
         "top_probs": top_probs, "top_tokens": top_tokens,
         "nll": None if nll is None else to_numpy(nll), "rank": None if rank is None else to_numpy(rank, np.int64),
         "kind": str(getattr(result, "kind", "logit")),
@@ -42,7 +46,8 @@ def to_html(result: Any, *, title: str | None = None) -> str:
     vocab: dict[str, int] = {}
     ids = [[[vocab.setdefault(display_token(t), len(vocab)) for t in row] for row in layer] for layer in f["top_tokens"]]
     data = {
-        "layers": f["labels"], "tokens": [display_token(t) for t in f["tokens"]], "vocab": list(vocab),
+        "layers": f["labels"], "tokens": [display_token(t) for t in f["tokens"]], "pos": f["positions"],
+        "vocab": list(vocab),
         "top": ids, "probs": floats(f["top_probs"]),
         "nll": None if f["nll"] is None else floats(f["nll"]),
         "rank": None if f["rank"] is None else f["rank"].tolist(),
@@ -84,13 +89,13 @@ function (root, d, M) {
   const tip = M.tip(root);
   const table = M.el("table", "mlxs-grid"), cells = [];
   const head = M.el("tr"); head.appendChild(M.el("th", null, "layer"));
-  d.tokens.forEach((t, j) => { const th = M.el("th", null, t); th.title = "position " + j; head.appendChild(th); });
+  d.tokens.forEach((t, j) => { const th = M.el("th", null, t); th.title = "position " + d.pos[j]; head.appendChild(th); });
   table.appendChild(head);
   for (let i = 0; i < L; i++) {
     const tr = M.el("tr"); tr.appendChild(M.el("th", null, d.layers[i])); cells.push([]);
     for (let j = 0; j < T; j++) {
       const td = M.el("td", null, d.vocab[d.top[i][j][0]]);
-      td.dataset.layer = d.layers[i]; td.dataset.pos = j;
+      td.dataset.layer = d.layers[i]; td.dataset.pos = d.pos[j];
       td.addEventListener("mouseenter", ev => { const s = describe(i, j); info.textContent = s; tip.show(ev, s); td.classList.add("hot"); });
       td.addEventListener("mousemove", ev => tip.show(ev, tip.el.textContent));
       td.addEventListener("mouseleave", () => { tip.hide(); td.classList.remove("hot"); });
@@ -105,7 +110,7 @@ function (root, d, M) {
     return 1 - Math.log(1 + d.rank[i][j]) / Math.log(1e4);  // rank 0 -> 1, 10^4 -> 0
   }
   function describe(i, j) {
-    const lines = ["layer " + d.layers[i] + ", position " + j + " " + JSON.stringify(d.tokens[j])];
+    const lines = ["layer " + d.layers[i] + ", position " + d.pos[j] + " " + JSON.stringify(d.tokens[j])];
     for (let r = 0; r < K; r++) lines.push((r + 1) + ". " + JSON.stringify(d.vocab[d.top[i][j][r]]) + " " + M.fmt(d.probs[i][j][r], 4));
     if (d.nll) lines.push("target: p " + M.fmt(Math.exp(-d.nll[i][j]), 4) + ", nll " + M.fmt(d.nll[i][j], 4) + ", rank " + d.rank[i][j]);
     return lines.join("\n");
