@@ -52,10 +52,11 @@ def values_html(values: dict[str, Any]) -> str:
     for name, value in values.items():
         shape = getattr(value, "shape", None)
         dtype = getattr(value, "dtype", None)
-        kind = type(value).__name__ if shape is not None else f"{type(value).__name__}"
+        kind = type(value).__name__
         extra = "" if shape is not None else _short(value)
-        rows.append(f"<tr><td>{_esc(name)}</td><td>{_esc(kind)}</td><td>{_esc(list(shape) if shape is not None else '')}</td>"
-                    f"<td>{_esc(dtype if dtype is not None else '')}</td><td>{_esc(extra)}</td></tr>")
+        shown = "" if shape is None else list(shape)
+        rows.append(f"<tr><td>{_esc(name)}</td><td>{_esc(kind)}</td><td>{_esc(shown)}</td>"
+                    f"<td>{_esc('' if dtype is None else dtype)}</td><td>{_esc(extra)}</td></tr>")
     if not rows:
         return "<i>nothing saved</i>"
     return (f"{_STYLE}<table class='mlxs-nb'><tr><th>saved</th><th>type</th><th>shape</th><th>dtype</th><th></th></tr>"

@@ -27,7 +27,8 @@ def create_app(model: Any, **kw: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlxsight serve", description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", default=None, help="checkpoint path or repo id (default: bundled stories260K)")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="checkpoint path or repo id (default: the bundled stories260K)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--sae", default=None, help="an SAE for the features explorer")

@@ -257,7 +257,7 @@ def create_app(model: str | Path | Callable[[], Any], *, sae: Any = None, limits
     ``LanguageModel``: it is called on the app's model thread); ``sae`` enables the SAE explorer."""
     explorer = Explorer(model, sae=sae, limits=limits)
     available = explorer.available()
-    pages = {k: v for k, v in shell.explorers(explorer.sae is not None).items() if k in available}
+    pages = {k: v for k, v in shell.explorers(explorer.sae is not None, len(explorer.parts.layers)).items() if k in available}
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index")

@@ -35,10 +35,11 @@ class Page:
 PROMPT = "Once upon a time, there was a little girl named Lily. She"
 
 
-def explorers(with_sae: bool) -> dict[str, Page]:
+def explorers(with_sae: bool, n_layers: int) -> dict[str, Page]:
     pages = {
         "lens": Page("Logit lens", "Each layer's residual stream read through the final norm and unembedding.",
-                     (Field("prompt", "prompt", PROMPT, "textarea"), Field("top_k", "top k", "5", "number", lo=1, hi=20)),
+                     (Field("prompt", "prompt", PROMPT, "textarea"),
+                      Field("top_k", "top k", "5", "number", lo=1, hi=20)),
                      "/api/lens"),
         "patching": Page("Activation patching", "Patch the clean run's activations into the corrupted run, layer by "
                          "position (or head); the metric is logit(good) - logit(bad) at the last position. "
@@ -60,7 +61,7 @@ def explorers(with_sae: bool) -> dict[str, Page]:
                          "while generating; move the slider to regenerate.",
                          (Field("positive", "positive", "I am very happy and glad"),
                           Field("negative", "negative", "I am very sad and angry"),
-                          Field("layer", "layer", "2", "number", lo=0, hi=64),
+                          Field("layer", "layer", str(n_layers // 2), "number", lo=0, hi=n_layers - 1),
                           Field("prompt", "prompt", "Once upon a time", "textarea"),
                           Field("scale", "scale", "4", "range", lo=-16, hi=16, step=0.5),
                           Field("max_new_tokens", "new tokens", "48", "number", lo=1, hi=200)),
@@ -95,10 +96,12 @@ def _field(f: Field) -> str:
 
 
 def page(name: str, pages: dict[str, Page], *, model_name: str = "", n_layers: int = 0) -> str:
-    nav = " ".join(f'<a href="/{esc(k)}"{" class=on" if k == name else ""}>{esc(p.title)}</a>' for k, p in pages.items())
+    nav = " ".join(f'<a href="/{esc(k)}"{" class=on" if k == name else ""}>{esc(p.title)}</a>'
+                   for k, p in pages.items())
     if name == "index":
         items = "".join(f'<li><a href="/{esc(k)}">{esc(p.title)}</a>: {esc(p.blurb)}</li>' for k, p in pages.items())
-        body = f"<h1>mlxsight explorers</h1><p>model: <code>{esc(model_name)}</code> ({n_layers} layers)</p><ul>{items}</ul>"
+        body = (f"<h1>mlxsight explorers</h1><p>model: <code>{esc(model_name)}</code> ({n_layers} layers)</p>"
+                f"<ul>{items}</ul>")
     else:
         p = pages[name]
         stream = p.endpoint.startswith("/stream/")
@@ -107,7 +110,8 @@ def page(name: str, pages: dict[str, Page], *, model_name: str = "", n_layers: i
         body = (f'<h1>{esc(p.title)}</h1><p class="blurb">{esc(p.blurb)}</p>'
                 f'<form id="form" data-endpoint="{esc(p.endpoint)}">{fields}<button type="submit">run</button>'
                 f'<span id="status"></span></form><div id="error" class="error"></div>{answer}')
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mlxsight: {esc(name)}</title><link rel="icon" href="data:,">'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mlxsight: {esc(name)}</title>'
+            f'<link rel="icon" href="data:,">'
             f'<style>{STYLE}</style></head><body><nav>{nav}</nav><main>{body}</main><script>{SCRIPT}</script>'
             f'</body></html>')
 

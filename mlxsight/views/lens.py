@@ -44,7 +44,8 @@ def _top_tokens(result: Any, shape: tuple) -> list:
 def to_html(result: Any, *, title: str | None = None) -> str:
     f = _fields(result)
     vocab: dict[str, int] = {}
-    ids = [[[vocab.setdefault(display_token(t), len(vocab)) for t in row] for row in layer] for layer in f["top_tokens"]]
+    ids = [[[vocab.setdefault(display_token(t), len(vocab)) for t in row] for row in layer]
+           for layer in f["top_tokens"]]
     data = {
         "layers": f["labels"], "tokens": [display_token(t) for t in f["tokens"]], "pos": f["positions"],
         "vocab": list(vocab),
