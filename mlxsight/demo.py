@@ -17,6 +17,11 @@ from .proxy import apply
 
 CLEAN = "Once upon a time, there was a little girl named Lily. She was very happy. One day,"
 LENS = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+HAPPY = ["She was very happy and smiled.", "They laughed and played all day.", "He was so happy and excited.",
+         "The sun was shining and everyone was happy."]
+SAD = ["She was very sad and cried.", "They cried and were sad all day.", "He was so sad and scared.",
+       "The rain was falling and everyone was sad."]
+STEER_CONTEXT = "Once upon a time, there was a little girl named Lily. She felt"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,15 +99,19 @@ def patching(model: LanguageModel) -> None:
 
 
 def steering(model: LanguageModel) -> None:
-    """Add the embedding of ' happy' to the residual after layer 2 at every generated token."""
-    tok = model.tokenizer
-    vector = model.model.embed_tokens.weight[tok.convert_tokens_to_ids("▁happy")] * 3.0
-    with model.generate("Once upon a time", max_new_tokens=24) as tracer:
-        for _ in tracer.iter[:24]:
-            model.model.layers[2].output[:, -1] += vector
-        steered = tracer.result.save()
-    print("\n5. steering with 3 x embedding(' happy') after layer 2, every step:\n   "
-          + tok.decode(steered[0].tolist(), skip_special_tokens=True))
+    """A happy-minus-sad direction after layer 3, its scale set by a divergence budget, added while generating."""
+    from . import tools
+
+    vector = tools.steering_vector(model, HAPPY, SAD, layer=3)
+    search = tools.scale_search(model, STEER_CONTEXT, vector, tools.kl_div(), target=0.1, high=8.0)
+    scale = round(search.scale, 2)
+    result = tools.generate_steered(model, "Once upon a time", vector, scales=[0.0, scale], max_new_tokens=48)
+    print(f"\n5. steering: mean residual after layer 3 over {vector.n_pairs} happy sentences minus their sad twins "
+          f"(norm {vector.norm:.2f});\n   scale {scale} moves the next-token distribution after "
+          f"'...{STEER_CONTEXT[-14:]}' by KL 0.1 nats (bisection, {len(search.evaluations)} forwards). "
+          "Added at every token:")
+    for s, text in zip(result.scales, result.texts):
+        print(f"   scale {s:<4}: " + text.replace("\n", " "))
 
 
 def _logit_diff(model: LanguageModel, a: int, b: int):

@@ -14,6 +14,8 @@ from .lens import LensResult, logit_lens
 from .metrics import kl_div, logit_diff, probability
 from .patching import PatchingResult, activation_patching
 from .result import Result
+from .steering import (ScaleSearch, SteeringResult, SteeringVector, generate_steered, scale_search, steer,
+                       steering_vector)
 from .tuned_lens import TunedLens, sample_corpus
 from .standardize import ArchitectureError, Standardized, standardize
 
@@ -22,6 +24,8 @@ __all__ = [
     "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "head_scores", "HeadScores",
     "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
     "attribution_patching",
+    "steering_vector", "generate_steered", "steer", "scale_search", "SteeringVector", "SteeringResult",
+    "ScaleSearch",
 ]
 
 # --- sparse autoencoders (sae.py, sae_analysis.py, sae_train.py) ---
