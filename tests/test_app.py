@@ -130,6 +130,33 @@ def test_sae_explorer_shows_the_toolkits_activations(server, browser, reference)
         p.screenshot("app-sae", full_page=True)
 
 
+def steered(reference, prompt, scale, n, layer=2):
+    vector = tools.steering_vector(reference, "I am very happy and glad", "I am very sad and angry", layer)
+    return tools.generate_steered(reference, prompt, vector, scales=[scale], max_new_tokens=n).texts[0]
+
+
+def test_steering_streams_the_toolkits_steered_generation(server, browser, reference):  # noqa: F811
+    if not hasattr(tools, "steering_vector"):
+        pytest.skip("mlxsight.tools.steering_vector is not in this tree yet (toolkit branch not merged)")
+    form = {"positive": "I am very happy and glad", "negative": "I am very sad and angry", "layer": 2,
+            "prompt": "Once upon a time", "scale": 2, "max_new_tokens": 24}
+    chunks = stream(server, "/stream/steer", form)
+    prefix = reference.tokenizer.decode(reference.tokenizer.encode("Once upon a time"), skip_special_tokens=True)
+    expected = steered(reference, "Once upon a time", 2.0, 24)
+    assert prefix + "".join(chunks) == expected
+    assert expected != steered(reference, "Once upon a time", 0.0, 24)  # the vector does change the story
+    with Page(browser) as p:
+        page = p.page
+        page.goto(server + "/steering")
+        page.fill("input[name=max_new_tokens]", "24")
+        page.fill("input[name=scale]", "-2")  # moving the slider regenerates
+        page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        assert page.text_content("#out") == steered(reference, "Once upon a time", -2.0, 24)
+        assert page.text_content("output[data-for=scale]") == "-2"
+        assert p.errors == []
+        p.screenshot("app-steering")
+
+
 def check_lens(frame, reference):
     r = tools.logit_lens(reference, PROMPT, top_k=5)
     for i, j in [(0, 0), (len(r.layers) - 1, len(r.tokens) - 1), (2, 5)]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from mlxsight.tools import AttentionPatterns, FeatureActivations, HeadScores, LensResult, PatchingResult, Result
+from mlxsight.tools import AttentionPatterns, FeatureActivations, HeadScores, LensResult, PatchingResult, SteeringResult
 
 TOKENS = ["<s>", "\u2581Once", "\u2581upon", "<script>alert(1)</script>", "\u2581a", "&amp;", "\u2581time", "\n"]
 
@@ -47,15 +45,6 @@ def heads(seed=0, n_layers=4, n_heads=6):
                       tokens=list(TOKENS), input_ids=list(range(len(TOKENS))))
 
 
-# A stand-in with the fields the toolkit issue names, until the steering result lands.
-@dataclass(repr=False)
-class SteeringComparison(Result):
-    prompt: str
-    scales: list
-    texts: list
-    layer: int
-
-
 def patching(seed=0, n_layers=4):
     rng = np.random.default_rng(seed)
     T = len(TOKENS)
@@ -74,9 +63,10 @@ def patching_heads(seed=0, n_layers=3, n_heads=4):
 
 def steering():
     prompt = "Once upon a time"
-    return SteeringComparison(prompt=prompt, scales=[-4.0, 0.0, 4.0, 8.0], layer=2, texts=[
-        prompt + " there was a sad <script>alert(1)</script> dog.", prompt + " there was a girl.",
-        prompt + " there was a happy & kind girl.", prompt + " happy happy happy."])
+    completions = [" there was a sad <script>alert(1)</script> dog.", " there was a girl.",
+                   " there was a happy & kind girl.", " happy happy happy."]
+    return SteeringResult(prompt=prompt, scales=[-4.0, 0.0, 4.0, 8.0], texts=[prompt + c for c in completions],
+                          completions=completions, token_ids=[[1, 2]] * 4, layers=[2], positions="all", vector_norm=1.5)
 
 
 def sae(seed=0, n_features=6):

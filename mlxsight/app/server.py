@@ -164,7 +164,7 @@ class Explorer:
             layer = self.layer(form)
             scale = self.number(form, "scale", 4.0, -100.0, 100.0)
             pos, neg = self.prompt(form, "positive"), self.prompt(form, "negative")
-            vector = scale * np.asarray(tools.steering_vector(self.model, [pos], [neg], layer))
+            vector = scale * np.asarray(tools.steering_vector(self.model, pos, neg, layer), dtype=np.float32)
         tokenizer = self.model.tokenizer
         ids = list(tokenizer.encode(prompt))
         shown = tokenizer.decode(ids, skip_special_tokens=True)  # decoded with the prompt: spaces kept
@@ -191,11 +191,13 @@ class Explorer:
             return
         import mlx.core as mx
 
-        v = mx.array(vector.astype(np.float32))
+        # As tools.generate_steered(positions="all"): added to every prompt position at the first step,
+        # then to each new token; the same tokens, streamed as they come.
+        v = mx.array(vector)
         block = self.parts.layers[layer]
         with tracer:
             for _ in tracer.iter[:n]:
-                block.output[:, -1] += v
+                block.output = block.output + v
             generated = tracer.result.save()
         del generated
 

@@ -63,7 +63,7 @@ def explorers(with_sae: bool, n_layers: int) -> dict[str, Page]:
                           Field("negative", "negative", "I am very sad and angry"),
                           Field("layer", "layer", str(n_layers // 2), "number", lo=0, hi=n_layers - 1),
                           Field("prompt", "prompt", "Once upon a time", "textarea"),
-                          Field("scale", "scale", "4", "range", lo=-16, hi=16, step=0.5),
+                          Field("scale", "scale", "1", "range", lo=-8, hi=8, step=0.5),
                           Field("max_new_tokens", "new tokens", "48", "number", lo=1, hi=200)),
                          "/stream/steer"),
         "playground": Page("Playground", "The base model, continuing your text.",
