@@ -20,7 +20,8 @@ from browser import Page, artifact, browser, publish  # noqa: F401  (fixture)
 from mlxsight import views
 from mlxsight.views import page as page_module
 
-KINDS = ["lens", "attention", "heads", "patching", "patching_heads", "steering", "sae"]
+KINDS = ["lens", "attention", "heads", "patching", "patching_heads", "steering", "scale_search", "sae",
+         "attribution", "contexts"]
 
 
 def make(kind):
@@ -60,6 +61,14 @@ def test_plot_returns_a_figure(kind):
     assert fig.axes[0].images or fig.axes[0].texts or fig.axes[0].lines
     fig.savefig(artifact(f"plot-{kind}.png"), dpi=72)
     publish(artifact(f"plot-{kind}.png"))
+
+
+def test_results_without_a_view_show_their_fields():
+    r = R.steering_vector()
+    html = r._repr_html_()
+    assert "SteeringVector" in html and "shape [64], float32" in html and "<td>2</td>" in html
+    with pytest.raises(TypeError, match="no plot"):
+        r.plot()
 
 
 def test_plot_draws_into_a_given_axes():
@@ -258,6 +267,57 @@ def big_attention(source, stories_path):
     w = np.asarray(real.weights).reshape(-1, 256, 256)
     w = np.stack([w[i % len(w)] for i in range(144)]).reshape(12, 12, 256, 256)
     return R.AttentionPatterns(weights=w, layers=list(range(12)), tokens=real.tokens, input_ids=ids)
+
+
+def test_attribution_is_signed_with_the_error_term(browser, tmp_path):  # noqa: F811
+    r = R.attribution()
+    ids = [i for i, _ in r.top(20)]
+    with open_view(browser, tmp_path, r, "attribution") as p:
+        page = p.page
+        options = page.eval_on_selector_all("select option", "os => os.map(o => o.textContent.split(' ')[0])")
+        assert sorted(options) == sorted([f"#{i}" for i in ids] + ["SAE"])
+        page.select_option("select", str(len(ids)))  # the error term
+        shown = page.eval_on_selector_all(".mlxs-tok", "es => es.map(e => +e.dataset.v)")
+        np.testing.assert_allclose(shown, r.error_scores, atol=5e-4)
+        page.hover(".mlxs-tok[data-pos='4']")
+        lines = page.inner_text(".mlxs-info").splitlines()[1:]
+        row = np.append(r.scores[4, ids], r.error_scores[4])
+        names = [f"#{i}" for i in ids] + ["SAE error"]
+        order = sorted(range(len(row)), key=lambda k: -abs(row[k]))[:8]
+        assert lines == [f"{names[k]} {row[k]:.3f}" for k in order]
+        assert p.errors == []
+        p.screenshot("view-attribution", full_page=True)
+
+
+def test_top_contexts_shade_each_window(browser, tmp_path):  # noqa: F811
+    r = R.contexts()
+    with open_view(browser, tmp_path, r, "contexts") as p:
+        page = p.page
+        for j in range(3):
+            page.select_option("select", str(j))
+            rows = page.locator("[data-rank]")
+            n = int(np.isfinite(r.values[j]).sum())
+            assert rows.count() == n
+            for rank in range(n):
+                shown = rows.nth(rank).locator(".mlxs-tok").evaluate_all("es => es.map(e => +e.dataset.v)")
+                np.testing.assert_allclose(shown, r.window_acts[j][rank], atol=5e-4)
+                assert rows.nth(rank).locator(".mlxs-tok.sel").count() == 1
+                assert rows.nth(rank).locator(".mlxs-sub").text_content().startswith(f"{r.values[j, rank]:.3f}")
+        page.select_option("select", "1")
+        page.hover("[data-rank='0'] .mlxs-tok >> nth=2")
+        assert p.errors == []
+        p.screenshot("view-contexts", full_page=True)
+
+
+def test_scale_search_lists_its_evaluations(browser, tmp_path):  # noqa: F811
+    r = R.scale_search()
+    with open_view(browser, tmp_path, r, "scale-search") as p:
+        page = p.page
+        rows = page.eval_on_selector_all("tr", "es => es.slice(1).map(e => e.textContent)")
+        assert rows == [f"{i + 1}{s:g}{v:.4f}" for i, (s, v) in enumerate(r.evaluations)]
+        assert page.locator("svg circle").count() == len(r.evaluations)
+        assert p.errors == []
+        p.screenshot("view-scale-search", full_page=True)
 
 
 @pytest.mark.parametrize("source", ["random", "stories260k"])

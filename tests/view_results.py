@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlxsight.tools import AttentionPatterns, FeatureActivations, HeadScores, LensResult, PatchingResult, SteeringResult
+from mlxsight.tools import (AttentionPatterns, FeatureActivations, FeatureAttribution, HeadScores, LensResult,
+                            PatchingResult, ScaleSearch, SteeringResult, SteeringVector, TopContexts)
 
 TOKENS = ["<s>", "\u2581Once", "\u2581upon", "<script>alert(1)</script>", "\u2581a", "&amp;", "\u2581time", "\n"]
 
@@ -74,3 +75,31 @@ def sae(seed=0, n_features=6):
     acts = np.maximum(rng.normal(size=(len(TOKENS), n_features)), 0).astype(np.float32)
     return FeatureActivations(acts=acts, feature_ids=np.array([10 * i + 3 for i in range(n_features)]),
                               tokens=list(TOKENS), prompt="".join(TOKENS))
+
+
+def attribution(seed=0, d_sae=30):
+    rng = np.random.default_rng(seed)
+    return FeatureAttribution(scores=rng.normal(size=(len(TOKENS), d_sae)).astype(np.float32) * 0.3,
+                              error_scores=rng.normal(size=len(TOKENS)).astype(np.float32) * 0.1,
+                              tokens=list(TOKENS), metric=1.25)
+
+
+def contexts(seed=0, n_features=3, k=4, window=5):
+    rng = np.random.default_rng(seed)
+    values = -np.sort(-rng.uniform(1, 5, size=(n_features, k)), axis=1).astype(np.float32)
+    values[2, 2:] = -np.inf  # a feature that fired only twice
+    windows = [[[TOKENS[(r + i + j) % len(TOKENS)] for i in range(window)] for r in range(k)] for j in range(n_features)]
+    acts = [[np.where(np.arange(window) == 2, values[j, r], rng.uniform(0, 1, window)).astype(np.float32)
+             for r in range(k)] for j in range(n_features)]
+    return TopContexts(feature_ids=np.array([7, 42, 99]), values=values, text_ids=rng.integers(0, 9, (n_features, k)),
+                       positions=rng.integers(0, 30, (n_features, k)), windows=windows, window_acts=acts,
+                       window_offsets=np.full((n_features, k), 2))
+
+
+def scale_search():
+    return ScaleSearch(scale=3.0, value=0.52, target=0.5, increasing=True, metric="probability",
+                       evaluations=[(0.0, 0.1), (16.0, 0.9), (8.0, 0.7), (4.0, 0.6), (2.0, 0.3), (3.0, 0.52)])
+
+
+def steering_vector():
+    return SteeringVector(vector=np.linspace(-1, 1, 64).astype(np.float32), layer=2, position="mean", n_pairs=3)

@@ -7,10 +7,12 @@ Jupyter); ``save_html(result, path)`` writes it. Results call these themselves (
 
 One module per result kind; the result's class is matched by name along its MRO, so views never
 import the toolkit (which may pull in torch or nnsight) and any subclass finds its parent's view.
+Any other dataclass result gets the fallback view (``fields``): a table of its fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 from types import ModuleType
@@ -24,10 +26,11 @@ VIEWS = {
     "AttentionPatterns": "attention",
     "HeadScores": "heads",
     "PatchingResult": "patching",
-    "SteeringComparison": "steering",
     "SteeringResult": "steering",
+    "ScaleSearch": "steering",
     "FeatureActivations": "sae",
-    "SAEActivations": "sae",
+    "FeatureAttribution": "sae",
+    "TopContexts": "contexts",
 }
 
 
@@ -36,6 +39,8 @@ def view_for(result: Any) -> ModuleType:
     for cls in type(result).__mro__:
         if cls.__name__ in VIEWS:
             return importlib.import_module(f"{__name__}.{VIEWS[cls.__name__]}")
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return importlib.import_module(f"{__name__}.fields")
     raise TypeError(f"no view for {type(result).__name__}; views exist for: {', '.join(sorted(VIEWS))}")
 
 
