@@ -216,6 +216,27 @@ def test_analysis_explorers_show_the_toolkits_numbers(server, browser, reference
         p.screenshot(f"app-{name}", full_page=True)
 
 
+def test_token_text_is_shown_as_text_in_the_explorers(server, browser):  # noqa: F811
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)> & Lily"
+    with Page(browser, height=900) as p:
+        page = p.page
+        page.goto(server + "/lens")
+        page.fill("textarea[name=prompt]", hostile)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        frame = page.frame_locator("#out")
+        frame.locator(".mlxs[data-ready='1']").wait_for()
+        headers = "".join(frame.locator("tr").first.locator("th").all_text_contents())
+        assert "<script>" in headers.replace(" ", "") and frame.locator("img").count() == 0
+        page.goto(server + "/playground")
+        page.fill("textarea[name=prompt]", hostile)
+        page.fill("input[name=max_new_tokens]", "4")
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-state=done]", timeout=60_000)
+        assert page.text_content("#out").startswith(hostile) and page.locator("#out img").count() == 0
+        assert p.errors == []
+
+
 def test_concurrent_requests_give_the_sequential_answers(server):
     prompts = ["Once upon a time", "The cat sat", "Lily and Tim went", "One day, a little"]
     forms = [{"prompt": q, "max_new_tokens": 16} for q in prompts]
