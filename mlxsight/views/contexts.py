@@ -41,14 +41,17 @@ def to_html(result: Any, *, title: str | None = None) -> str:
 def plot(result: Any, *, ax: Any = None, features: int = 6, examples: int = 4, width: int = 100,
          title: str | None = None) -> Any:
     """The top contexts of the first ``features`` features as text, the maximal token in [brackets]."""
-    lines = []
-    for j in range(min(features, len(result.feature_ids))):
-        for line in result.describe(j, examples).splitlines():
-            lines.append(textwrap.shorten(line, width, placeholder="\u2026") if line.startswith(" ") else line)
+    data, lines = _fields(result), []
+    for feature in data["features"][:features]:
+        lines.append(f"feature {feature['id']}:")
+        for ex in feature["examples"][:examples]:
+            toks = [f"[{t}]" if i == ex["at"] else t for i, t in enumerate(ex["tokens"])]
+            lines.append(textwrap.shorten(f"  {ex['value']:7.3f}  {''.join(toks)}", width, placeholder="\u2026"))
         lines.append("")
     fig, ax = figure.axes(ax, figsize=(10, 0.2 * len(lines) + 0.8))
     ax.axis("off")
-    ax.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, transform=ax.transAxes)
+    ax.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, transform=ax.transAxes,
+            parse_math=False)
     ax.set_title(title or "SAE feature top contexts", loc="left", fontsize=10)
     return fig
 

@@ -74,7 +74,8 @@ def plot(result: Any, *, ax: Any = None, width: int = 90, title: str | None = No
         return fig
     fig, ax = figure.axes(ax, figsize=(9, 0.22 * len(lines) + 0.8))
     ax.axis("off")
-    ax.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, transform=ax.transAxes)
+    ax.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, transform=ax.transAxes,
+            parse_math=False)
     ax.set_title(title or f"steering: {f['prompt']!r}", loc="left", fontsize=10)
     return fig
 
