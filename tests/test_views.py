@@ -113,6 +113,26 @@ def open_view(browser, tmp_path, result, name, **kw):  # noqa: F811
     return page
 
 
+def test_views_inserted_as_notebook_outputs_stay_apart(browser):  # noqa: F811
+    """Two outputs inserted the way Jupyter does (innerHTML, then each script re-created in place)."""
+    outputs = [views.to_html(R.heads()), views.to_html(R.attention())]
+    with Page(browser) as p:
+        page = p.page
+        page.set_content("<html><body><div id=nb></div></body></html>")
+        page.evaluate("""outputs => outputs.forEach(html => {
+            const host = document.createElement("div"); host.innerHTML = html;
+            document.getElementById("nb").appendChild(host);
+            host.querySelectorAll("script").forEach(old => {
+                const s = document.createElement("script"); s.textContent = old.textContent;
+                old.parentNode.replaceChild(s, old);
+            });
+        })""", outputs)
+        page.wait_for_function("document.querySelectorAll(\".mlxs[data-ready='1']\").length === 2")
+        assert page.locator(".mlxs[data-view=heads] td[data-head]").count() == R.heads().scores.size
+        assert page.locator(".mlxs[data-view=attention] figure").count() == R.attention().weights.shape[1] + 1
+        assert p.errors == []
+
+
 def test_lens_cells_show_top_tokens_and_probabilities(browser, tmp_path):  # noqa: F811
     r = R.lens()
     with open_view(browser, tmp_path, r, "lens") as p:

@@ -98,7 +98,8 @@ def document(view: str, title: str, data: dict, script: str, subtitle: str = "")
             f'<div class="mlxs" id="{uid}" data-view="{esc(view)}">\n<style>{STYLE}</style>\n{head}\n'
             f'<div class="mlxs-body">loading\u2026</div>\n'
             f'<script>{LIBRARY}\nMLXS.views[{_script_json(view)}] = {script};\n'
-            f'MLXS.mount({_script_json(uid)}, {_script_json(view)}, {_script_json(data)});</script>\n</div>\n')
+            f'MLXS.mount({_script_json(uid)}, {_script_json(view)}, {_script_json(data)}, document.currentScript);'
+            f'</script>\n</div>\n')
 
 
 STYLE = """
@@ -126,8 +127,9 @@ STYLE = """
 """
 
 LIBRARY = r"""
-window.MLXS = window.MLXS || (function () {
-  const M = {views: {}};
+// One shared library per page (a notebook holds many views); a newer mlxsight replaces an older one.
+if (!window.MLXS || window.MLXS.version !== 1) window.MLXS = (function () {
+  const M = {views: {}, version: 1};
   M.el = function (tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -177,8 +179,15 @@ window.MLXS = window.MLXS || (function () {
     s.addEventListener("change", () => onchange(s.value));
     l.appendChild(s); l.select = s; return l;
   };
-  M.mount = function (id, view, data) {
-    const root = document.getElementById(id), body = root.querySelector(".mlxs-body");
+  M.mount = function (id, view, data, script, tries) {
+    // The view's own element: around the running script (notebooks may run it before the output is
+    // in the document), else by id once it is there.
+    const root = (script && script.closest(".mlxs")) || document.getElementById(id);
+    if (!root) {
+      if ((tries || 0) < 100) requestAnimationFrame(() => M.mount(id, view, data, null, (tries || 0) + 1));
+      return;
+    }
+    const body = root.querySelector(".mlxs-body");
     Promise.resolve().then(() => { body.textContent = ""; return M.views[view](body, data, M); })
       .then(() => { root.dataset.ready = "1"; })
       .catch(err => { body.textContent = ""; body.appendChild(M.el("div", "mlxs-err", "view failed: " + err));
