@@ -46,12 +46,13 @@ def make_sae():
 
 
 @pytest.fixture(scope="module")
-def server(stories_path):
+def server(stories_path, tmp_path_factory):
+    sae_dir = make_sae().save(tmp_path_factory.mktemp("sae"))  # loaded back as `serve --sae DIR` does
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    app = create_app(stories_path, sae=make_sae, model_name="stories260k",
+    app = create_app(stories_path, sae=sae_dir, model_name="stories260k",
                      limits=Limits(body_bytes=4096, prompt_tokens=64, new_tokens=40))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -265,6 +266,11 @@ def _no_uid(html):
 def test_requests_outside_the_limits_are_refused(server, path, form, status, message):
     r = httpx.post(server + path, json=form, timeout=30)
     assert r.status_code == status and message in r.json()["error"]
+
+
+def test_the_app_loads_the_model_on_its_own_thread(reference):
+    with pytest.raises(TypeError, match="checkpoint path or a function"):
+        create_app(reference)  # made on this thread: refused, with what to pass instead
 
 
 def test_serve_without_the_ui_extra_says_what_to_install(monkeypatch, capsys):

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import os
+import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,24 +55,37 @@ class Explorer:
     """The model on its own thread, and the analyses the pages call (each returns HTML or streams text).
 
     ``model`` is a checkpoint path (or repo id) or a function returning a model; either way it is
-    loaded on the model thread. ``sae`` likewise (a path for ``mlxsight.tools.SAE.load``, or a loader).
+    loaded on the model thread. ``sae`` likewise (a path for ``mlxsight.tools.SAE.load``, or a
+    loader), or an ``SAE``.
     """
 
     def __init__(self, model: str | Path | Callable[[], Any], *, sae: Any = None, limits: Limits = Limits()) -> None:
         self.limits = limits
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlxsight-model",
                                          initializer=_thread_stream)
-        self.model, self.sae = self.worker.submit(self._load, model, sae).result()
+        try:
+            self.model, self.sae = self.worker.submit(self._load, model, sae).result()
+        except BaseException:
+            self.worker.shutdown()
+            raise
         self.parts = tools.standardize(self.model)
 
     @staticmethod
     def _load(model: Any, sae: Any) -> tuple[Any, Any]:
         import mlxsight
 
-        model = model() if callable(model) else mlxsight.LanguageModel(str(model))
-        if sae is not None and not callable(sae):
+        if isinstance(model, (str, os.PathLike)):
+            model = mlxsight.LanguageModel(str(model))
+        elif isinstance(model, (types.FunctionType, types.MethodType, functools.partial)):
+            model = model()
+        else:  # a model made on another thread would carry that thread's MLX stream
+            raise TypeError("pass the model as a checkpoint path or a function that loads it (it is loaded on the "
+                            f"app's own thread), not a {type(model).__name__}")
+        if isinstance(sae, (str, os.PathLike)):
             sae = tools.SAE.load(sae)
-        return model, (sae() if callable(sae) else sae)
+        elif isinstance(sae, (types.FunctionType, types.MethodType, functools.partial)):
+            sae = sae()
+        return model, sae
 
     def available(self) -> set[str]:
         """The explorers this install's toolkit supports (the others are left out of the app)."""
