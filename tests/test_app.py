@@ -268,6 +268,15 @@ def test_requests_outside_the_limits_are_refused(server, path, form, status, mes
     assert r.status_code == status and message in r.json()["error"]
 
 
+def test_cross_site_requests_are_refused(server):
+    # a form or no-cors fetch from another site can only send "simple" bodies such as text/plain
+    r = httpx.post(server + "/stream/generate", content=b'{"prompt": "Once"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 400 and "application/json" in r.json()["error"]
+    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own name as Host
+    r = httpx.post(server + "/stream/generate", json={"prompt": "Once"}, headers={"Host": "evil.example"})
+    assert r.status_code == 400
+
+
 def test_the_app_loads_the_model_on_its_own_thread(reference):
     with pytest.raises(TypeError, match="checkpoint path or a function"):
         create_app(reference)  # made on this thread: refused, with what to pass instead

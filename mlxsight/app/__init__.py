@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from mlxsight import assets
 
     name = args.model or str(assets.path("stories260k"))
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    if not loopback:
         print(f"warning: serving on {args.host}: anyone who can reach it can run the model", file=sys.stderr)
     print(f"mlxsight explorers for {name}: http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(create_app(name, sae=args.sae, model_name=name), host=args.host, port=args.port, log_level="warning")
+    app = create_app(name, sae=args.sae, model_name=name,
+                     **({} if loopback else {"allowed_hosts": ["*"]}))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -19,10 +19,12 @@ import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -252,6 +254,9 @@ ANALYSES = {"lens": "lens", "attention": "attention", "heads": "heads", "patchin
 
 
 async def _form(request: Request, limits: Limits) -> dict:
+    # JSON only: a cross-site page cannot send it without a CORS preflight, which this app never grants
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadRequest("send the form as JSON (Content-Type: application/json)")
     size = request.headers.get("content-length")
     if size is not None and int(size) > limits.body_bytes:
         raise BadRequest(f"request body over {limits.body_bytes} bytes")
@@ -269,10 +274,16 @@ async def _form(request: Request, limits: Limits) -> dict:
     return form
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def create_app(model: str | Path | Callable[[], Any], *, sae: Any = None, limits: Limits = Limits(),
-               model_name: str = "") -> Starlette:
+               model_name: str = "", allowed_hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
     """The Starlette app for ``model`` (a checkpoint path, or a function that loads an mlxsight
-    ``LanguageModel``: it is called on the app's model thread); ``sae`` enables the SAE explorer."""
+    ``LanguageModel``: it is called on the app's model thread); ``sae`` enables the SAE explorer.
+
+    Requests must name one of ``allowed_hosts`` in their Host header (loopback by default, which keeps
+    other web pages out through DNS rebinding); ``["*"]`` accepts any."""
     explorer = Explorer(model, sae=sae, limits=limits)
     available = explorer.available()
     pages = {k: v for k, v in shell.explorers(explorer.sae is not None, len(explorer.parts.layers)).items() if k in available}
@@ -319,7 +330,7 @@ def create_app(model: str | Path | Callable[[], Any], *, sae: Any = None, limits
         Route("/{name:str}", page),
         Route("/api/{name:str}", analysis, methods=["POST"]),
         Route("/stream/{name:str}", generate, methods=["POST"]),
-    ], lifespan=lifespan)
+    ], lifespan=lifespan, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
     app.state.explorer = explorer
     return app
 
