@@ -207,6 +207,36 @@ def bench_patching(repeats: int) -> list[bool]:
     return verdicts
 
 
+def bench_steering(repeats: int, tokens: int = 64) -> list[bool]:
+    """tools.generate_steered vs plain mlx_lm.generate, the same number of new tokens."""
+    import mlx_lm
+    import numpy as np
+
+    from . import tools
+
+    model = LanguageModel(assets.path("stories260k"))
+    prompt = "Once upon a time"
+    vector = np.full(model.config.hidden_size, 1e-3, dtype=np.float32)  # small: the text (and its length) stays
+    steered = tools.generate_steered(model, prompt, vector, scales=[1.0], layer=2, max_new_tokens=tokens)
+    n_new = len(steered.token_ids[0])
+    ids = model.tokenizer(prompt)["input_ids"]
+
+    def plain():
+        return mlx_lm.generate(model.mlx_model, model.tokenizer, ids, max_tokens=n_new)
+
+    def steer():
+        return tools.generate_steered(model, prompt, vector, scales=[1.0], layer=2, max_new_tokens=n_new)
+
+    times = round_robin({"plain": plain, "steered": steer}, repeats, warmup=2)
+    ratio = times["steered"] / times["plain"]
+    ok = ratio <= 1.0
+    print(f"\nsteered generation on stories260K ({n_new} new tokens, vector added after layer 2 at every token; "
+          f"median of {repeats}):")
+    print(f"  mlx_lm.generate {times['plain'] * 1e3:7.1f} ms, tools.generate_steered {times['steered'] * 1e3:7.1f} ms, "
+          f"{ratio:5.2f}x  target <= 1.00x: {'met' if ok else 'MISSED'}")
+    return [ok]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlxsight bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -253,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                   "  (torch, 1 thread)")
             print(f"  mlxsight overhead / nnsight overhead = {ratio:.3f}  "
                   f"target <= {TARGETS['overhead_vs_nnsight']:.2f}: {'met' if ok else 'MISSED'}")
-    verdicts += bench_patching(max(3, args.repeats // 5))
+    verdicts += bench_patching(max(3, args.repeats // 5)) + bench_steering(max(5, args.repeats // 2))
     print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
     return 0
 

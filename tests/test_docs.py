@@ -28,4 +28,5 @@ def test_nav_lists_every_page():
     import re
 
     nav = set(re.findall(r":\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), flags=re.M))
-    assert nav == {p.name for p in (ROOT / "docs").glob("*.md")}
+    docs = ROOT / "docs"
+    assert nav == {p.relative_to(docs).as_posix() for p in docs.rglob("*.md")}

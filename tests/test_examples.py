@@ -16,6 +16,9 @@ EXPECTED = {
     "05_invokes_batching.py": "(same as alone: True)",
     "06_attribution_patching.py": "largest estimated effect at position 14",
     "07_cache_and_source.py": "attention weights (recomputed from q and k): (1, 8, 16, 16)",
+    "12_patching_sweep.py": "layer 2: most recovered at position 14 ('▁Lily'): 98%",
+    "13_attribution_sweep.py": "resid correlation with activation patching: 0.99",
+    "14_steering_tools.py": "She was very happy and wanted to show her friends.",
 }
 
 

@@ -115,3 +115,23 @@ def test_stories260k(stories):
     induction = tools.head_scores(stories, "induction")
     assert prev.scores.shape == (5, 8) and prev.top(1)[0][:2] == (3, 6) and prev.top(1)[0][2] > 0.8
     assert induction.scores.max() < 0.15
+
+
+@pytest.mark.smollm2
+def test_smollm2_induction_heads(smollm2_path):
+    """SmolLM2-135M's known induction heads (assets/smollm2/SOURCE.md: 18.6, 17.3, 17.4, 23.2, 23.7),
+    found with weights equal to transformers' eager attention on the same checkpoint (float32)."""
+    import torch
+    import transformers as tf
+
+    model = mlxsight.LanguageModel(smollm2_path, dtype="float32")
+    scores = tools.head_scores(model, "induction", seq_len=40, batch=4)
+    top = scores.top(5)
+    print("SmolLM2 induction heads:", [(l, h, round(s, 3)) for l, h, s in top])
+    assert {(18, 6), (17, 3), (17, 4)} <= {(l, h) for l, h, _ in top} and top[0][2] > 0.8
+    hf = tf.AutoModelForCausalLM.from_pretrained(str(smollm2_path), dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    ours = tools.attention_patterns(model, scores.input_ids, layers=[17, 18])
+    with torch.no_grad():
+        ref = hf(torch.tensor([scores.input_ids]), output_attentions=True).attentions
+    assert np.abs(ours.weights - np.stack([ref[17][0].numpy(), ref[18][0].numpy()])).max() < 1e-4

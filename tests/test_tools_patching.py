@@ -121,3 +121,43 @@ def test_different_lengths_are_rejected(hf, names):
     with pytest.raises(ValueError, match="24 tokens and the corrupted one 39"):
         tools.activation_patching(hf, CLEAN, CLEAN.replace("Lily", "Alexandra Maximiliana"),
                                   tools.logit_diff(*names), progress=False)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma2", "gpt_neox"])
+@pytest.mark.parametrize("component", ["resid", "attn", "heads"])
+def test_other_families_equal_naive_loop(arch, component):
+    """GPT-2 (c_proj, tied), Gemma 2 (scaled embeddings, post-norms, soft-capping), GPT-NeoX (dense):
+    each cell against one plain two-invoke trace over the standardized paths."""
+    from tiny_models import cached_checkpoint
+
+    model = mlxsight.LanguageModel(cached_checkpoint(arch))
+    std = tools.standardize(model)
+    rng = np.random.default_rng(1)
+    clean = rng.integers(5, 500, 10).tolist()
+    corrupt = list(clean)
+    corrupt[3] = (corrupt[3] + 11) % 500
+    res = tools.activation_patching(model, clean, corrupt, tools.logit_diff(7, 9), component=component,
+                                    positions=[3, -1], progress=False)
+    proj = {"gpt2": "c_proj", "gemma2": "o_proj", "gpt_neox": "dense"}[arch]
+    d_head = std.d_head
+    for i, layer in enumerate(res.layers):
+        for j, pos in enumerate((3, 9)):
+            for h in (range(std.n_heads) if component == "heads" else [None]):
+                with model.trace() as tracer:
+                    for ids, write in ((clean, False), (corrupt, True)):
+                        with tracer.invoke([ids]):
+                            if component == "resid":
+                                target, key = std.layers[layer].input, (slice(None), pos)
+                            elif component == "attn":
+                                target, key = std.attention[layer].output[0], (slice(None), pos)
+                            else:
+                                target = getattr(std.attention[layer], proj).input
+                                key = (slice(None), pos, slice(h * d_head, (h + 1) * d_head))
+                            if write:
+                                target[key] = value
+                                logits = model.output.logits[0, -1].save()
+                            else:
+                                value = target[key]
+                expected = float(logits[7] - logits[9])
+                got = res.scores[(i, j) + ((h,) if h is not None else ())]
+                assert got == pytest.approx(expected, abs=5e-5), (layer, pos, h)

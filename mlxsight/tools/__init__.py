@@ -22,8 +22,7 @@ from .standardize import ArchitectureError, Standardized, standardize
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",
     "logit_lens", "LensResult", "TunedLens", "sample_corpus", "attention_patterns", "AttentionPatterns", "head_scores", "HeadScores",
-    "activation_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
-    "attribution_patching",
+    "activation_patching", "attribution_patching", "PatchingResult", "logit_diff", "probability", "kl_div",
     "steering_vector", "generate_steered", "steer", "scale_search", "SteeringVector", "SteeringResult",
     "ScaleSearch",
 ]
