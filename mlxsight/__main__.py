@@ -1,4 +1,5 @@
-"""``python -m mlxsight demo`` (a tour on the bundled model) or ``python -m mlxsight bench``."""
+"""``python -m mlxsight demo`` (a tour on the bundled model), ``python -m mlxsight bench``, or
+``python -m mlxsight serve [MODEL] [--host 127.0.0.1] [--port N]`` (the local web app)."""
 
 import sys
 
@@ -9,6 +10,8 @@ def main() -> int:
         from .demo import main as run
     elif command == "bench":
         from .bench import main as run
+    elif command == "serve":
+        from .app import main as run
     else:
         print(__doc__)
         return 2

@@ -156,6 +156,11 @@ class Envoy:
     def __repr__(self) -> str:
         return "\n".join(self._repr_lines())
 
+    def _repr_html_(self) -> str:
+        from .notebook import envoy_html
+
+        return envoy_html(self)
+
     def _repr_lines(self) -> list[str]:
         """The module tree as torch prints it, runs of identical layers collapsed as nnsight does."""
         head = f"{type(self._module).__name__}("

@@ -12,7 +12,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Library frames are decided by location: every file of the package is plumbing, never "the user's
 # line", except the layers above the core, which use the public API as any user does (their traces
 # save into their own frames): the research tools, views, the bench and the demo.
-_ABOVE_CORE = tuple(os.path.join(_PACKAGE_DIR, name) for name in ("tools" + os.sep, "views" + os.sep,
+_ABOVE_CORE = tuple(os.path.join(_PACKAGE_DIR, name) for name in ("tools" + os.sep, "views" + os.sep, "app" + os.sep,
                                                                   "bench.py", "demo.py"))
 _CONTEXTLIB = os.path.join(os.path.dirname(os.__file__), "contextlib.py")
 

@@ -130,6 +130,11 @@ class Graph:
 
     __repr__ = __str__
 
+    def _repr_html_(self) -> str:
+        from .notebook import graph_html
+
+        return graph_html(self, format_node)
+
 
 def format_arg(value: Any) -> str:
     if isinstance(value, Node):

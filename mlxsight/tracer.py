@@ -125,6 +125,13 @@ class Tracer:
     stop_early = True  # a single forward can end after the last needed hook point
     example_shapes = False  # True when shapes while recording come from an example, not the real input
 
+    _pushed: dict | None = None  # the saved values pushed to the caller, once run
+
+    def _repr_html_(self) -> str:
+        from .notebook import tracer_html
+
+        return tracer_html(self, self._pushed)
+
     def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
         self.model = model
         self.driver = model._driver
@@ -336,6 +343,7 @@ class Tracer:
         if transform is not None:
             updates = {k: transform(v) for k, v in updates.items()}
         self._frame.push(self._locals, updates, self.holds_proxy)
+        self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
     def _compute(self, outputs: list) -> Callable[[Any], Any]:

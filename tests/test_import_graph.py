@@ -12,7 +12,7 @@ from pathlib import Path
 import mlxsight
 
 PACKAGE = Path(mlxsight.__file__).parent
-ABOVE_CORE = ("mlxsight.tools", "mlxsight.views", "mlxsight.bench", "mlxsight.demo", "mlxsight.__main__")
+ABOVE_CORE = ("mlxsight.tools", "mlxsight.views", "mlxsight.app", "mlxsight.bench", "mlxsight.demo", "mlxsight.__main__")
 
 
 def _module_name(path: Path) -> str:
