@@ -54,6 +54,6 @@ print(f"ablating feature {acts.feature_ids[0]} moves the last logits by {float(m
 feature = int(acts.feature_ids[0])
 with model.generate("Once upon a time", max_new_tokens=20) as tracer:
     for _ in tracer.iter[:20]:
-        tools.steer(model, sae, {feature: 6.0})
+        tools.steer_features(model, sae, {feature: 6.0})
     steered = tracer.result.save()
 print("steered:", model.tokenizer.decode(steered[0].tolist(), skip_special_tokens=True))

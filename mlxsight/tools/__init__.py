@@ -32,11 +32,13 @@ __all__ = [
 from .sae import SAE, Site  # noqa: E402
 from .sae_analysis import (  # noqa: E402
     FeatureActivations, FeatureAttribution, TopContexts, ablate, attribute, clamp, feature_activations, splice,
-    steer, top_contexts,
+    top_contexts,
 )
+from .sae_analysis import steer as steer_features  # noqa: E402  (tools.steer is residual steering)
 
 __all__ += [
-    "SAE", "Site", "FeatureActivations", "FeatureAttribution", "TopContexts", "splice", "ablate", "clamp", "steer",
+    "SAE", "Site", "FeatureActivations", "FeatureAttribution", "TopContexts", "splice", "ablate", "clamp",
+    "steer_features",
     "feature_activations", "top_contexts", "attribute",
 ]
 # --- end sparse autoencoders ---
