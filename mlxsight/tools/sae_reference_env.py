@@ -19,6 +19,7 @@ from pathlib import Path
 SAE_LENS = "sae-lens==6.54.12"
 TORCH = "torch==2.13.0"  # the CPU wheel; a bare "torch" pulls several GB of CUDA packages on Linux
 SCRIPT = Path(__file__).with_name("sae_reference.py")
+CONSTRAINTS = Path(__file__).with_name("sae_reference_constraints.txt")  # the versions the tests passed on
 
 
 def venv_path() -> Path:
@@ -51,7 +52,7 @@ def run(*args: str, timeout: float = 600) -> dict:
 
 def build(path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    subprocess.run([str(path / "bin" / "pip"), "install", "-q", SAE_LENS, TORCH], check=True)
+    subprocess.run([str(path / "bin" / "pip"), "install", "-q", "-c", str(CONSTRAINTS), SAE_LENS, TORCH], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
