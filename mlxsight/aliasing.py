@@ -13,6 +13,7 @@ from typing import Any
 import mlx.core as mx
 
 from .outputs import ModelOutput
+from .tree import map_tree, zip_tree
 
 
 def set_item(base: mx.array, key: Any, value: Any) -> mx.array:
@@ -123,12 +124,12 @@ class Rows(ViewSpec):
         batch = int(self.batch)
         if self.start == 0 and self.stop == batch:
             return base  # a lone invoke is not narrowed
-        return map_structure(base, lambda a: a[self.start : self.stop] if _batched(a, batch) else a)
+        return map_tree(base, lambda a: a[self.start : self.stop] if _batched(a, batch) else a)
 
     def put(self, base: Any, value: Any) -> Any:
         if self.start == 0 and self.stop == int(self.batch):
             return value
-        return zip_structure(base, value, self._put_leaf)
+        return zip_tree(base, value, self._put_leaf)
 
     def _put_leaf(self, base: Any, value: Any) -> Any:
         if not _batched(base, int(self.batch)):
@@ -142,32 +143,3 @@ class Rows(ViewSpec):
 
 def _batched(a: Any, batch: int) -> bool:
     return isinstance(a, mx.array) and a.ndim > 0 and a.shape[0] == batch
-
-
-def map_structure(value: Any, fn) -> Any:
-    """Apply ``fn`` to every leaf of nested tuples/lists/dicts/ModelOutputs, keeping their types."""
-    if isinstance(value, ModelOutput):
-        return type(value)(**{k: map_structure(v, fn) for k, v in value.items()})
-    if isinstance(value, dict):
-        return {k: map_structure(v, fn) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(map_structure(v, fn) for v in value)
-    return fn(value)
-
-
-def zip_structure(a: Any, b: Any, fn) -> Any:
-    if isinstance(a, ModelOutput):
-        return type(a)(**{k: zip_structure(v, b[k], fn) for k, v in a.items()})
-    if isinstance(a, dict):
-        return {k: zip_structure(v, b[k], fn) for k, v in a.items()}
-    if isinstance(a, (tuple, list)):
-        if len(a) != len(b):
-            raise ValueError(f"structure mismatch: {len(a)} elements vs {len(b)}")
-        return type(a)(zip_structure(x, y, fn) for x, y in zip(a, b))
-    return fn(a, b)
-
-
-def leaves(value: Any) -> list:
-    out: list = []
-    map_structure(value, out.append)
-    return out

@@ -12,7 +12,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .tracer import apply
+from .proxy import apply
 
 
 def weights(queries: Any, keys: Any, scale: float, mask: Any = "causal") -> Any:

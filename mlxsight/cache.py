@@ -13,7 +13,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .aliasing import leaves, map_structure
+from .tree import leaves, map_tree
 
 
 class CacheEntry:
@@ -78,4 +78,4 @@ class _CachePath:
 
 
 def cast(value: Any, dtype: Any) -> Any:
-    return map_structure(value, lambda a: a.astype(dtype) if isinstance(a, mx.array) else a)
+    return map_tree(value, lambda a: a.astype(dtype) if isinstance(a, mx.array) else a)

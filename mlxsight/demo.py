@@ -12,7 +12,8 @@ import mlx.core as mx
 
 from . import assets
 from .model import LanguageModel
-from .tracer import apply, save
+from .context import save
+from .proxy import apply
 
 CLEAN = "Once upon a time, there was a little girl named Lily. She was very happy. One day,"
 LENS = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."

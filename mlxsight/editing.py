@@ -12,7 +12,7 @@ import copy
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from .graph import Graph, Node, map_nodes
+from . import context
 from .tracer import Tracer
 
 if TYPE_CHECKING:
@@ -42,12 +42,7 @@ class EditTracer(Tracer):
     def _finish(self) -> None:
         self.compile_check()
         self.model._edits.append(self.graph)
-        from .tracer import _exit_listeners
-
-        info = {"file": self._frame.f_code.co_filename if self._frame else None,
-                "line": self._frame.f_lineno if self._frame else None, "edit": True}
-        for listener in _exit_listeners:  # an edit is a traced block too (nnsight counts it)
-            listener(info, {})
+        context.notify_exit({**self._frame.info, "edit": True}, {})  # nnsight counts an edit as a trace
 
     def compile_check(self) -> None:
         """Validate the edit (time travel, unknown modules) on the example input it was recorded with."""
@@ -66,19 +61,3 @@ def shallow_copy(model: "NNsight") -> "NNsight":
     object.__setattr__(clone, "_edits", list(model._edits))
     object.__setattr__(clone, "_structures", OrderedDict())
     return clone
-
-
-def replay(tracer: Tracer, edit: Graph) -> None:
-    """Copy an edit's nodes into ``tracer``'s graph, wiring its reads and writes to the trace's slots."""
-    new: dict[int, Node] = {}
-    for node in edit:
-        args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
-        if node.op == "read":
-            new[node.index] = tracer._slot(node.target).node
-        elif node.op == "write":
-            slot = tracer._slot(node.target)
-            slot._node = args[0]
-            slot._version += 1
-            new[node.index] = tracer.emit("write", node.target, args, kwargs, where=node.where)
-        else:
-            new[node.index] = tracer.emit(node.op, node.target, args, kwargs, where=node.where)

@@ -8,15 +8,20 @@ import sys
 from dataclasses import dataclass
 from types import FrameType
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# Frames from these files are library plumbing, never "the user's line". Tools built on the core
-# (bench, demo, analysis) are user code: their traces save into their own frames.
-_CORE = ("aliasing", "batching", "compiler", "envoy", "errors", "graph", "hooks", "model", "outputs",
-         "proxy", "runner", "structure", "torch_ops", "tracer")
-_PLUMBING = tuple(os.path.join(_PACKAGE_DIR, f"{name}.py") for name in _CORE) + (
-    os.path.join(_PACKAGE_DIR, "adapters") + os.sep,
-    os.path.join(os.path.dirname(os.__file__), "contextlib.py"),
-)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Library frames are decided by location: every file of the package is plumbing, never "the user's
+# line", except the layers above the core, which use the public API as any user does (their traces
+# save into their own frames): the research tools, views, the bench and the demo.
+_ABOVE_CORE = tuple(os.path.join(_PACKAGE_DIR, name) for name in ("tools" + os.sep, "views" + os.sep,
+                                                                  "bench.py", "demo.py"))
+_CONTEXTLIB = os.path.join(os.path.dirname(os.__file__), "contextlib.py")
+
+
+def is_library_file(filename: str) -> bool:
+    """Whether frames from ``filename`` are mlxsight's own machinery (or contextlib's)."""
+    if filename == _CONTEXTLIB:
+        return True
+    return filename.startswith(_PACKAGE_DIR) and not filename.startswith(_ABOVE_CORE)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ def user_frame(skip: int = 1) -> FrameType | None:
         name = frame.f_code.co_filename
         plumbing = _is_plumbing.get(name)
         if plumbing is None:
-            plumbing = _is_plumbing[name] = name.startswith(_PLUMBING)
+            plumbing = _is_plumbing[name] = is_library_file(name)
         if not plumbing:
             return frame
         frame = frame.f_back

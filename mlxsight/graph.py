@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple
 
 from .errors import Where
+from .tree import find_all, map_matching
 
 
 class HookPoint(NamedTuple):
@@ -66,39 +67,6 @@ class Node:
         return f"Node({self.name}: {format_node(self)})"
 
 
-_LEAVES = (int, float, str, bool, type(None))
-
-
-def _collect_nodes(values: tuple | list, out: list[Node]) -> None:
-    for v in values:
-        if isinstance(v, Node):
-            out.append(v)
-        elif isinstance(v, (tuple, list)):
-            _collect_nodes(v, out)
-        elif isinstance(v, dict):
-            _collect_nodes(tuple(v.values()), out)
-        elif isinstance(v, slice):
-            _collect_nodes((v.start, v.stop, v.step), out)
-
-
-def map_matching(value: Any, kind: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
-    """Rebuild ``value`` with every instance of ``kind`` inside it (nested tuples, lists, dicts and
-    slices, at any depth) replaced by ``fn(instance)``."""
-    if isinstance(value, _LEAVES):
-        return value
-    if isinstance(value, kind):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(map_matching(v, kind, fn) for v in value)
-    if isinstance(value, list):
-        return [map_matching(v, kind, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: map_matching(v, kind, fn) for k, v in value.items()}
-    if isinstance(value, slice):
-        return slice(*(map_matching(v, kind, fn) for v in (value.start, value.stop, value.step)))
-    return value
-
-
 def map_nodes(value: Any, fn: Callable[[Node], Any]) -> Any:
     """Rebuild ``value`` with every Node inside it (at any depth) replaced by ``fn(node)``."""
     return map_matching(value, Node, fn)
@@ -114,10 +82,9 @@ class Graph:
     def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
                where: Where | None = None, invoke: int | None = None) -> Node:
         kwargs = kwargs or {}
-        deps: list[Node] = []
-        _collect_nodes(args, deps)
+        deps = find_all(args, Node)
         if kwargs:
-            _collect_nodes(tuple(kwargs.values()), deps)
+            find_all(tuple(kwargs.values()), Node, deps)
         node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
         return node

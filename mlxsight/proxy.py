@@ -9,11 +9,13 @@ its base, and views re-derive from a base edited after them (see ``aliasing``).
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 
 from .aliasing import Index, Item, Reshape, ViewSpec, is_basic_key
+from .context import save, torch_semantics
+from .tree import map_matching
 from .outputs import ModelOutput
 
 if TYPE_CHECKING:
@@ -25,8 +27,6 @@ class Size(tuple):
     (nnsight scripts call ``.save()`` on any object, ``torch.Size`` included)."""
 
     def save(self) -> "Size":
-        from .tracer import save
-
         return save(self)
 
 
@@ -47,6 +47,33 @@ def clone(x: mx.array) -> mx.array:
 
 def constant(x: Any) -> Any:
     return x
+
+
+class NodeRef:
+    """A node passed to ``record`` as an argument (not a proxy)."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+
+
+def map_proxies(value: Any, fn: Callable[["Proxy"], Any]) -> Any:
+    """``value`` with each proxy inside replaced by ``fn(proxy)`` (and node references by their node)."""
+    return map_matching(value, (Proxy, NodeRef), lambda p: p.node if isinstance(p, NodeRef) else fn(p))
+
+
+def find_tracer(value: Any) -> "Tracer | None":
+    """The trace of the first proxy inside ``value``."""
+    found: list = []
+    map_proxies(value, lambda p: found.append(p._tracer) or p)
+    return found[0] if found else None
+
+
+def apply(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Record ``fn(*args, **kwargs)`` (e.g. an ``mlx.core`` function) on proxies inside a trace."""
+    tracer = find_tracer((args, kwargs))
+    if tracer is None:
+        return fn(*args, **kwargs)
+    return tracer.record("call_function", fn, args, kwargs)
 
 
 class Proxy:
@@ -98,6 +125,10 @@ class Proxy:
 
     def _describe(self) -> str:
         return self._label
+
+    def _mlxsight_owner(self) -> "Tracer":
+        """The trace this value belongs to (``mlxsight.save`` asks)."""
+        return self._tracer
 
     # -- saving and concrete values ----------------------------------------------------------
     def save(self) -> "Proxy":
@@ -236,12 +267,11 @@ class Proxy:
     def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         """``torch.softmax(proxy, dim=-1)`` and friends: recorded, run as MLX (see torch_ops)."""
         from . import torch_ops
-        from .tracer import _find_tracer
 
         kwargs = kwargs or {}
         if not torch_ops.is_supported(func):
             raise torch_ops.UnsupportedTorchOp(torch_ops.describe(func))
-        tracer = _find_tracer((args, kwargs))
+        tracer = find_tracer((args, kwargs))
         args, kwargs = torch_ops.to_mlx((args, kwargs))
         return tracer.record("call_function", TorchCall(func), args, kwargs)
 
@@ -316,8 +346,6 @@ _STATIC_TORCH_METHODS = {
 
 def _torch_view(name: str) -> bool:
     """``size`` is an attribute in MLX and a method in torch: torch's meaning under torch semantics."""
-    from .tracer import torch_semantics
-
     return name != "size" or torch_semantics()
 
 
@@ -334,8 +362,6 @@ def _torch_method(name: str) -> bool:
 
 def _wants_torch(name: str, args: tuple, kwargs: dict) -> bool:
     """Whether a method call is written with torch's meaning (names or keywords MLX lacks)."""
-    from .tracer import torch_semantics
-
     if torch_semantics() or (kwargs.keys() & _TORCH_ONLY_KWARGS):
         return _torch_method(name)
     return not hasattr(mx.array, name) and _torch_method(name)

@@ -19,6 +19,7 @@ from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 from .source import module_of
 from .structure import call_instrumented
+from .tree import zip_tree
 
 
 class _NeverReached:
@@ -176,11 +177,9 @@ class Runner:
                 or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
             raise ValueError(f"A batched `.skip()` has to cover every row: every invoke that adds rows must "
                              f"skip model.{path}")
-        from .aliasing import zip_structure
-
         out = parts[0][1]
         for _, v in parts[1:]:
-            out = zip_structure(out, v, lambda a, b: mx.concatenate([a, b], axis=0))
+            out = zip_tree(out, v, lambda a, b: mx.concatenate([a, b], axis=0))
         return out
 
     def _at(self, point: HookPoint, value: Any) -> Any:

@@ -11,18 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
+from . import context
 from .errors import NestedTraceError, user_frame, where_now
-from . import tracer as _tracing
-from .tracer import _open_tracers, _write_frame
+from .frames import FrameSnapshot, write_frame
 
 if TYPE_CHECKING:
     from .tracer import Tracer
-
-_open_sessions: list["Session"] = []
-
-
-def current_session() -> "Session | None":
-    return _open_sessions[-1] if _open_sessions else None
 
 
 class Session:
@@ -30,17 +24,15 @@ class Session:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self._frame = None
-        self._snapshot: dict[str, Any] = {}
+        self._frame = FrameSnapshot(None)
         self._saved: dict[int, Any] = {}
         self._handed: dict[int, Any] = {}
 
     def __enter__(self) -> "Session":
-        if _open_tracers or _open_sessions:
+        if context.current_tracer() is not None or context.current_session() is not None:
             raise NestedTraceError("a session cannot be opened inside a trace or another session", where_now())
-        self._frame = user_frame(2)
-        self._snapshot = dict(self._frame.f_locals) if self._frame is not None else {}
-        _open_sessions.append(self)
+        self._frame = FrameSnapshot(user_frame(2))
+        context.push_session(self)
         return self
 
     def adopt(self, tracer: "Tracer", updates: dict[str, Any], saved_names: set[str]) -> None:
@@ -49,23 +41,24 @@ class Session:
             self._handed[id(value)] = value
             if name in saved_names:
                 self._saved[id(value)] = value
-        _write_frame(tracer._frame, updates, [])
+        write_frame(tracer._frame.frame, updates, [])
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        _open_sessions.pop()
-        if exc_type is not None or self._frame is None:
+        context.pop_session(self)
+        frame = self._frame.frame
+        if exc_type is not None or frame is None:
             return False
-        locals_ = dict(self._frame.f_locals)
+        before = self._frame.values
+        locals_ = dict(frame.f_locals)
         keep = {k: v for k, v in locals_.items() if id(v) in self._saved}
         mx.eval([v for v in keep.values() if isinstance(v, mx.array)])
         drop = [k for k, v in locals_.items() if id(v) in self._handed and k not in keep]
-        updates = {k: self._snapshot[k] for k in drop if k in self._snapshot}
-        deletes = [k for k in drop if k not in self._snapshot]
-        if _tracing._value_transform is not None:
-            keep = {k: _tracing._value_transform(v) for k, v in keep.items()}
+        updates = {k: before[k] for k in drop if k in before}
+        deletes = [k for k in drop if k not in before]
+        transform = context.settings.value_transform
+        if transform is not None:
+            keep = {k: transform(v) for k, v in keep.items()}
         updates.update(keep)
-        _write_frame(self._frame, updates, deletes)
-        info = {"file": self._frame.f_code.co_filename, "line": self._frame.f_lineno, "session": True}
-        for listener in _tracing._exit_listeners:
-            listener(info, dict(keep))
+        write_frame(frame, updates, deletes)
+        context.notify_exit({**self._frame.info, "session": True}, keep)
         return False

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from .aliasing import map_structure
+from .tree import map_tree
 from .graph import HookPoint
 from .hooks import observing
 
@@ -46,12 +46,12 @@ def skeleton(value: Any) -> Any:
             return v
         return Opaque(type(v).__name__)
 
-    return map_structure(value, leaf)
+    return map_tree(value, leaf)
 
 
 def meta_of(skel: Any) -> Any:
     """Fresh lazy placeholder values with the skeleton's structure, shapes and dtypes."""
-    return map_structure(skel, lambda s: s.meta() if isinstance(s, ArraySpec) else s)
+    return map_tree(skel, lambda s: s.meta() if isinstance(s, ArraySpec) else s)
 
 
 def signature(value: Any) -> Any:

@@ -7,20 +7,25 @@ them back to the caller's variables, as nnsight 0.8 does: only saved objects are
 
 from __future__ import annotations
 
-import ctypes
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 
+from . import context
 from .aliasing import Rows
 from .cache import Cache, CacheEntry, cast
 from .compiler import compile_graph
+from .context import (  # noqa: F401 - the public names stay importable from here
+    add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
+    set_value_transform, torch_semantics,
+)
 from .errors import (
     ExpiredProxyError, ModuleNotCalledError, NestedTraceError, OutOfOrderError, TraceError, Where, user_frame, where_now,
 )
-from .graph import Graph, HookPoint, Node, format_node, map_matching
-from .proxy import UNKNOWN, Proxy, constant
+from .frames import FrameSnapshot, holds
+from .graph import Graph, HookPoint, Node, format_node
+from .proxy import UNKNOWN, NodeRef, Proxy, apply, constant, find_tracer, map_proxies  # noqa: F401
 from .runner import NEVER_REACHED, Runner, apply_op
 from .source import SEP
 from .structure import skeleton
@@ -28,85 +33,9 @@ from .structure import skeleton
 if TYPE_CHECKING:
     from .model import NNsight
 
-_value_transform: Callable[[Any], Any] | None = None
-_exit_listeners: list[Callable[[dict, dict], None]] = []
-_open_tracers: list["Tracer"] = []
-
 
 class StopTrace(Exception):
     """Raised by ``tracer.stop()``: the rest of the block is not run (nnsight's early stop)."""
-
-
-_torch_semantics = False
-
-
-def set_torch_semantics(enabled: bool) -> None:
-    """Read proxy methods with torch's meaning (``.max(1)`` gives values and indices, ``.view`` reshapes):
-    what nnsight scripts expect. The compat runner turns it on."""
-    global _torch_semantics
-    _torch_semantics = enabled
-
-
-def torch_semantics() -> bool:
-    return _torch_semantics
-
-
-def set_value_transform(fn: Callable[[Any], Any] | None) -> None:
-    """Apply ``fn`` to every saved value as it is pushed to the caller (compat: mx.array -> torch)."""
-    global _value_transform
-    _value_transform = fn
-
-
-def add_exit_listener(fn: Callable[[dict, dict], None]) -> None:
-    """Call ``fn(info, values)`` after each outermost trace pushes its saved names."""
-    _exit_listeners.append(fn)
-
-
-def current_tracer() -> "Tracer | None":
-    return _open_tracers[-1] if _open_tracers else None
-
-
-def save(obj: Any) -> Any:
-    """Mark ``obj`` (a proxy, or any object such as a list filled during the trace) as saved."""
-    tracer = obj._tracer if isinstance(obj, Proxy) else current_tracer()
-    if tracer is None:
-        raise ValueError("save() was called outside a trace. Call it inside `with model.trace(...)`.")
-    tracer.save(obj)
-    return obj
-
-
-def apply(fn: Callable, *args: Any, **kwargs: Any) -> Any:
-    """Record ``fn(*args, **kwargs)`` (e.g. an ``mlx.core`` function) on proxies inside a trace."""
-    tracer = _find_tracer((args, kwargs))
-    if tracer is None:
-        return fn(*args, **kwargs)
-    return tracer.record("call_function", fn, args, kwargs)
-
-
-def _find_tracer(value: Any) -> "Tracer | None":
-    found: list[Tracer] = []
-    _map_proxies(value, lambda p: found.append(p._tracer) or p)
-    return found[0] if found else None
-
-
-def _map_proxies(value: Any, fn: Callable[[Proxy], Any]) -> Any:
-    """``value`` with each proxy inside replaced by ``fn(proxy)`` (and node references by their node)."""
-    return map_matching(value, (Proxy, _NodeRef), lambda p: p.node if isinstance(p, _NodeRef) else fn(p))
-
-
-def _contains_proxy(value: Any, tracer: "Tracer", depth: int = 2) -> bool:
-    """Whether ``value`` is, or holds within ``depth`` levels, a proxy of ``tracer``.
-
-    Shallow on purpose: it runs over every variable of the caller's frame at each trace's exit."""
-    if isinstance(value, Proxy):
-        return value._tracer is tracer
-    if depth == 0:
-        return False
-    if isinstance(value, (list, tuple)):
-        return any(_contains_proxy(v, tracer, depth - 1) for v in value)
-    if isinstance(value, dict):
-        return any(_contains_proxy(v, tracer, depth - 1) for v in value.values())
-    return False
 
 
 class LoopEnded(StopTrace):
@@ -157,13 +86,6 @@ class StepIndexer:
         if any(s < 0 for s in steps):
             raise ValueError("tracer.iter takes non-negative steps")
         return Steps(self.tracer, steps, open_ended and (key.step or 1) == 1)
-
-
-class _NodeRef:
-    """A node passed to ``record`` as an argument (not a proxy)."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
 
 
 class Barrier:
@@ -234,11 +156,10 @@ class Tracer:
         self._served: dict[tuple[HookPoint, int], Proxy] = {}
         self._saved: dict[int, Any] = {}
         self._materialized: list[tuple[Node, int, Where | None]] = []
-        self._frame = None
-        self._snapshot: dict[str, Any] = {}
+        self._frame = FrameSnapshot(None)
+        self._locals: dict = {}
         self._batch_cache: tuple | None = None
         self._structure_cache: tuple | None = None
-        self._locals: dict | None = None
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self._beyond: int | None = None  # the step an open iter loop waits for in vain
@@ -248,18 +169,15 @@ class Tracer:
 
     # -- context -----------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
-        from .session import current_session
-
         self._session = current_session()
-        if _open_tracers:
+        if current_tracer() is not None:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
-        self._frame = user_frame(2)
-        self._snapshot = dict(self._frame.f_locals) if self._frame is not None else {}
+        self._frame = FrameSnapshot(user_frame(2))
         self._open = True
-        _open_tracers.append(self)
+        context.push_tracer(self)
         if self.model._edits:
-            from .editing import replay
+            from .recorder import replay
 
             for edit in self.model._edits:
                 replay(self, edit)
@@ -279,8 +197,7 @@ class Tracer:
                 self._finish()
         finally:
             self._open = False
-            if _open_tracers and _open_tracers[-1] is self:
-                _open_tracers.pop()
+            context.pop_tracer(self)
         return stopped
 
     @property
@@ -383,7 +300,7 @@ class Tracer:
             from .torch_ops import to_mlx
 
             args, kwargs = to_mlx((args, kwargs))
-        node_args = _map_proxies((args, kwargs), lambda p: p.node)
+        node_args = map_proxies((args, kwargs), lambda p: p.node)
         node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
         if meta is UNKNOWN:
             meta = self._meta(node, (args, kwargs), context, where)
@@ -394,7 +311,7 @@ class Tracer:
 
     def _meta(self, node: Node, args_kwargs: tuple, context: str, where: Where | None) -> Any:
         unknown: list = []
-        metas = _map_proxies(args_kwargs, lambda p: unknown.append(p) or p._meta if p._meta is UNKNOWN else p._meta)
+        metas = map_proxies(args_kwargs, lambda p: unknown.append(p) or p._meta if p._meta is UNKNOWN else p._meta)
         if any(p._meta is UNKNOWN for p in unknown):
             return UNKNOWN
         if isinstance(node.target, Rows):  # the batch size is only known at exit
@@ -414,7 +331,7 @@ class Tracer:
             from .torch_ops import to_mlx
 
             value = to_mlx(value)
-        if _contains_proxy(value, self):
+        if holds(value, self.owns):
             return self.record("call_function", constant, (value,))
         node = self.emit("call_function", constant, (value,), invoke=self._invoke_index())
         return Proxy(self, node, value)
@@ -539,7 +456,7 @@ class Tracer:
             dep = self._slot_read(points[0])
         else:
             target, dep = ("node", None, ()), proxy.node
-        return self.record("grad", target, (_NodeRef(dep), _NodeRef(self._loss)), label=f"{proxy._label}.grad",
+        return self.record("grad", target, (NodeRef(dep), NodeRef(self._loss)), label=f"{proxy._label}.grad",
                            meta=proxy._meta)
 
     def _slot_read(self, point: HookPoint) -> Node:
@@ -613,7 +530,7 @@ class Tracer:
         pushes, containers = self._collect_saved()
         proxies: list[Proxy] = []
         for value in [v for _, v in pushes] + containers + [_cache_values(c) for c, _ in self._caches]:
-            _map_proxies(value, lambda p: proxies.append(p) or p if p._tracer is self else p)
+            map_proxies(value, lambda p: proxies.append(p) or p if p._tracer is self else p)
         unique = list({id(p): p for p in proxies}.values())
         nodes = [p.node for p in unique]
         values = self._run(nodes, self._row_data())  # validates even when nothing is saved
@@ -625,7 +542,7 @@ class Tracer:
         resolved = {id(p): v for p, v in zip(unique, values)}
 
         def resolve(value: Any) -> Any:
-            return _map_proxies(value, lambda p: resolved.get(id(p), p))
+            return map_proxies(value, lambda p: resolved.get(id(p), p))
 
         for cache, spec in self._caches:
             for entries in cache.values():
@@ -645,13 +562,18 @@ class Tracer:
         if self._session is not None:
             self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        if _value_transform is not None:
-            updates = {k: _value_transform(v) for k, v in updates.items()}
-        self._push(updates)
-        info = {"file": self._frame.f_code.co_filename if self._frame else None,
-                "line": self._frame.f_lineno if self._frame else None}
-        for listener in _exit_listeners:
-            listener(info, dict(updates))
+        transform = context.settings.value_transform
+        if transform is not None:
+            updates = {k: transform(v) for k, v in updates.items()}
+        self._frame.push(self._locals, updates, self.holds_proxy)
+        context.notify_exit(self._frame.info, updates)
+
+    def owns(self, value: Any) -> bool:
+        """Whether ``value`` is one of this trace's proxies."""
+        return isinstance(value, Proxy) and value._tracer is self
+
+    def holds_proxy(self, value: Any) -> bool:
+        return holds(value, self.owns)
 
     def _fill_caches(self) -> None:
         if not self._caches:
@@ -675,34 +597,9 @@ class Tracer:
 
     def _collect_saved(self) -> tuple[list[tuple[str, Any]], list]:
         """Names to push (saved objects) and pre-existing containers that now hold proxies."""
-        frame = self._frame
-        if frame is None:
-            return [], []
-        pushes, containers = [], []
-        self._locals = frame.f_locals  # read once: for a function frame each read copies the locals
-        for name, value in list(self._locals.items()):
-            if id(value) in self._saved or (self._session is not None and _contains_proxy(value, self)):
-                pushes.append((name, value))  # a session's inner trace hands all its values on
-            elif (isinstance(value, (list, dict)) and self._snapshot.get(name) is value
-                  and _contains_proxy(value, self)):
-                containers.append(value)
+        pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
+                                                               hand_all=self._session is not None)
         return pushes, containers
-
-    def _push(self, updates: dict[str, Any]) -> None:
-        """Write saved values into the caller's frame; unsaved proxies revert to pre-trace values."""
-        frame = self._frame
-        if frame is None:
-            return
-        locals_ = self._locals if self._locals is not None else frame.f_locals
-        deletes = []
-        for name, value in list(locals_.items()):
-            if name in updates or not _contains_proxy(value, self):
-                continue
-            if name in self._snapshot:
-                updates[name] = self._snapshot[name]
-            else:
-                deletes.append(name)
-        _write_frame(frame, updates, deletes)
 
 
 def _strip_root(path: str) -> str:
@@ -755,23 +652,3 @@ def _contains(value: Any, marker: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_contains(v, marker) for v in value)
     return False
-
-
-def _write_frame(frame, updates: dict[str, Any], deletes: list[str]) -> None:
-    optimized = bool(frame.f_code.co_flags & 0x1)  # CO_OPTIMIZED: a function frame with fast locals
-    if optimized and sys.version_info < (3, 13):
-        locals_ = frame.f_locals  # the frame's cached dict (refreshed by this read)
-        locals_.update(updates)
-        for name in deletes:
-            locals_.pop(name, None)
-        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
-        return
-    locals_ = frame.f_locals  # module level (and notebooks): the globals dict; 3.13+: write-through
-    for name, value in updates.items():
-        locals_[name] = value
-    for name in deletes:
-        try:
-            del locals_[name]
-        except (KeyError, TypeError, ValueError):
-            pass
-

@@ -1,0 +1,144 @@
+"""Runtime state, in one place: what is open on this thread, and the process-wide settings.
+
+Open tracers and sessions are per thread: a trace opened in one thread is invisible to every other
+thread, so threads tracing different models never meet. Settings (torch semantics, the value
+transform, exit listeners) are per process, because the compat runner sets them once for a script
+whose traces may run on any thread. Each model has one lock: two threads tracing the *same* model
+take turns (a trace holds the lock from entry to exit), since a run hooks that model's modules.
+
+This module imports nothing from mlxsight: every other module may import it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+ExitListener = Callable[[dict, dict], None]
+
+
+class _OpenOnThread(threading.local):
+    def __init__(self) -> None:
+        self.tracers: list[Any] = []
+        self.sessions: list[Any] = []
+
+
+_open = _OpenOnThread()
+
+
+@dataclass
+class Settings:
+    """Process-wide behaviour that the compat runner (or a user) switches on."""
+
+    torch_semantics: bool = False  # proxy methods read with torch's meaning (``.max(1)``, ``.view``)
+    value_transform: Callable[[Any], Any] | None = None  # applied to each saved value at push
+    exit_listeners: list[ExitListener] = field(default_factory=list)
+
+
+settings = Settings()
+
+
+# -- open tracers and sessions (this thread) ----------------------------------------------------
+def current_tracer() -> Any:
+    """The innermost trace open on this thread, or None."""
+    tracers = _open.tracers
+    return tracers[-1] if tracers else None
+
+
+def current_session() -> Any:
+    """The session open on this thread, or None."""
+    sessions = _open.sessions
+    return sessions[-1] if sessions else None
+
+
+def open_tracers() -> list[Any]:
+    """A copy of this thread's open tracers, outermost first."""
+    return list(_open.tracers)
+
+
+def push_tracer(tracer: Any) -> None:
+    _open.tracers.append(tracer)
+
+
+def pop_tracer(tracer: Any) -> None:
+    """Forget ``tracer`` wherever it is on this thread's stack (a no-op when it is not there)."""
+    tracers = _open.tracers
+    for i in range(len(tracers) - 1, -1, -1):
+        if tracers[i] is tracer:
+            del tracers[i]
+            return
+
+
+def push_session(session: Any) -> None:
+    _open.sessions.append(session)
+
+
+def pop_session(session: Any) -> None:
+    sessions = _open.sessions
+    for i in range(len(sessions) - 1, -1, -1):
+        if sessions[i] is session:
+            del sessions[i]
+            return
+
+
+# -- saving ---------------------------------------------------------------------------------------
+def save(obj: Any) -> Any:
+    """Mark ``obj`` (a proxy, or any object such as a list filled during the trace) as saved."""
+    owner = getattr(type(obj), "_mlxsight_owner", None)  # proxies name the trace they belong to
+    tracer = owner(obj) if owner is not None else current_tracer()
+    if tracer is None:
+        raise ValueError("save() was called outside a trace. Call it inside `with model.trace(...)`.")
+    tracer.save(obj)
+    return obj
+
+
+# -- settings -------------------------------------------------------------------------------------
+def set_torch_semantics(enabled: bool) -> None:
+    """Read proxy methods with torch's meaning (``.max(1)`` gives values and indices, ``.view``
+    reshapes): what nnsight scripts expect. The compat runner turns it on."""
+    settings.torch_semantics = bool(enabled)
+
+
+def torch_semantics() -> bool:
+    return settings.torch_semantics
+
+
+def set_value_transform(fn: Callable[[Any], Any] | None) -> None:
+    """Apply ``fn`` to every saved value as it is pushed to the caller (compat: mx.array -> torch)."""
+    settings.value_transform = fn
+
+
+def add_exit_listener(fn: ExitListener) -> None:
+    """Call ``fn(info, values)`` after each outermost traced block (trace, generate, edit, session)
+    pushes its saved names. ``info`` holds the user's ``file`` and ``line``."""
+    settings.exit_listeners.append(fn)
+
+
+def remove_exit_listener(fn: ExitListener) -> None:
+    """Stop calling ``fn``; a no-op if it was not added."""
+    if fn in settings.exit_listeners:
+        settings.exit_listeners.remove(fn)
+
+
+def notify_exit(info: dict, values: dict) -> None:
+    for listener in list(settings.exit_listeners):
+        listener(info, dict(values))
+
+
+# -- one lock per model ---------------------------------------------------------------------------
+_locks_guard = threading.Lock()
+
+
+def model_lock(holder: Any) -> threading.Lock:
+    """The lock shared by every trace of the model behind ``holder`` (held from entry to exit).
+
+    Kept on the holder's ``__dict__`` (an envoy), so shallow copies made for edits share it."""
+    lock = holder.__dict__.get("_trace_lock")
+    if lock is None:
+        with _locks_guard:
+            lock = holder.__dict__.get("_trace_lock")
+            if lock is None:
+                lock = threading.Lock()
+                object.__setattr__(holder, "_trace_lock", lock)
+    return lock

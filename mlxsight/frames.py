@@ -1,0 +1,126 @@
+"""The caller's frame: a snapshot at block entry, the saved names at exit, and the write-back.
+
+nnsight 0.8 rebinds a block's saved variables in the caller's frame when the block ends; so do we.
+Only names bound or rebound during the block, names holding saved objects, and containers that
+existed before the block and now hold the block's proxies are looked at: a notebook holding large
+values pays for none of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from types import FrameType
+from typing import Any, Callable
+
+from .tree import contains
+
+_SMALL = 64  # pre-existing containers up to this size are always searched for proxies
+
+
+def is_container(value: Any) -> bool:
+    return type(value) in (list, dict)
+
+
+class FrameSnapshot:
+    """The caller's variables at block entry (by identity), and how big its containers were."""
+
+    def __init__(self, frame: FrameType | None) -> None:
+        self.frame = frame
+        self.values: dict[str, Any] = dict(frame.f_locals) if frame is not None else {}
+        self.sizes = {id(v): len(v) for v in self.values.values() if is_container(v)}
+
+    @property
+    def info(self) -> dict:
+        """Where the block is: the user's file and line (what exit listeners receive)."""
+        frame = self.frame
+        return {"file": frame.f_code.co_filename if frame else None, "line": frame.f_lineno if frame else None}
+
+    def collect(self, owns: Callable[[Any], bool], saved: dict[int, Any], hand_all: bool = False
+                ) -> tuple[list[tuple[str, Any]], list, dict]:
+        """What the block left in the frame: ``(pushes, containers, locals)``.
+
+        ``pushes`` are ``(name, value)`` for saved objects (and, with ``hand_all``, for every value
+        holding one of the block's proxies: a session's inner trace hands all of them on);
+        ``containers`` are pre-existing lists/dicts the block put its proxies into; ``locals`` is the
+        one read of the frame's variables (for a function frame each read copies them)."""
+        frame = self.frame
+        if frame is None:
+            return [], [], {}
+        locals_ = frame.f_locals
+        before, sizes = self.values, self.sizes
+        pushes, containers, unchecked = [], [], []
+        for name, value in list(locals_.items()):
+            if id(value) in saved:
+                pushes.append((name, value))
+            elif before.get(name, _MISSING) is not value:  # bound or rebound in the block
+                if hand_all and owns(value):
+                    pushes.append((name, value))
+            elif is_container(value):
+                if len(value) <= _SMALL or sizes.get(id(value)) != len(value):
+                    if owns(value):
+                        containers.append(value)
+                else:
+                    unchecked.append(value)
+        if unchecked and _unaccounted(saved, pushes, containers):
+            containers += [v for v in unchecked if owns(v)]
+        return pushes, containers, locals_
+
+    def push(self, locals_: dict, updates: dict[str, Any], owns: Callable[[Any], bool]) -> None:
+        """Write ``updates`` into the frame; names bound to the block's unsaved proxies revert to
+        their values before the block (or disappear if they had none)."""
+        frame = self.frame
+        if frame is None:
+            return
+        before = self.values
+        deletes = []
+        for name, value in list(locals_.items()):
+            if name in updates or before.get(name, _MISSING) is value or not owns(value):
+                continue
+            if name in before:
+                updates[name] = before[name]
+            else:
+                deletes.append(name)
+        write_frame(frame, updates, deletes)
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _unaccounted(saved: dict[int, Any], pushes: list, containers: list) -> bool:
+    """Whether some saved object is neither pushed by name nor inside a container found so far."""
+    found = {id(v) for _, v in pushes}
+    for container in containers:
+        found.update(id(v) for v in (container.values() if isinstance(container, dict) else container))
+    return any(key not in found for key in saved)
+
+
+def holds(value: Any, is_ours: Callable[[Any], bool]) -> bool:
+    """Whether ``value`` is, or holds within two levels of containers, one of ours.
+
+    Shallow on purpose: it runs over the caller's variables at each block's exit."""
+    return contains(value, is_ours, 2)
+
+
+def write_frame(frame: FrameType, updates: dict[str, Any], deletes: list[str]) -> None:
+    """Bind ``updates`` and unbind ``deletes`` in ``frame`` (function frames included)."""
+    optimized = bool(frame.f_code.co_flags & 0x1)  # CO_OPTIMIZED: a function frame with fast locals
+    if optimized and sys.version_info < (3, 13):
+        locals_ = frame.f_locals  # the frame's cached dict (refreshed by this read)
+        locals_.update(updates)
+        for name in deletes:
+            locals_.pop(name, None)
+        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
+        return
+    locals_ = frame.f_locals  # module level (and notebooks): the globals dict; 3.13+: write-through
+    for name, value in updates.items():
+        locals_[name] = value
+    for name in deletes:
+        try:
+            del locals_[name]
+        except (KeyError, TypeError, ValueError):
+            pass
