@@ -3,7 +3,6 @@ tokenizing and batching for mlx-lm checkpoints."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -154,7 +153,8 @@ class NNsight(Envoy):
 class LanguageModel(NNsight):
     """An mlx-lm causal language model with its tokenizer, traced like nnsight's ``LanguageModel``.
 
-    ``LanguageModel(path)`` loads a local checkpoint or mlx-community repo with ``mlx_lm.load``;
+    ``LanguageModel(path)`` loads a local checkpoint or hub repo (saved by transformers or converted
+    for mlx-lm) through ``loading.load``;
     ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. ``view="hf"`` (default) presents
     transformers' module paths and output structures where an adapter exists; ``view="mlx"`` the
     plain mlx-lm tree.
@@ -166,11 +166,11 @@ class LanguageModel(NNsight):
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
         if isinstance(model, (str, Path)):
-            from mlx_lm import load
+            from .loading import load
 
-            module, loaded_tok = load(str(model))
+            module, loaded_tok, saved = load(model, kwargs.get("revision"))
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
-            config = config or _read_config(model)
+            config = config or saved
         else:
             module = model
             if tokenizer is None:
@@ -310,20 +310,6 @@ def _called_in_with_statement() -> bool:
         return True
     line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
     return line.startswith(("with ", "async with ")) or not line
-
-
-def _read_config(model: str | Path) -> dict:
-    path = Path(model) / "config.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    try:  # a hub repo id: mlx_lm.load has already downloaded it into the cache
-        from mlx_lm.utils import get_model_path
-
-        resolved = get_model_path(str(model))
-        resolved = resolved[0] if isinstance(resolved, tuple) else resolved
-        return json.loads((Path(resolved) / "config.json").read_text())
-    except Exception:  # noqa: BLE001 - the config is informative only
-        return {}
 
 
 def _config_from_args(module: nn.Module) -> dict:

@@ -1,0 +1,100 @@
+"""``nnsight.modeling.transformers.TransformersModel`` (and the deprecated ``LanguageModel``) on
+mlxsight: a text-generation model loaded from the same checkpoint, presented as nnsight presents
+its transformers model (transformers' own config object, torch device/dtype, ``task``)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import mlxsight
+
+from .._surface import missing
+
+TASKS = ("text-generation",)
+
+
+class TransformersModel(mlxsight.LanguageModel):
+    """nnsight's ``TransformersModel(repo, task="text-generation", ...)`` on an mlx-lm model."""
+
+    def __init__(self, model: Any, *args: Any, task: str | None = None, config: Any = None,
+                 envoys: Any = None, **kwargs: Any) -> None:
+        if task not in (None, *TASKS):
+            raise NotImplementedError(
+                f"TransformersModel(task={task!r}): mlxsight serves text-generation models only; run "
+                "this script on nnsight (`python -m compat run --backend nnsight SCRIPT`)")
+        if config is not None and not isinstance(config, dict):
+            raise NotImplementedError(
+                "TransformersModel(config=...) builds the model from a caller's config on nnsight; mlxsight "
+                "loads the checkpoint's own architecture")
+        if envoys:
+            raise NotImplementedError("TransformersModel(envoys=...) (custom Envoy classes) is not provided "
+                                      "by mlxsight")
+        if args:
+            raise TypeError(f"TransformersModel takes one positional argument, got {1 + len(args)}")
+        super().__init__(model, **kwargs)
+        object.__setattr__(self, "task", task or "text-generation")
+        object.__setattr__(self, "config", _hf_config(model, self.config))
+
+    @property
+    def dispatched(self) -> bool:
+        """Weights are loaded at construction: an mlxsight model is always dispatched."""
+        return True
+
+    def dispatch(self) -> None:
+        """Nothing to load later (nnsight loads lazily unless ``dispatch=True``)."""
+
+    @property
+    def device(self) -> Any:
+        import torch
+
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> Any:
+        import torch
+
+        from mlx.utils import tree_flatten
+
+        params = tree_flatten(self.mlx_model.parameters())
+        name = str(params[0][1].dtype).removeprefix("mlx.core.") if params else "float32"
+        return getattr(torch, name)
+
+    def pipe(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("TransformersModel.pipe() runs the transformers pipeline on nnsight; use "
+                                  "model.generate() (token ids) on mlxsight")
+
+
+class LanguageModel(TransformersModel):
+    """nnsight's deprecated alias of ``TransformersModel(task="text-generation")``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from .. import NNsightDeprecationWarning
+
+        warnings.warn("LanguageModel is deprecated; use TransformersModel(repo, task='text-generation') instead.",
+                      NNsightDeprecationWarning, stacklevel=2)
+        kwargs.setdefault("task", "text-generation")
+        super().__init__(*args, **kwargs)
+
+
+def _hf_config(model: Any, fallback: Any) -> Any:
+    """transformers' own config object for the checkpoint (what nnsight scripts inspect)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(model, (str, Path)):
+        from mlxsight.loading import resolve
+
+        return AutoConfig.from_pretrained(resolve(model))
+    values = dict(vars(fallback)) if not isinstance(fallback, dict) else dict(fallback)
+    kind = values.pop("model_type", None)
+    if kind is not None:
+        try:
+            return AutoConfig.for_model(kind, **values)
+        except (KeyError, ValueError, TypeError):
+            pass
+    return PretrainedConfig(**values)
+
+
+__getattr__ = missing(__name__)
