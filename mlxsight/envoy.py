@@ -72,7 +72,8 @@ class Envoy:
         module = self._module
         value = module.get(name) if isinstance(module, dict) else None
         if isinstance(value, nn.Module):
-            child: Any = Envoy(value, _join(self._path, name), self._root)
+            path = _join(self._path, name)
+            child: Any = envoy_class(self._root, value, path)(value, path, self._root)
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, nn.Module) for v in value):
             child = EnvoyList(value, _join(self._path, name), self._root)
         else:
@@ -118,8 +119,8 @@ class Envoy:
         return attr
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("output", "input", "inputs"):
-            object.__setattr__(self, name, value)  # the _Served descriptors
+        if name in ("output", "input", "inputs") or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)  # the _Served descriptors, a custom envoy's properties
             return
         if isinstance(value, nn.Module):
             setattr(self._module, name, value)
@@ -217,6 +218,26 @@ class Envoy:
         if tracer is not None and _has_proxy((args, kwargs)):
             return tracer.call_module(self._path, None, args, kwargs)
         return self._module(*args, **kwargs)
+
+
+def envoy_class(root: Any, module: nn.Module, path: str) -> type:
+    """The Envoy class for ``module`` at ``path``: the first ``envoys=`` entry of the root that names
+    its class (by name, so transformers' class names select the HF-view modules) or a suffix of its
+    path (``*`` matches one component); else ``Envoy``."""
+    for key, cls in getattr(root, "_envoy_classes", ()):
+        if isinstance(key, type):
+            if isinstance(module, key) or type(module).__name__ == key.__name__:
+                return cls
+        elif _path_ends_with(path, key):
+            return cls
+    return Envoy
+
+
+def _path_ends_with(path: str, key: str) -> bool:
+    parts, wanted = path.split("."), key.strip(".").split(".")
+    if len(wanted) > len(parts):
+        return False
+    return all(w == "*" or w == p for w, p in zip(wanted, parts[len(parts) - len(wanted):]))
 
 
 def _indent(prefix: str, lines: list[str]) -> list[str]:
@@ -321,7 +342,8 @@ class EnvoyList:
             raise IndexError(f"{self.path} has {n} modules; index {index} is out of range")
         index %= n
         if index not in self._items:
-            self._items[index] = Envoy(self._modules[index], f"{self._path}.{index}", self._root)
+            module, path = self._modules[index], f"{self._path}.{index}"
+            self._items[index] = envoy_class(self._root, module, path)(module, path, self._root)
         return self._items[index]
 
     def __iter__(self) -> Iterator[Envoy]:

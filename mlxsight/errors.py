@@ -92,3 +92,8 @@ class ExpiredProxyError(TraceError):
 
 class NestedTraceError(TraceError):
     """A trace was opened inside another trace of the same model."""
+
+
+class NNsightDeprecationWarning(FutureWarning):
+    """What nnsight deprecated (``model.iter``, ``model.generator.output``, ...), warned under
+    nnsight's own class so that ``pytest.warns`` and warning filters behave alike on both."""

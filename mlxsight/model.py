@@ -29,9 +29,12 @@ _IGNORED_LOAD_KWARGS = {"dispatch", "device_map", "attn_implementation", "revisi
 class NNsight(Envoy):
     """Wrap an ``mlx.nn.Module`` so that ``with model.trace(x):`` records interventions on it."""
 
-    def __init__(self, module: nn.Module, *, rename: dict | None = None, **kwargs: Any) -> None:
+    def __init__(self, module: nn.Module, *, rename: dict | None = None, envoys: dict | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(module, "", None)
         object.__setattr__(self, "_rename", dict(rename or {}))
+        # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).
+        object.__setattr__(self, "_envoy_classes", list((envoys or {}).items()))
         object.__setattr__(self, "_structures", OrderedDict())
         object.__setattr__(self, "_named", None)
         object.__setattr__(self, "_edits", [])
@@ -94,7 +97,9 @@ class NNsight(Envoy):
         return self._deprecated_tracer("model.all()", "tracer.all()").all()
 
     def _deprecated_tracer(self, old: str, new: str) -> Tracer:
-        warnings.warn(f"{old} is deprecated (as in nnsight); use {new}", FutureWarning, stacklevel=3)
+        from .errors import NNsightDeprecationWarning
+
+        warnings.warn(f"{old} is deprecated (as in nnsight); use {new}", NNsightDeprecationWarning, stacklevel=3)
         tracer = self._open_tracer()
         if tracer is None:
             raise ValueError(f"{old} is only meaningful inside a trace")

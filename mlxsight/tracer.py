@@ -550,8 +550,11 @@ class Tracer:
                     entry.output, entry.inputs = resolve(entry.output), resolve(entry.inputs)
                     if spec["dtype"] is not None:
                         entry.output, entry.inputs = cast(entry.output, spec["dtype"]), cast(entry.inputs, spec["dtype"])
+        transform = context.settings.value_transform
         for container in containers:
             _replace_in_place(container, resolve)
+            if transform is not None and self._session is None:  # lists/dicts the script made before
+                transform(container)  # the trace hold the same values as pushed names (in place)
         updates = {}
         for name, value in pushes:
             if isinstance(value, (list, dict)) and not isinstance(value, Proxy):
@@ -562,7 +565,6 @@ class Tracer:
         if self._session is not None:
             self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        transform = context.settings.value_transform
         if transform is not None:
             updates = {k: transform(v) for k, v in updates.items()}
         self._frame.push(self._locals, updates, self.holds_proxy)

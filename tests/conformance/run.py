@@ -38,6 +38,27 @@ def suite_args(suite: str) -> tuple[Path, list[str], dict[str, str]]:
         return nnsight_tests(), list(NNSIGHT_FILES), {}
     if suite == "nnterp":
         root = nnterp_package()
+        # nnterp caches which models loaded, per nnsight version, across runs: start each run afresh.
+        data = root / "nnterp" / "data"
+        for stale in data.glob("test_loading_status.json*"):
+            stale.unlink()
+        # Its model list also reads a hub collection (yujiepan's tiny models), cached for a day in
+        # data/toy_models_cache.json: offline, the collection is the part of it this cache holds.
+        from datetime import datetime
+
+        from .checkpoints import LLAMAS
+
+        # Seed its status file with no verdicts for this transformers and both nnsight versions, so it
+        # checks each model it is asked for (on the backend under test) instead of re-checking its
+        # whole hub list, most of which is not in this offline cache.
+        from importlib.metadata import version
+
+        nnsight = version("nnsight")
+        (data / "test_loading_status.json").write_text(json.dumps(
+            {version("transformers"): {nnsight: {}, f"{nnsight}+mlxsight": {}}}))
+        toys = sorted(m for m in LLAMAS if m.startswith("yujiepan/"))
+        (data / "toy_models_cache.json").write_text(json.dumps({"timestamp": datetime.now().isoformat(),
+                                                                "models": toys}))
         return root, ["nnterp/tests", "--model-names", *NNTERP_MODELS], {"MLXSIGHT_CONFORMANCE_NNTERP": "1"}
     raise ValueError(f"unknown suite {suite!r}")
 

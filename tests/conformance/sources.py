@@ -59,4 +59,9 @@ def nnterp_package() -> Path:
         else:
             with tarfile.open(archive) as tar:
                 tar.extractall(cache_dir(), filter="data")
+    # nnterp's tests keep a model-status file in the package `nnterp.data`, which neither its wheel
+    # nor its sdist ships: create the (empty) package, as a checkout of its repository has it.
+    data = root / "nnterp" / "data"
+    data.mkdir(exist_ok=True)
+    (data / "__init__.py").touch()
     return root

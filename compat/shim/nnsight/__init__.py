@@ -14,7 +14,7 @@ _surface.install()
 
 from mlxsight import NNsight, Proxy, apply, save  # noqa: E402,F401
 from mlxsight.envoy import Envoy  # noqa: E402,F401
-from mlxsight.errors import OutOfOrderError  # noqa: E402,F401
+from mlxsight.errors import NNsightDeprecationWarning, OutOfOrderError  # noqa: E402,F401
 
 from .ndif import compare, is_model_running, login, ndif_status, register, status, whoami  # noqa: E402,F401
 from .schema.config import CONFIG  # noqa: E402,F401
@@ -22,10 +22,6 @@ from .tracing.hint import Object  # noqa: E402,F401
 
 __version__ = "0.8.1+mlxsight"
 BACKEND = "mlx"  # lets a script (or a test) tell the shim from the real package
-
-
-class NNsightDeprecationWarning(FutureWarning):
-    """nnsight's deprecation warning class, for scripts that filter it."""
 
 
 def deprecated(message: str):
@@ -43,5 +39,19 @@ def deprecated(message: str):
 
 
 from .modeling.transformers import LanguageModel, TransformersModel  # noqa: E402,F401
+
+if CONFIG.APP.PYMOUNT:
+    # As nnsight does: torch, transformers and anyio first, so that no class they define (torch's C
+    # bindings, anyio's annotated attribute sets) sees `save` already on object.
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    try:
+        import anyio  # noqa: F401
+    except ImportError:
+        pass
+    from ._mount import mount
+
+    mount(save, "save")
 
 __getattr__ = _surface.missing(__name__)

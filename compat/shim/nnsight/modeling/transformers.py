@@ -18,7 +18,7 @@ class TransformersModel(mlxsight.LanguageModel):
     """nnsight's ``TransformersModel(repo, task="text-generation", ...)`` on an mlx-lm model."""
 
     def __init__(self, model: Any, *args: Any, task: str | None = None, config: Any = None,
-                 envoys: Any = None, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         if task not in (None, *TASKS):
             raise NotImplementedError(
                 f"TransformersModel(task={task!r}): mlxsight serves text-generation models only; run "
@@ -27,9 +27,6 @@ class TransformersModel(mlxsight.LanguageModel):
             raise NotImplementedError(
                 "TransformersModel(config=...) builds the model from a caller's config on nnsight; mlxsight "
                 "loads the checkpoint's own architecture")
-        if envoys:
-            raise NotImplementedError("TransformersModel(envoys=...) (custom Envoy classes) is not provided "
-                                      "by mlxsight")
         if args:
             raise TypeError(f"TransformersModel takes one positional argument, got {1 + len(args)}")
         super().__init__(model, **kwargs)
