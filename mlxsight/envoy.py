@@ -226,11 +226,20 @@ def envoy_class(root: Any, module: nn.Module, path: str) -> type:
     path (``*`` matches one component); else ``Envoy``."""
     for key, cls in getattr(root, "_envoy_classes", ()):
         if isinstance(key, type):
-            if isinstance(module, key) or type(module).__name__ == key.__name__:
+            if module_is(module, key):
                 return cls
         elif _path_ends_with(path, key):
             return cls
     return Envoy
+
+
+def module_is(module: nn.Module, cls: type) -> bool:
+    """Whether ``module`` is a ``cls`` as a script means it: an instance, or, for a transformers class
+    (``GPT2MLP``), the HF-view module standing for it (``MLP``: the family prefix dropped)."""
+    if isinstance(module, cls):
+        return True
+    name, own = cls.__name__, type(module).__name__
+    return name == own or (cls.__module__.startswith("transformers.models.") and name.endswith(own))
 
 
 def _path_ends_with(path: str, key: str) -> bool:
@@ -284,9 +293,9 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     """Bind ``alias`` for ``key`` where it resolves from ``envoy`` (nnsight's ``rename=`` rules)."""
     if isinstance(key, type):
         targets = [envoy._child(n) for n in envoy._child_names()
-                   if isinstance(getattr(envoy._child(n), "_module", None), key)]
+                   if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._module, key)]
     else:
-        targets = _resolve(envoy, key.split("."))
+        targets = _resolve(envoy, key.lstrip(".").split("."))  # a leading dot changes nothing
     if not targets:
         return
     *prefix, name = alias.split(".")

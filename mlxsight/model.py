@@ -241,6 +241,14 @@ class LanguageModel(NNsight):
         Called outside a ``with`` statement it just generates and returns the token ids."""
         from .generation import GenerationTracer
 
+        config = kwargs.pop("generation_config", None)
+        if config is not None:  # transformers' GenerationConfig: its settings, the call's own win
+            for name in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams",
+                         "eos_token_id", "pad_token_id"):
+                value = getattr(config, name, None)
+                if value is not None and name not in kwargs:
+                    kwargs[name] = value
+            max_new_tokens = kwargs.pop("max_new_tokens", max_new_tokens)
         forward_kwargs = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
         kwargs.pop("remote", None) and self.trace(remote=True)
         tracer = GenerationTracer(self, inputs, forward_kwargs, max_new_tokens=max_new_tokens, **kwargs)

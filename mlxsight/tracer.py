@@ -176,18 +176,23 @@ class Tracer:
         self._frame = FrameSnapshot(user_frame(2))
         self._open = True
         context.push_tracer(self)
-        if self.model._edits:
-            from .recorder import replay
+        try:
+            if self.model._edits:
+                from .recorder import replay
 
-            for edit in self.model._edits:
-                replay(self, edit)
-        if self._inputs or self._kwargs:
-            # The trace's own input is its only invoke (nnsight refuses more), so it is the whole
-            # batch and its reads need no row view.
-            implicit = self.invoke(*self._inputs, **self._kwargs)
-            implicit.rows = None
-            self._implicit = True
-            self._invoke_stack.append(implicit)
+                for edit in self.model._edits:
+                    replay(self, edit)
+            if self._inputs or self._kwargs:
+                # The trace's own input is its only invoke (nnsight refuses more), so it is the whole
+                # batch and its reads need no row view.
+                implicit = self.invoke(*self._inputs, **self._kwargs)
+                implicit.rows = None
+                self._implicit = True
+                self._invoke_stack.append(implicit)
+        except BaseException:  # a bad input: the block never runs and __exit__ is never called
+            self._open = False
+            context.pop_tracer(self)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
