@@ -282,7 +282,8 @@ def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
                 if part.isdigit() and int(part) < len(e):
                     nxt.append(e[int(part)])
             else:
-                child = e._child(part)
+                # a component may be spelled by an alias bound earlier: spellings compose
+                child = e._child(part) or e.__dict__.get("_alias_table", {}).get(part)
                 if child is not None:
                     nxt.append(child)
         found = nxt

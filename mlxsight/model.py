@@ -52,7 +52,7 @@ class NNsight(Envoy):
         kwargs.pop("scan", None), kwargs.pop("validate", None)  # nnsight 0.4 options, no effect here
         if not trace:
             batch = self._batch([self._encode(inputs, kwargs)])
-            return self._forward(batch)()
+            return _handed_back(self._forward(batch)())
         return Tracer(self, inputs, kwargs)
 
     def edit(self, *, inplace: bool = False) -> Any:
@@ -222,7 +222,10 @@ class LanguageModel(NNsight):
     def _forward(self, batch: Batch) -> Callable[[], Any]:
         module, ids = self._module, batch.input_ids
         if self.view == "hf":
-            return lambda: module(ids, attention_mask=batch.attention_mask)
+            # As transformers is called under nnsight: keywords, with a mask even when nothing is
+            # padded, so `model.inputs` is `((), {"input_ids": ..., "attention_mask": ...})`.
+            mask = batch.attention_mask if batch.attention_mask is not None else mx.ones(ids.shape, mx.int32)
+            return lambda: module(input_ids=ids, attention_mask=mask)
         if batch.attention_mask is None:
             return lambda: module(ids)
         n_layers = len(getattr(self.mlx_model, "layers", []))
@@ -255,7 +258,7 @@ class LanguageModel(NNsight):
         if _called_in_with_statement():
             return tracer
         batch = self._batch([self._encode(inputs, forward_kwargs)])
-        return tracer._loop(None, batch)
+        return _handed_back(tracer._loop(None, batch))
 
     def _eos_ids(self) -> list[int]:
         eos = getattr(self.config, "eos_token_id", None)
@@ -323,6 +326,15 @@ def _called_in_with_statement() -> bool:
         return True
     line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
     return line.startswith(("with ", "async with ")) or not line
+
+
+def _handed_back(value: Any) -> Any:
+    """A value returned to the script outside any trace, under the same transform as saved values
+    (compat: torch tensors)."""
+    from . import context
+
+    transform = context.settings.value_transform
+    return transform(value) if transform is not None else value
 
 
 def _config_from_args(module: nn.Module) -> dict:

@@ -9,6 +9,7 @@ its base, and views re-derive from a base edited after them (see ``aliasing``).
 from __future__ import annotations
 
 import operator
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
@@ -88,6 +89,16 @@ class Proxy:
         self._view: tuple[Proxy, ViewSpec, int] | None = None  # (base, spec, base version seen)
         self._binds: list = []  # HookPoints / (proxy, spec) this object's edits must reach
         self._children: dict = {}  # element views, cached so ``out[0] is out[0]``
+
+    @property
+    def __class__(self) -> type:
+        """With torch semantics on (compat), a proxied array passes ``isinstance(x, torch.Tensor)``
+        as the real tensor does inside an nnsight trace; ``type(x)`` stays ``Proxy``."""
+        if isinstance(self._meta, mx.array) and torch_semantics():
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                return torch.Tensor
+        return type(self)
 
     # -- plumbing ----------------------------------------------------------------------------
     @property

@@ -4,6 +4,7 @@ its transformers model (transformers' own config object, torch device/dtype, ``t
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -32,6 +33,10 @@ class TransformersModel(mlxsight.LanguageModel):
         super().__init__(model, **kwargs)
         object.__setattr__(self, "task", task or "text-generation")
         object.__setattr__(self, "config", _hf_config(model, self.config))
+        if isinstance(model, (str, os.PathLike)) and getattr(self._module, "config", None) is None:
+            # nnsight's wrapped module is transformers' model, which carries the config too; the
+            # module was loaded here, so giving it the attribute changes nothing the caller owns.
+            object.__setattr__(self._module, "config", self.config)
 
     @property
     def dispatched(self) -> bool:
