@@ -32,7 +32,8 @@ def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
     encoding dict). Tokenizer options (``max_length``, ``truncation``, ``add_special_tokens``) apply
     to text, per invoke, as in nnsight."""
     options = {k: kwargs[k] for k in TOKENIZER_OPTIONS if k in kwargs}
-    kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k != "padding"}
+    # `use_cache` changes nothing in one forward pass; `padding` is always to the batch's longest row
+    kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k not in ("padding", "use_cache")}
     if kwargs:
         unknown = set(kwargs) - {"input_ids", "attention_mask"}
         if unknown:

@@ -16,6 +16,7 @@ import mlx.core as mx
 
 from .aliasing import Index, Item, Reshape, ViewSpec, is_basic_key
 from .context import save, torch_semantics
+from .errors import is_library_file
 from .tree import map_matching
 from .outputs import ModelOutput
 
@@ -92,12 +93,16 @@ class Proxy:
 
     @property
     def __class__(self) -> type:
-        """With torch semantics on (compat), a proxied array passes ``isinstance(x, torch.Tensor)``
-        as the real tensor does inside an nnsight trace; ``type(x)`` stays ``Proxy``."""
-        if isinstance(self._meta, mx.array) and torch_semantics():
-            torch = sys.modules.get("torch")
-            if torch is not None:
-                return torch.Tensor
+        """With torch semantics on (compat), a script's ``isinstance`` sees what nnsight serves: a
+        proxied array is a ``torch.Tensor``, a proxied plain tuple a ``tuple``. ``type(x)`` stays
+        ``Proxy``, and mlxsight's own code always sees ``Proxy``."""
+        if torch_semantics() and not is_library_file(sys._getframe(1).f_code.co_filename):
+            if isinstance(self._meta, mx.array):
+                torch = sys.modules.get("torch")
+                if torch is not None:
+                    return torch.Tensor
+            elif type(self._meta) is tuple:
+                return tuple
         return type(self)
 
     # -- plumbing ----------------------------------------------------------------------------
