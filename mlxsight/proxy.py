@@ -274,6 +274,10 @@ class Proxy:
             return Size(value) if name == "shape" else value
         if name in ("T", "mT", "real", "imag"):
             return self._record("call_function", getattr, (self, name))
+        if name in ("device", "is_cuda") and isinstance(meta, mx.array) and torch_semantics():
+            torch = sys.modules.get("torch")  # where compat hands values back: torch on the CPU
+            if torch is not None:
+                return torch.device("cpu") if name == "device" else False
         if isinstance(meta, mx.array) and not hasattr(meta, name) and not _torch_method(name):
             raise AttributeError(f"{self._label} (an mx.array) has no attribute {name!r}")
         return _Method(self, name)
