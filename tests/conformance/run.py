@@ -71,8 +71,8 @@ def run_backend(suite: str, backend: str, out: Path, select: list[str], keyword:
     from .checkpoints import hf_home
 
     cwd, args, extra = suite_args(suite)
-    if select:
-        args = [a for a in args if not a.startswith(("tests/", "nnterp/tests"))] + select
+    if select:  # the chosen ids replace the suite's files; options (--model-names ...) stay last
+        args = select + [a for a in args if not a.startswith(("tests/", "nnterp/tests"))]
     junit = out / f"{backend}.xml"
     env = dict(os.environ, HF_HOME=str(hf_home()), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", MLXSIGHT_CONFORMANCE_BACKEND=backend, **extra)
@@ -87,6 +87,13 @@ def run_backend(suite: str, backend: str, out: Path, select: list[str], keyword:
         except subprocess.TimeoutExpired:
             log.write(f"\nconformance: timed out after {timeout}s\n")
     return parse_junit(junit) if junit.exists() else {}
+
+
+def junit_name(nodeid: str) -> str:
+    """The name a pytest node id has in the results (``tests/test_x.py::A::b`` -> ``tests.test_x.A::b``)."""
+    path, _, rest = nodeid.partition("::")
+    parts = [path.removesuffix(".py").replace("/", ".")] + rest.split("::")
+    return ".".join(parts[:-1]) + "::" + parts[-1]
 
 
 def parse_junit(path: Path) -> dict[str, dict]:
