@@ -47,10 +47,18 @@ def read_surface() -> dict[str, list[str]]:
     return {"version": nnsight.__version__, "modules": dict(sorted(surface.items()))}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the file; with ``--check``, exit 1 if it differs from the installed nnsight."""
     import mlxsight  # noqa: F401  mlx before nnsight
 
     surface = read_surface()
+    if "--check" in (sys.argv[1:] if argv is None else argv):
+        with open(PATH) as f:
+            stored = json.load(f)
+        if stored != json.loads(json.dumps(surface)):
+            print(f"{PATH} differs from the installed nnsight {surface['version']}: run python -m compat.surface")
+            return 1
+        return 0
     with open(PATH, "w") as f:
         json.dump(surface, f, indent=1, sort_keys=True)
         f.write("\n")
