@@ -13,7 +13,6 @@ from typing import Any
 import mlx.core as mx
 
 from .outputs import ModelOutput
-from .tree import map_tree, zip_tree
 
 
 def set_item(base: mx.array, key: Any, value: Any) -> mx.array:
@@ -110,36 +109,3 @@ class Reshape(ViewSpec):
 
     def __str__(self) -> str:
         return f".view{self.shape}"
-
-
-@dataclass(frozen=True)
-class Rows(ViewSpec):
-    """One invoke's rows of a batched value: every array leaf whose dim 0 is the batch is narrowed."""
-
-    start: int
-    stop: int
-    batch: int
-
-    def get(self, base: Any) -> Any:
-        batch = int(self.batch)
-        if self.start == 0 and self.stop == batch:
-            return base  # a lone invoke is not narrowed
-        return map_tree(base, lambda a: a[self.start : self.stop] if _batched(a, batch) else a)
-
-    def put(self, base: Any, value: Any) -> Any:
-        if self.start == 0 and self.stop == int(self.batch):
-            return value
-        return zip_tree(base, value, self._put_leaf)
-
-    def _put_leaf(self, base: Any, value: Any) -> Any:
-        if not _batched(base, int(self.batch)):
-            return value
-        parts = [base[: self.start], value, base[self.stop :]]
-        return mx.concatenate([p for p in parts if p.shape[0]], axis=0)
-
-    def __str__(self) -> str:
-        return f".rows[{self.start}:{self.stop}]"
-
-
-def _batched(a: Any, batch: int) -> bool:
-    return isinstance(a, mx.array) and a.ndim > 0 and a.shape[0] == batch

@@ -1,4 +1,5 @@
-"""Turning invoke inputs into one batch: tokenizing, padding, and the padding mask.
+"""All row work: invoke inputs into one batch (tokenizing, padding, the padding mask), each invoke's
+rows of a batched value (narrowing and widening), and skips assembled from every invoke's rows.
 
 Each invoke's input becomes rows of token ids; rows are padded together on the tokenizer's
 padding side with its pad id, as nnsight does. mlx-lm models take no attention mask, so a padded
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+
+from .aliasing import ViewSpec
+from .tree import map_tree, zip_tree
 
 
 @dataclass
@@ -62,12 +66,12 @@ def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
         if all(isinstance(r, (list, tuple)) for r in x):
             return [[int(i) for i in r] for r in x]
     if isinstance(x, mx.array) and x.ndim == 2 and x.shape[0] == 1 and not mx.issubdtype(x.dtype, mx.floating):
-        return Rows([x])  # one row of ids: kept as an array (no round trip through Python lists)
+        return TokenRows([x])  # one row of ids: kept as an array (no round trip through Python lists)
     ids = _to_int_lists(x)
     return [ids] if ids and isinstance(ids[0], int) else ids
 
 
-class Rows(list):
+class TokenRows(list):
     """Token-id rows; an element may be a ``[1, T]`` id array kept as given."""
 
 
@@ -112,7 +116,7 @@ def _rows_from_encoding(enc: dict) -> list[list[int]]:
 def pad(rows: list[list[int]], side: str, pad_id: int) -> Batch:
     """Pad rows to one length on ``side`` ("left" or "right")."""
     if len(rows) == 1 and isinstance(rows[0], mx.array):
-        ids = rows[0].astype(mx.int32)
+        ids = rows[0] if rows[0].dtype == mx.int32 else rows[0].astype(mx.int32)
         return Batch(ids, None, [0], [0])
     rows = [r.reshape(-1).tolist() if isinstance(r, mx.array) else r for r in rows]
     width = max(len(r) for r in rows)
@@ -163,3 +167,104 @@ class PaddingMask:
 
     def empty(self) -> bool:
         return True
+
+
+class BatchSize:
+    """The total number of rows, known once every invoke has been seen."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __int__(self) -> int:
+        if self.value is None:
+            raise RuntimeError("the batch size is not known yet")
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"BatchSize({self.value})"
+
+
+class Batcher:
+    """One trace's rows: each invoke's encoded input and row range, and the padded batch of them all."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.datas: list = []  # encoded inputs, in invoke order
+        self.rows_used = 0
+        self.size = BatchSize()
+        self._batch: tuple | None = None  # (ids of the datas, batch): built once per distinct list
+
+    def add(self, inputs: tuple, kwargs: dict) -> tuple[Any, tuple[int, int]]:
+        """Encode one invoke's input; its data and its rows of the batch."""
+        data = self.driver.encode(inputs, kwargs)
+        n = self.driver.rows(data)
+        rows = (self.rows_used, self.rows_used + n)
+        self.rows_used += n
+        self.datas.append(data)
+        return data, rows
+
+    def batch(self, datas: list | None = None) -> Any:
+        """The padded batch of ``datas`` (default: every invoke's input)."""
+        datas = self.datas if datas is None else datas
+        key = tuple(id(d) for d in datas)
+        if self._batch is None or self._batch[0] != key:
+            self._batch = (key, self.driver.batch(datas))
+        return self._batch[1]
+
+    def fix_size(self, batch: Any) -> int:
+        self.size.value = self.driver.rows(batch)
+        return self.size.value
+
+    def narrow(self, rows: tuple[int, int]) -> "RowSlice":
+        """The view of an invoke's rows of a batched value."""
+        return RowSlice(rows[0], rows[1], self.size)
+
+
+@dataclass(frozen=True)
+class RowSlice(ViewSpec):
+    """One invoke's rows of a batched value: every array leaf whose dim 0 is the batch is narrowed
+    (``get``) or written back into the whole batch (``put``, widening)."""
+
+    start: int
+    stop: int
+    batch: Any  # the BatchSize (known at exit), or an int
+
+    def get(self, base: Any) -> Any:
+        batch = int(self.batch)
+        if self.start == 0 and self.stop == batch:
+            return base  # a lone invoke is not narrowed
+        return map_tree(base, lambda a: a[self.start : self.stop] if _batched(a, batch) else a)
+
+    def put(self, base: Any, value: Any) -> Any:
+        if self.start == 0 and self.stop == int(self.batch):
+            return value
+        return zip_tree(base, value, self._put_leaf)
+
+    def _put_leaf(self, base: Any, value: Any) -> Any:
+        if not _batched(base, int(self.batch)):
+            return value
+        parts = [base[: self.start], value, base[self.stop :]]
+        return mx.concatenate([p for p in parts if p.shape[0]], axis=0)
+
+    def __str__(self) -> str:
+        return f".rows[{self.start}:{self.stop}]"
+
+
+def _batched(a: Any, batch: int) -> bool:
+    return isinstance(a, mx.array) and a.ndim > 0 and a.shape[0] == batch
+
+
+def assemble_skip(path: str, replacements: list[tuple[tuple[int, int] | None, Any]], batch_size: int) -> Any:
+    """One skip value for the whole batch from each invoke's ``(rows, value)``, in row order."""
+    if len(replacements) == 1 and (replacements[0][0] is None or replacements[0][0] == (0, batch_size)):
+        return replacements[0][1]
+    parts = sorted(((rows, v) for rows, v in replacements if rows is not None), key=lambda p: p[0])
+    covered = [r for r, _ in parts]
+    if any(rows is None for rows, _ in replacements) or covered[0][0] != 0 or covered[-1][1] != batch_size \
+            or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
+        raise ValueError(f"A batched `.skip()` has to cover every row: every invoke that adds rows must "
+                         f"skip model.{path}")
+    out = parts[0][1]
+    for _, v in parts[1:]:
+        out = zip_tree(out, v, lambda a, b: mx.concatenate([a, b], axis=0))
+    return out

@@ -9,10 +9,12 @@ navigable like the model (``cache.model.model.layers[0].output``). A module call
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 
+from .graph import HookPoint
+from .structure import Structure
 from .tree import leaves, map_tree
 
 
@@ -79,3 +81,50 @@ class _CachePath:
 
 def cast(value: Any, dtype: Any) -> Any:
     return map_tree(value, lambda a: a.astype(dtype) if isinstance(a, mx.array) else a)
+
+
+class CacheRequest:
+    """One ``tracer.cache(...)`` call: which modules, what to keep, and the cache it fills."""
+
+    def __init__(self, modules: Any = None, dtype: Any = None, include_output: bool = True,
+                 include_inputs: bool = False) -> None:
+        self.cache = Cache()
+        self.paths = None
+        if modules is not None:
+            self.paths = {m._path if hasattr(m, "_path") else _strip_root(str(m)) for m in modules}
+        self.dtype, self.output, self.inputs = dtype, include_output, include_inputs
+
+    def fill(self, structure: Structure, slot: Callable[[HookPoint], Any]) -> None:
+        """One entry per module call, in the order calls finish, holding the trace's proxies."""
+        cache = self.cache
+        for point in sorted(structure.order, key=structure.order.__getitem__):
+            if point.kind != "output" or (self.paths is not None and point.path not in self.paths):
+                continue
+            entry = CacheEntry()
+            if self.output:
+                entry.output = slot(point)
+            if self.inputs:
+                entry.inputs = slot(HookPoint(point.path, "input", point.call))
+            key = point.module
+            if key in cache:
+                previous = cache[key]
+                cache[key] = (previous if isinstance(previous, list) else [previous]) + [entry]
+            else:
+                cache[key] = entry
+
+    def entries(self) -> list[CacheEntry]:
+        return [e for entries in self.cache.values() for e in (entries if isinstance(entries, list) else [entries])]
+
+    def values(self) -> list:
+        return [(e.output, e.inputs) for e in self.entries()]
+
+    def resolve(self, resolve: Callable[[Any], Any]) -> None:
+        """Replace the proxies in every entry by their values (cast to the requested dtype)."""
+        for entry in self.entries():
+            entry.output, entry.inputs = resolve(entry.output), resolve(entry.inputs)
+            if self.dtype is not None:
+                entry.output, entry.inputs = cast(entry.output, self.dtype), cast(entry.inputs, self.dtype)
+
+
+def _strip_root(path: str) -> str:
+    return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)

@@ -5,10 +5,15 @@ them). Validation happens here, with the user's lines: a value written into an e
 the one it comes from (time travel), an edit of a value already handed to Python as a concrete
 value. Only nodes that saved values depend on are kept, and the forward stops after the last hook
 point any of them needs.
+
+A ``Compiler`` keeps the schedules it made, keyed by the graph's shape (opcodes, hook points and
+dependencies, not constants), so a loop of identical traces compiles and validates once.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +34,48 @@ class Schedule:
     @property
     def hooked_paths(self) -> set[str]:
         return {p.path for p in self.at}
+
+    def indices(self) -> tuple:
+        """This schedule with node indices for nodes: what another graph of the same shape reuses."""
+        ids = lambda nodes: [n.index for n in nodes]  # noqa: E731
+        return (ids(self.before), {p: ids(ns) for p, ns in self.at.items()}, ids(self.after), self.stop_after,
+                None if self.loss is None else self.loss.index, ids(self.grad_targets))
+
+    @classmethod
+    def from_indices(cls, indices: tuple, graph: Graph) -> "Schedule":
+        before, at, after, stop_after, loss, grads = indices
+        nodes = graph.nodes
+        pick = lambda ids: [nodes[i] for i in ids]  # noqa: E731
+        return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, pick(after), stop_after,
+                   None if loss is None else nodes[loss], pick(grads))
+
+
+class Compiler:
+    """Compiles graphs into schedules, remembering the last ``size`` by graph shape."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.cache: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
+                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+        key = (tuple(graph.shape), tuple(n.index for n in outputs),
+               tuple((n.index, before) for n, before, _ in materialized), stop_early)
+        with self.lock:
+            entry = self.cache.get(key)
+            if entry is not None and entry[0] is structure:
+                self.cache.move_to_end(key)
+                self.hits += 1
+                return Schedule.from_indices(entry[1], graph)
+        schedule = compile_graph(graph, structure, outputs, materialized, stop_early)
+        with self.lock:
+            self.misses += 1
+            self.cache[key] = (structure, schedule.indices())
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return schedule
 
 
 def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],

@@ -9,7 +9,6 @@ the whole batch, as nnsight replays stored edits before the invokes.
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from . import context
@@ -29,15 +28,15 @@ class EditTracer(Tracer):
 
     def __enter__(self) -> Any:
         super().__enter__()
-        invoke = self.invoke(*self.model._edit_example())
-        self._implicit = True
-        self._example = invoke.data
-        invoke.rows = None  # edits address the whole batch, whatever its rows
-        self._invoke_stack.append(invoke)
+        try:
+            invoke = self.invoke(*self.driver.edit_example())
+            self._implicit = True
+            invoke.rows = None  # edits address the whole batch, whatever its rows
+            self.recorder.invokes.append(invoke)
+        except BaseException:
+            self._close()
+            raise
         return self if self.inplace else (self, self.target)
-
-    def _row_data(self) -> list:
-        return [self._example]
 
     def _finish(self) -> None:
         self.compile_check()
@@ -46,10 +45,8 @@ class EditTracer(Tracer):
 
     def compile_check(self) -> None:
         """Validate the edit (time travel, unknown modules) on the example input it was recorded with."""
-        from .compiler import compile_graph
-
-        structure = self.model._structure(self._batch_of(self._row_data()))
-        compile_graph(self.graph, structure, [], self._materialized)
+        structure = self.driver.structure(self.batcher.batch())
+        self.driver.compiler.compile(self.graph, structure, [], self._materialized)
 
 
 def shallow_copy(model: "NNsight") -> "NNsight":
@@ -59,5 +56,4 @@ def shallow_copy(model: "NNsight") -> "NNsight":
     object.__setattr__(clone, "_root", clone)
     object.__setattr__(clone, "_aliases_bound", False)
     object.__setattr__(clone, "_edits", list(model._edits))
-    object.__setattr__(clone, "_structures", OrderedDict())
     return clone

@@ -184,13 +184,13 @@ class Envoy:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
-        return tracer.read(self._path, kind)
+        return tracer.recorder.read(self._path, kind)
 
     def _write(self, kind: str, value: Any) -> None:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}.{kind}` outside of interleaving")
-        tracer.write(self._path, kind, value)
+        tracer.recorder.write(self._path, kind, value)
 
     output = _Served("output", OUTPUT)
     inputs = _Served("inputs", INPUTS)
@@ -210,13 +210,13 @@ class Envoy:
         tracer = self._tracer()
         if tracer is None:
             raise ValueError(f"Cannot skip `{self.path}` outside of interleaving")
-        tracer.skip(self._path, replacement)
+        tracer.recorder.skip(self._path, replacement)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the module; on proxies inside a trace this is recorded (and consumes no hook)."""
         tracer = self._tracer()
         if tracer is not None and _has_proxy((args, kwargs)):
-            return tracer.call_module(self._path, None, args, kwargs)
+            return tracer.recorder.call_module(self._path, None, args, kwargs)
         return self._module(*args, **kwargs)
 
 
@@ -322,7 +322,7 @@ class _BoundModuleMethod:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tracer = self.envoy._tracer()
         if tracer is not None and _has_proxy((args, kwargs)):
-            return tracer.call_module(self.envoy._path, self.name, args, kwargs)
+            return tracer.recorder.call_module(self.envoy._path, self.name, args, kwargs)
         return self.fn(*args, **kwargs)
 
 
@@ -417,21 +417,21 @@ class OperationEnvoy:
         tracer = self._envoy._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}` outside of interleaving")
-        tracer.use_source(self._envoy._path)
+        tracer.recorder.use_source(self._envoy._path)
         return tracer
 
     def _read(self, kind: str) -> Any:
-        return self._tracer().read(self._path, kind)
+        return self._tracer().recorder.read(self._path, kind)
 
     def _write(self, kind: str, value: Any) -> None:
-        self._tracer().write(self._path, kind, value)
+        self._tracer().recorder.write(self._path, kind, value)
 
     output = _Served("output", OUTPUT)
     inputs = _Served("inputs", INPUTS)
     input = _Served("input", INPUT)
 
     def skip(self, replacement: Any) -> None:
-        self._tracer().skip(self._path, replacement)
+        self._tracer().recorder.skip(self._path, replacement)
 
     def __repr__(self) -> str:
         return f"<operation {self.path} (line {self._line})>"
@@ -450,12 +450,13 @@ class _StepEnvoy:
         tracer = self._envoy._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self._envoy.path}` outside of interleaving")
-        previous = tracer._step
-        tracer._step = previous + self._offset
+        recorder = tracer.recorder
+        previous = recorder.step
+        recorder.step = previous + self._offset
         try:
             return access()
         finally:
-            tracer._step = previous
+            recorder.step = previous
 
     def _read(self, kind: str) -> Any:
         return self._at_step(lambda: self._envoy._read(kind))

@@ -9,10 +9,11 @@ its padding) followed by the new tokens.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import mlx.core as mx
 
+from .driver import StepFunction
 from .graph import HookPoint
 from .runner import Runner
 from .structure import ArraySpec, Structure, record_structure
@@ -24,7 +25,7 @@ RESULT = HookPoint("", "result", 0)
 class GenerationTracer(Tracer):
     """``with model.generate(prompt, max_new_tokens=N) as tracer:``"""
 
-    _stop_early = False  # every step runs: later steps, streaming and the result need them
+    stop_early = False  # every step runs: later steps, streaming and the result need them
 
     def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
@@ -38,46 +39,36 @@ class GenerationTracer(Tracer):
         super().__init__(model, inputs, kwargs)
         self.max_new_tokens = max_new_tokens
         self.streamer = streamer
-        eos = eos_token_id if eos_token_id is not None else model._eos_ids()
+        eos = eos_token_id if eos_token_id is not None else self.driver.eos_ids()
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         self.sampler = _sampler(do_sample, temperature, top_p, top_k)
 
     @property
     def result(self) -> Any:
         """The generated token ids: ``[rows, prompt (padded) + new tokens]``."""
-        return self.read("", "result")
+        return self.recorder.read("", "result")
 
-    def _step_count(self) -> int:
+    def step_count(self) -> int:
         return self.max_new_tokens
 
-    def _structure_for(self, batch: Any) -> Structure:
-        return self.model._generation_structure(batch, self.max_new_tokens, self._instrumented)
+    def structure_for(self, batch: Any) -> Structure:
+        return self.driver.generation_structure(batch, self.max_new_tokens, self.recorder.instrumented)
 
-    def _forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
-        return lambda: self._loop(runner, batch)
+    def forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
+        return lambda: self.decode(batch, runner)
 
-    def _loop(self, runner: Runner | None, batch: Any) -> mx.array:
-        model = self.model
+    def decode(self, batch: Any, runner: Runner | None = None) -> mx.array:
+        """Generate from ``batch``; the token ids, prompt first (fired as ``result`` when traced)."""
+        driver = self.driver
+        step_fn, cache = driver.decoder(batch)
         ids = batch.input_ids
-        rows = ids.shape[0]
-        step_fn, cache = model._decoder(batch)
-        pad = model._pad_id
-        finished = mx.zeros((rows,), dtype=mx.bool_)
-        new_tokens = []
         if self.streamer is not None and hasattr(self.streamer, "put"):
             self.streamer.put(ids)
-        logits = step_fn(ids, cache)
-        for step in range(self.max_new_tokens):
-            token = self.sampler(_last(logits))
-            token = mx.where(finished, pad, token)
-            if self.eos_ids:
-                finished = finished | mx.any(token[:, None] == mx.array(self.eos_ids)[None], axis=1)
-            mx.eval(token, finished)
+        new_tokens = []
+        for token in generate_step(step_fn, cache, ids, self.sampler, self.max_new_tokens, self.eos_ids,
+                                   driver.pad_id):
             new_tokens.append(token)
             self._stream(token)
-            if bool(finished.all()) or step == self.max_new_tokens - 1:
-                break
-            logits = step_fn(token[:, None], cache)
         if self.streamer is not None and hasattr(self.streamer, "end"):
             self.streamer.end()
         result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
@@ -92,6 +83,27 @@ class GenerationTracer(Tracer):
             self.streamer.put(token)
         else:
             self.streamer(token)
+
+
+def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Callable[[mx.array], mx.array],
+                  max_new_tokens: int, eos_ids: list[int], pad_id: int) -> Iterator[mx.array]:
+    """Yield each step's new token per row (``[rows]``), greedy or sampled, as transformers does:
+    a row that produced an end-of-sequence token is padded afterwards; the loop ends when every
+    row has ended or after ``max_new_tokens`` steps (mlx-lm's ``generate_step`` shape)."""
+    rows = ids.shape[0]
+    finished = mx.zeros((rows,), dtype=mx.bool_)
+    eos = mx.array(eos_ids)[None] if eos_ids else None
+    logits = step_fn(ids, cache)
+    for step in range(max_new_tokens):
+        token = sampler(_last(logits))
+        token = mx.where(finished, pad_id, token)
+        if eos is not None:
+            finished = finished | mx.any(token[:, None] == eos, axis=1)
+        mx.eval(token, finished)
+        yield token
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            return
+        logits = step_fn(token[:, None], cache)
 
 
 def _last(logits: Any) -> mx.array:

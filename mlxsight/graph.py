@@ -1,14 +1,18 @@
 """The intervention graph: an IR in the spirit of torch.fx.
 
 A ``Graph`` is an ordered list of ``Node``s, each ``op, target, args, kwargs`` plus the user's source
-line. Opcodes:
+line. The opcodes are a closed set (``OPCODES``; ``Graph.create`` refuses any other):
 
 - ``read``   target: a ``HookPoint``; the value at that point of the forward (whole batch).
 - ``write``  target: a ``HookPoint``; args: (value,); the forward continues with ``value``.
+- ``skip``   target: the module's input ``HookPoint``; args: (value,); kwargs: ``rows`` (an invoke's
+  row range, or None for all): the module's body does not run and its output is ``value``.
 - ``view``   target: a ``ViewSpec``; args: (base,); a torch-style view of ``base``.
 - ``put``    target: a ``ViewSpec``; args: (base, value); ``base`` with the view replaced by ``value``.
 - ``call_function`` / ``call_method`` / ``call_module``: target a callable, a method name, or
   ``(module_path, method)``; args may contain nodes anywhere (see ``map_nodes``).
+- ``grad``   target: ``(kind, point, views)``; args: (value, loss): d loss / d value, where ``kind``
+  "slot" means the value the forward continues with at ``point`` and ``views`` narrow the result.
 
 ``print(graph)`` shows it as code, one node a line, with the source line of each.
 """
@@ -21,6 +25,11 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from .errors import Where
 from .tree import find_all, map_matching
+
+
+OPCODES = frozenset({"read", "write", "skip", "view", "put", "call_function", "call_method", "call_module",
+                     "grad"})
+POINT_OPS = frozenset({"read", "write", "skip"})  # the opcodes whose target is a hook point
 
 
 class HookPoint(NamedTuple):
@@ -78,15 +87,22 @@ class Graph:
     def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.outputs: dict[int, str] = {}  # node index -> a label for printing ("h", "saved")
+        # What compiling depends on, one entry a node: opcode, hook point, dependencies. Two graphs
+        # with equal shapes compile to the same schedule (constants and callables do not matter).
+        self.shape: list[tuple] = []
 
     def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
                where: Where | None = None, invoke: int | None = None) -> Node:
+        if op not in OPCODES:
+            raise ValueError(f"unknown opcode {op!r}: a graph's opcodes are {sorted(OPCODES)}")
         kwargs = kwargs or {}
         deps = find_all(args, Node)
         if kwargs:
             find_all(tuple(kwargs.values()), Node, deps)
         node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
+        point = target if op in POINT_OPS else (target[:2] if op == "grad" else None)
+        self.shape.append((op, point, tuple(d.index for d in deps)))
         return node
 
     def __iter__(self) -> Iterator[Node]:

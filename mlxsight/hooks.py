@@ -17,9 +17,13 @@ import mlx.nn as nn
 class CallObserver(Protocol):
     """What a hooked module reports its calls to (the runner, or the structure recorder)."""
 
-    suspended: int
+    suspended: int  # > 0: calls pass through unobserved
 
-    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any: ...
+    def on_call(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
+        """Run ``call(module, *args, **kwargs)``, observing it; return what the forward continues with."""
+
+    def on_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        """The same for one operation of a ``.source``-instrumented forward."""
 
 
 _local = threading.local()
@@ -39,7 +43,7 @@ def _hooked_subclass(cls: type) -> type:
             observer = getattr(_local, "observer", None)
             if observer is None or observer.suspended:
                 return original(self, *args, **kwargs)
-            return observer.call_module(self, original, args, kwargs)
+            return observer.on_call(self, original, args, kwargs)
 
         sub = type(cls.__name__, (cls,), {
             "__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
@@ -56,6 +60,9 @@ def original_class(module: nn.Module) -> type:
 class observing:
     """``with observing(modules, observer):`` reports calls of ``modules`` to ``observer``.
 
+    Every module it covers gets its original class back on exit, whatever swapped it: a swap left
+    behind by an interrupt that landed inside an earlier restore is healed by the next run. (The
+    model's lock guarantees no other thread observes the same modules meanwhile.)
     A plain class rather than a generator context manager: it is on every trace's path."""
 
     def __init__(self, modules: list[nn.Module], observer: CallObserver) -> None:
@@ -65,23 +72,26 @@ class observing:
     def __enter__(self) -> None:
         if active() is not None:
             raise RuntimeError("another mlxsight run is already observing module calls on this thread")
-        _local.observer = self.observer
         try:
+            _local.observer = self.observer
             for module in self.modules:
-                cls = type(module)
-                if getattr(cls, "_mlxsight_original_class", None) is None:
+                cls = original_class(module)
+                self.swapped.append((module, cls))
+                if type(module) is cls:
                     # object.__setattr__: mlx's Module.__setattr__ would treat it as a parameter.
                     object.__setattr__(module, "__class__", _hooked_subclass(cls))
-                    self.swapped.append((module, cls))
         except BaseException:
             self.__exit__()
             raise
 
     def __exit__(self, *exc: Any) -> bool:
-        _local.observer = None
-        for module, cls in reversed(self.swapped):
-            object.__setattr__(module, "__class__", cls)
-        self.swapped.clear()
+        try:
+            while self.swapped:
+                module, cls = self.swapped[-1]
+                object.__setattr__(module, "__class__", cls)
+                self.swapped.pop()
+        finally:
+            _local.observer = None
         return False
 
 

@@ -3,6 +3,7 @@ tokenizing and batching for mlx-lm checkpoints."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -13,14 +14,15 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .batching import Batch, PaddingMask, pad, rows_of
+from .compiler import Compiler
+from .context import current_tracer
 from .envoy import Envoy
 from .structure import Structure, record_structure, signature
-from .tracer import Tracer, current_tracer
+from .tracer import Tracer
 
 if TYPE_CHECKING:
     from .session import Session
 
-_STRUCTURE_CACHE_SIZE = 32
 # nnsight keyword arguments that have no meaning for an in-memory MLX model.
 _IGNORED_LOAD_KWARGS = {"dispatch", "device_map", "attn_implementation", "revision", "trust_remote_code",
                         "low_cpu_mem_usage", "cache_dir", "local_files_only"}
@@ -35,10 +37,9 @@ class NNsight(Envoy):
         object.__setattr__(self, "_rename", dict(rename or {}))
         # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).
         object.__setattr__(self, "_envoy_classes", list((envoys or {}).items()))
-        object.__setattr__(self, "_structures", OrderedDict())
-        object.__setattr__(self, "_named", None)
         object.__setattr__(self, "_edits", [])
-        object.__setattr__(self, "_example", None)
+        object.__setattr__(self, "_driver", ModuleDriver(module))
+        object.__setattr__(self, "_trace_lock", threading.Lock())  # shared by edit copies: one model
         for key in kwargs:
             if key not in _IGNORED_LOAD_KWARGS:
                 raise TypeError(f"unexpected keyword argument {key!r}")
@@ -51,8 +52,8 @@ class NNsight(Envoy):
                 "`python -m compat run --backend nnsight SCRIPT`")
         kwargs.pop("scan", None), kwargs.pop("validate", None)  # nnsight 0.4 options, no effect here
         if not trace:
-            batch = self._batch([self._encode(inputs, kwargs)])
-            return _handed_back(self._forward(batch)())
+            driver = self._driver
+            return _handed_back(driver.forward(driver.batch([driver.encode(inputs, kwargs)]))())
         return Tracer(self, inputs, kwargs)
 
     def edit(self, *, inplace: bool = False) -> Any:
@@ -67,12 +68,6 @@ class NNsight(Envoy):
     def clear_edits(self) -> None:
         """Forget every stored edit."""
         self._edits.clear()
-
-    def _edit_example(self) -> tuple:
-        """An input to learn structure from while recording an edit (edits have no input)."""
-        if self._example is None:
-            raise TypeError("NNsight(module).edit() needs an example input first: trace the model once")
-        return self._example
 
     def scan(self, *inputs: Any, **kwargs: Any) -> Tracer:
         """Like ``trace``, but nothing is computed: saved values are their shapes and dtypes."""
@@ -110,49 +105,87 @@ class NNsight(Envoy):
         tracer = current_tracer()
         return tracer if tracer is not None and tracer.model is self else None
 
-    def _modules_by_path(self) -> dict[str, nn.Module]:
+    def _forget_modules(self) -> None:
+        """The module tree changed (a submodule was replaced): learn paths and structures anew."""
+        self._driver.forget()
+
+
+_STRUCTURE_CACHE_SIZE = 32
+
+
+class Structures:
+    """A bounded, least-recently-used cache of structures (a notebook tries many input shapes)."""
+
+    def __init__(self, size: int = _STRUCTURE_CACHE_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict = OrderedDict()
+
+    def get(self, key: Any, make: Callable[[], Structure]) -> Structure:
+        structure = self.entries.get(key)
+        if structure is None:
+            structure = self.entries[key] = make()
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        else:
+            self.entries.move_to_end(key)
+        return structure
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class ModuleDriver:
+    """The driver (see ``driver.Driver``) of any ``mlx.nn.Module``: an input is ``(args, kwargs)``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.structures = Structures()
+        self.compiler = Compiler()
+        self._named: dict[str, nn.Module] | None = None
+        self.example: tuple | None = None
+
+    def forget(self) -> None:
+        self._named = None
+        self.structures.clear()
+        self.compiler.cache.clear()
+
+    def modules(self) -> dict[str, nn.Module]:
         if self._named is None:
-            object.__setattr__(self, "_named", dict(self._module.named_modules()))
+            self._named = dict(self.module.named_modules())
         return self._named
 
-    def _forget_modules(self) -> None:
-        object.__setattr__(self, "_named", None)
-        self._structures.clear()
-
-    def _encode(self, inputs: tuple, kwargs: dict) -> Any:
-        object.__setattr__(self, "_example", inputs)
+    def encode(self, inputs: tuple, kwargs: dict) -> Any:
+        self.example = inputs
         return (inputs, kwargs)
 
-    def _rows(self, data: Any) -> int:
+    def edit_example(self) -> tuple:
+        if self.example is None:
+            raise TypeError("NNsight(module).edit() needs an example input first: trace the model once")
+        return self.example
+
+    def rows(self, data: Any) -> int:
         if isinstance(data, tuple) and len(data) == 2:
             args, _ = data
             first = args[0] if args else None
             return first.shape[0] if isinstance(first, mx.array) and first.ndim else 1
-        return self._rows((data, {}))
+        return self.rows((data, {}))
 
-    def _batch(self, datas: list) -> Any:
+    def batch(self, datas: list) -> Any:
         if len(datas) > 1:
             raise NotImplementedError("NNsight does not support batching multiple invokes")
         return datas[0]
 
-    def _forward(self, batch: Any) -> Callable[[], Any]:
+    def forward(self, batch: Any) -> Callable[[], Any]:
         args, kwargs = batch
-        return lambda: self._module(*args, **kwargs)
+        module = self.module
+        return lambda: module(*args, **kwargs)
 
-    def _signature(self, batch: Any) -> Any:
+    def signature(self, batch: Any) -> Any:
         return signature(batch)
 
-    def _structure(self, batch: Any, instrumented: frozenset = frozenset()) -> Structure:
-        key = (self._signature(batch), instrumented)
-        structure = self._structures.get(key)
-        if structure is None:
-            structure = record_structure(self._modules_by_path(), self._forward(batch), instrumented)
-            self._structures[key] = structure
-            if len(self._structures) > _STRUCTURE_CACHE_SIZE:
-                self._structures.popitem(last=False)
-        else:
-            self._structures.move_to_end(key)
-        return structure
+    def structure(self, batch: Any, instrumented: frozenset = frozenset()) -> Structure:
+        return self.structures.get((self.signature(batch), instrumented),
+                                   lambda: record_structure(self.modules(), self.forward(batch), instrumented))
 
 
 class LanguageModel(NNsight):
@@ -197,41 +230,10 @@ class LanguageModel(NNsight):
         for key, value in (tokenizer_kwargs or {}).items():
             setattr(tok, key, value)
         object.__setattr__(self, "tokenizer", tok)
-        # transformers resolves special-token ids through a slow __getattr__: read it once.
-        object.__setattr__(self, "_pad_id", tok.pad_token_id if tok.pad_token_id is not None else 0)
         object.__setattr__(self, "config", SimpleNamespace(**config))
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
-
-    def _encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
-        return rows_of(inputs, kwargs, self.tokenizer)
-
-    def _edit_example(self) -> tuple:
-        return ([[self._pad_id, self._pad_id]],)  # structure only: edits are shape-agnostic
-
-    def _rows(self, data: Any) -> int:
-        return data.size if isinstance(data, Batch) else len(data)
-
-    def _batch(self, datas: list) -> Batch:
-        rows = [r for d in datas for r in d]
-        return pad(rows, getattr(self.tokenizer, "padding_side", "left"), self._pad_id)
-
-    def _signature(self, batch: Batch) -> Any:
-        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding))
-
-    def _forward(self, batch: Batch) -> Callable[[], Any]:
-        module, ids = self._module, batch.input_ids
-        if self.view == "hf":
-            # As transformers is called under nnsight: keywords, with a mask even when nothing is
-            # padded, so `model.inputs` is `((), {"input_ids": ..., "attention_mask": ...})`.
-            mask = batch.attention_mask if batch.attention_mask is not None else mx.ones(ids.shape, mx.int32)
-            return lambda: module(input_ids=ids, attention_mask=mask)
-        if batch.attention_mask is None:
-            return lambda: module(ids)
-        n_layers = len(getattr(self.mlx_model, "layers", []))
-        return lambda: module(ids, cache=[PaddingMask(batch.left_padding, batch.right_padding)
-                                          for _ in range(n_layers)])
-
+        object.__setattr__(self, "_driver", LanguageModelDriver(self._module, module, tok, self.view, self.config))
 
     @property
     def generator(self) -> "GeneratorEnvoy":
@@ -257,18 +259,57 @@ class LanguageModel(NNsight):
         tracer = GenerationTracer(self, inputs, forward_kwargs, max_new_tokens=max_new_tokens, **kwargs)
         if _called_in_with_statement():
             return tracer
-        batch = self._batch([self._encode(inputs, forward_kwargs)])
-        return _handed_back(tracer._loop(None, batch))
+        driver = self._driver
+        return _handed_back(tracer.decode(driver.batch([driver.encode(inputs, forward_kwargs)])))
 
-    def _eos_ids(self) -> list[int]:
+
+class LanguageModelDriver(ModuleDriver):
+    """The driver of an mlx-lm language model: inputs are token-id rows, padded together; it decodes."""
+
+    def __init__(self, module: nn.Module, mlx_model: nn.Module, tokenizer: Any, view: str, config: Any) -> None:
+        super().__init__(module)
+        self.mlx_model, self.tokenizer, self.view, self.config = mlx_model, tokenizer, view, config
+        # transformers resolves special-token ids through a slow __getattr__: read it once.
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
+        return rows_of(inputs, kwargs, self.tokenizer)
+
+    def edit_example(self) -> tuple:
+        return ([[self.pad_id, self.pad_id]],)  # structure only: edits are shape-agnostic
+
+    def rows(self, data: Any) -> int:
+        return data.size if isinstance(data, Batch) else len(data)
+
+    def batch(self, datas: list) -> Batch:
+        rows = [r for d in datas for r in d]
+        return pad(rows, getattr(self.tokenizer, "padding_side", "left"), self.pad_id)
+
+    def signature(self, batch: Batch) -> Any:
+        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding))
+
+    def forward(self, batch: Batch) -> Callable[[], Any]:
+        module, ids = self.module, batch.input_ids
+        if self.view == "hf":
+            # As transformers is called under nnsight: keywords, with a mask even when nothing is
+            # padded, so `model.inputs` is `((), {"input_ids": ..., "attention_mask": ...})`.
+            mask = batch.attention_mask if batch.attention_mask is not None else mx.ones(ids.shape, mx.int32)
+            return lambda: module(input_ids=ids, attention_mask=mask)
+        if batch.attention_mask is None:
+            return lambda: module(ids)
+        n_layers = len(getattr(self.mlx_model, "layers", []))
+        return lambda: module(ids, cache=[PaddingMask(batch.left_padding, batch.right_padding)
+                                          for _ in range(n_layers)])
+
+    def eos_ids(self) -> list[int]:
         eos = getattr(self.config, "eos_token_id", None)
         if eos is None:
             eos = self.tokenizer.eos_token_id
         return [eos] if isinstance(eos, int) else list(eos or [])
 
-    def _decoder(self, batch: Batch) -> tuple[Callable[[mx.array, Any], Any], Any]:
+    def decoder(self, batch: Batch) -> tuple[Callable[[mx.array, Any], Any], Any]:
         """A step function ``(ids, cache) -> logits`` and a fresh KV cache for ``batch``."""
-        module = self._module
+        module = self.module
         if self.view == "hf":
             cache = module.make_cache()
             mask = batch.attention_mask
@@ -289,14 +330,12 @@ class LanguageModel(NNsight):
             cache = self.mlx_model.make_cache()
         return (lambda ids, cache: module(ids, cache=cache)), cache
 
-    def _generation_structure(self, batch: Batch, steps: int, instrumented: frozenset = frozenset()) -> Structure:
+    def generation_structure(self, batch: Batch, steps: int, instrumented: frozenset = frozenset()) -> Structure:
         from .generation import generation_structure
 
-        key = ("generate", steps, self._signature(batch), instrumented)
-        if key not in self._structures:
-            self._structures[key] = generation_structure(self._modules_by_path(), batch, self._decoder, steps,
-                                                         instrumented)
-        return self._structures[key]
+        key = ("generate", steps, self.signature(batch), instrumented)
+        return self.structures.get(key, lambda: generation_structure(self.modules(), batch, self.decoder, steps,
+                                                                     instrumented))
 
 
 class GeneratorEnvoy:

@@ -21,7 +21,7 @@ from .tree import map_matching
 from .outputs import ModelOutput
 
 if TYPE_CHECKING:
-    from .tracer import Tracer
+    from .recorder import Recorder
 
 
 class Size(tuple):
@@ -63,26 +63,26 @@ def map_proxies(value: Any, fn: Callable[["Proxy"], Any]) -> Any:
     return map_matching(value, (Proxy, NodeRef), lambda p: p.node if isinstance(p, NodeRef) else fn(p))
 
 
-def find_tracer(value: Any) -> "Tracer | None":
-    """The trace of the first proxy inside ``value``."""
+def find_recorder(value: Any) -> "Recorder | None":
+    """The recorder of the first proxy inside ``value``."""
     found: list = []
-    map_proxies(value, lambda p: found.append(p._tracer) or p)
+    map_proxies(value, lambda p: found.append(p._recorder) or p)
     return found[0] if found else None
 
 
 def apply(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Record ``fn(*args, **kwargs)`` (e.g. an ``mlx.core`` function) on proxies inside a trace."""
-    tracer = find_tracer((args, kwargs))
-    if tracer is None:
+    recorder = find_recorder((args, kwargs))
+    if recorder is None:
         return fn(*args, **kwargs)
-    return tracer.record("call_function", fn, args, kwargs)
+    return recorder.record("call_function", fn, args, kwargs)
 
 
 class Proxy:
     """A value of the forward pass that is not computed yet."""
 
-    def __init__(self, tracer: "Tracer", node, meta: Any = UNKNOWN, label: str = "") -> None:
-        self._tracer = tracer
+    def __init__(self, recorder: "Recorder", node, meta: Any = UNKNOWN, label: str = "") -> None:
+        self._recorder = recorder
         self._node = node
         self._meta = meta
         self._label = label or node.name
@@ -113,13 +113,13 @@ class Proxy:
             base, spec, seen = self._view
             base_node = base.node
             if base._version != seen:
-                self._node = self._tracer.emit("view", spec, (base_node,), invoke=self._node.invoke)
+                self._node = self._recorder.emit("view", spec, (base_node,), invoke=self._node.invoke)
                 self._version += 1
                 self._view = (base, spec, base._version)
         return self._node
 
     def _record(self, op: str, target: Any, args: tuple, kwargs: dict | None = None, **kw) -> Any:
-        return self._tracer.record(op, target, args, kwargs or {}, **kw)
+        return self._recorder.record(op, target, args, kwargs or {}, **kw)
 
     def _make_view(self, spec: ViewSpec, label: str) -> Any:
         proxy = self._record("view", spec, (self,), label=label)
@@ -129,7 +129,7 @@ class Proxy:
 
     def _assign(self, new: "Proxy") -> None:
         """Make ``new``'s value this object's value, and push it to whatever this object aliases."""
-        self._tracer.check_open()
+        self._recorder.check_open()
         self._node, self._meta = new.node, new._meta
         self._version += 1
         if self._view is not None:
@@ -137,24 +137,24 @@ class Proxy:
             base._assign(base._record("put", spec, (base, self)))
             self._view = (base, spec, base._version)
         for bind in self._binds:
-            self._tracer.bind_write(bind, self)
+            self._recorder.bind_write(bind, self)
 
     def _describe(self) -> str:
         return self._label
 
-    def _mlxsight_owner(self) -> "Tracer":
+    def _mlxsight_owner(self) -> "Recorder":
         """The trace this value belongs to (``mlxsight.save`` asks)."""
-        return self._tracer
+        return self._recorder
 
     # -- saving and concrete values ----------------------------------------------------------
     def save(self) -> "Proxy":
         """Mark this value to be returned from the trace; returns the proxy itself."""
-        self._tracer.save(self)
+        self._recorder.save(self)
         return self
 
     def value_now(self) -> Any:
         """Compute this value now (runs the graph recorded so far up to what it needs)."""
-        return self._tracer.materialize(self)
+        return self._recorder.materialize(self)
 
     def item(self) -> Any:
         return self.value_now().item()
@@ -291,9 +291,9 @@ class Proxy:
         kwargs = kwargs or {}
         if not torch_ops.is_supported(func):
             raise torch_ops.UnsupportedTorchOp(torch_ops.describe(func))
-        tracer = find_tracer((args, kwargs))
+        recorder = find_recorder((args, kwargs))
         args, kwargs = torch_ops.to_mlx((args, kwargs))
-        return tracer.record("call_function", TorchCall(func), args, kwargs)
+        return recorder.record("call_function", TorchCall(func), args, kwargs)
 
     # -- array methods with view semantics or special meaning --------------------------------
     def reshape(self, *shape: Any) -> "Proxy":
@@ -318,13 +318,13 @@ class Proxy:
     # -- gradients ---------------------------------------------------------------------------
     def backward(self, gradient: Any = None, retain_graph: Any = None, **_: Any) -> "Backward":
         """Make this value the loss whose gradients ``.grad`` reads (works with or without ``with``)."""
-        self._tracer.set_loss(self, gradient)
+        self._recorder.set_loss(self, gradient)
         return Backward()
 
     @property
     def grad(self) -> "Proxy":
         """d(loss)/d(this value), computed by one backward pass after the forward."""
-        return self._tracer.grad_of(self)
+        return self._recorder.grad_of(self)
 
     def retain_grad(self) -> None:
         return None  # every proxied value can give its gradient

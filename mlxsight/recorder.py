@@ -1,26 +1,303 @@
-"""Building a trace's graph: module reads and writes, and edits replayed into a new trace."""
+"""Building a trace's graph: what proxies and envoys record while the block runs.
+
+The ``Recorder`` is the recording surface of one trace. Proxies hold it (``proxy._recorder``) and
+envoys reach it through the open trace. It serves module values (one proxy per hook point and
+invoke, narrowed to the invoke's rows), turns reads, writes, swaps, skips, module calls and
+gradients into nodes, knows each node's shape and dtype while recording, and replays stored edits.
+Nothing runs here: running is the tracer's job.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any
 
-from .graph import Graph, Node, map_nodes
+import mlx.core as mx
+
+from .batching import RowSlice
+from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
+from .frames import holds
+from .graph import Graph, HookPoint, Node, format_node, map_nodes
+from .proxy import UNKNOWN, NodeRef, Proxy, constant, map_proxies
+from .runner import Evaluator
+from .source import SEP
 
 if TYPE_CHECKING:
-    from .tracer import Tracer
+    from .tracer import Invoke, Tracer
 
 
-def replay(tracer: "Tracer", edit: Graph) -> None:
-    """Copy an edit's nodes into ``tracer``'s graph, wiring its reads and writes to the trace's slots."""
-    new: dict[int, Node] = {}
-    for node in edit:
-        args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
-        if node.op == "read":
-            new[node.index] = tracer._slot(node.target).node
-        elif node.op == "write":
-            slot = tracer._slot(node.target)
-            slot._node = args[0]
-            slot._version += 1
-            new[node.index] = tracer.emit("write", node.target, args, kwargs, where=node.where)
+class StopTrace(Exception):
+    """Raised by ``tracer.stop()``: the rest of the block is not run (nnsight's early stop)."""
+
+
+class LoopEnded(StopTrace):
+    """An open ``tracer.iter[:]`` loop asked for a step the run never makes: as in nnsight, the
+    block ends there (with a warning) and the code after the loop does not run."""
+
+
+class Recorder:
+    """Records one trace block into ``graph``."""
+
+    def __init__(self, tracer: "Tracer") -> None:
+        self.tracer = tracer
+        self.graph = Graph()
+        self.invokes: list["Invoke"] = []  # the invokes whose blocks are open, innermost last
+        self.step = 0  # the call (generation step) that plain reads bind to; pinned by iter
+        self.beyond: int | None = None  # the step an open iter loop waits for in vain
+        self.instrumented: frozenset[str] = frozenset()  # modules whose .source is used
+        self.loss: Node | None = None
+        self._slots: dict[HookPoint, Proxy] = {}  # the whole-batch proxy of each hook point read
+        self._served: dict[tuple[HookPoint, int], Proxy] = {}  # what each invoke sees there
+        self._evaluator = Evaluator(tracer.driver.modules())
+
+    # -- what proxies ask of their trace -------------------------------------------------------
+    def check_open(self) -> None:
+        self.tracer.check_open()
+
+    def save(self, obj: Any) -> None:
+        self.tracer.save(obj)
+
+    def materialize(self, proxy: Proxy) -> Any:
+        return self.tracer.materialize(proxy)
+
+    def owns(self, value: Any) -> bool:
+        """Whether ``value`` is one of this trace's proxies."""
+        return isinstance(value, Proxy) and value._recorder is self
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def current_invoke(self) -> "Invoke":
+        if not self.invokes:
+            raise TraceError("module values can only be read inside `with tracer.invoke(...)` "
+                             "when trace() is given no input", where_now())
+        return self.invokes[-1]
+
+    def _invoke_index(self) -> int | None:
+        return self.invokes[-1].index if self.invokes else None
+
+    def emit(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
+             invoke: int | None = None, where: Where | None = None) -> Node:
+        return self.graph.create(op, target, args, kwargs, where or where_now(), invoke)
+
+    def record(self, op: str, target: Any, args: tuple, kwargs: dict | None = None,
+               label: str = "", context: str = "", meta: Any = UNKNOWN) -> Proxy:
+        """Add a node computing ``target`` on ``args`` and return a proxy for its result."""
+        self.check_open()
+        kwargs = kwargs or {}
+        where = where_now()
+        if "torch" in sys.modules:  # nnsight scripts mix torch tensors in: constants become MLX arrays
+            from .torch_ops import to_mlx
+
+            args, kwargs = to_mlx((args, kwargs))
+        node_args = map_proxies((args, kwargs), lambda p: p.node)
+        node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
+        if meta is UNKNOWN:
+            meta = self._meta(node, (args, kwargs), context, where)
+        return Proxy(self, node, meta, label)
+
+    def _meta(self, node: Node, args_kwargs: tuple, context: str, where: Where | None) -> Any:
+        """The node's value on placeholders: its structure, shape and dtype (nothing is computed)."""
+        unknown: list = []
+        metas = map_proxies(args_kwargs, lambda p: unknown.append(p) or p._meta if p._meta is UNKNOWN else p._meta)
+        if any(p._meta is UNKNOWN for p in unknown):
+            return UNKNOWN
+        if isinstance(node.target, RowSlice):  # the batch size is only known at exit
+            return metas[0][0] if node.op == "put" else UNKNOWN
+        try:
+            return self._evaluator.evaluate(node, metas[0], metas[1])
+        except TraceError:
+            raise
+        except Exception as e:
+            what = context or f"recording `{format_node(node)}`"
+            raise TraceError(f"{type(e).__name__} while {what}: {e}", where) from e
+
+    def as_proxy(self, value: Any) -> Proxy:
+        if isinstance(value, Proxy):
+            return value
+        if "torch" in sys.modules:
+            from .torch_ops import to_mlx
+
+            value = to_mlx(value)
+        if holds(value, self.owns):
+            return self.record("call_function", constant, (value,))
+        node = self.emit("call_function", constant, (value,), invoke=self._invoke_index())
+        return Proxy(self, node, value)
+
+    # -- module values -------------------------------------------------------------------------
+    def slot(self, point: HookPoint) -> Proxy:
+        """The whole-batch proxy of ``point`` (one ``read`` node, recorded on first use)."""
+        slot = self._slots.get(point)
+        if slot is None:
+            node = self.emit("read", point)
+            slot = Proxy(self, node, UNKNOWN, point.label())
+            slot._binds.append(point)
+            self._slots[point] = slot
+        return slot
+
+    def _served_value(self, path: str, kind: str) -> tuple[Proxy, tuple]:
+        self.check_open()
+        invoke = self.current_invoke()
+        if self.beyond is not None and self.step == self.beyond:
+            warnings.warn(f"'{HookPoint(path, kind, self.step)}' was never reached: the loop asked for a "
+                          f"step the run did not make, so it was cut short (nnsight's behaviour: the code "
+                          f"after an open `tracer.iter[:]` loop does not run)", UserWarning, stacklevel=3)
+            raise LoopEnded()
+        hook_kind = "input" if kind in ("input", "inputs") else kind
+        point = HookPoint(path, hook_kind, 0 if kind == "result" else self.step)
+        key = (point, invoke.index)
+        proxy = self._served.get(key)
+        if proxy is None:
+            structure = invoke.structure()
+            if point not in structure.skeletons:
+                name = ".".join(p for p in ("model", path) if p)
+                calls = structure.calls(path)
+                if point.call > 0 and calls:
+                    raise OutOfOrderError(f"'{point}' is never reached: {name} runs {calls} time(s) in this "
+                                          f"trace (steps 0-{calls - 1})", where_now())
+                if SEP in path:
+                    raise OutOfOrderError(f"'{point}' is never reached: that operation does not run in this "
+                                          f"forward (or not that many times)", where_now())
+                raise ModuleNotCalledError(
+                    f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
+            meta = structure.meta(point)
+            slot = self.slot(point)
+            if invoke.rows is None:
+                if slot._meta is UNKNOWN:
+                    slot._meta = meta
+                proxy = slot
+            else:
+                proxy = slot._make_view(self.tracer.batcher.narrow(invoke.rows), point.label())
+                proxy._meta = meta
+            self._served[key] = proxy
+        return proxy, key
+
+    def read(self, path: str, kind: str) -> Any:
+        """The proxy served for a module's ``output``, ``inputs`` or ``input`` in this invoke."""
+        proxy, _ = self._served_value(path, kind)
+        if kind == "input":
+            return _first_input(proxy)
+        return proxy
+
+    def write(self, path: str, kind: str, value: Any) -> None:
+        """``envoy.output = value`` (and ``.input``/``.inputs``): the forward continues with value."""
+        current = self.read(path, kind)
+        if value is current:
+            return  # ``envoy.output += x`` assigns back the object it already edited in place
+        label = current._label if isinstance(current, Proxy) else f"{path}.{kind}"
+        value = self.as_proxy(value)
+        _check_same_shape(label, current, value)
+        if kind == "input":
+            parent, key = _first_input_parent(self.read(path, "inputs"))
+            self._swap(current, value)
+            parent._children[(type(key), key)] = value
+            return
+        self._swap(current, value)
+        self._served[self._served_value(path, kind)[1]] = value
+
+    def _swap(self, current: Proxy, value: Proxy) -> None:
+        if current._view is None:  # the whole-batch slot itself
+            for point in [b for b in current._binds if isinstance(b, HookPoint)]:
+                current._binds.remove(point)
+                value._binds.append(point)
+                self._slots[point] = value
+                self.emit("write", point, (value.node,), invoke=self._invoke_index())
+            return
+        base, spec, _ = current._view
+        base._assign(base._record("put", spec, (base, value), context=f"assigning to {current._label}"))
+        current._view = None  # earlier references keep the old object, as in nnsight
+        value._binds.append((base, spec))
+
+    def bind_write(self, bind: Any, proxy: Proxy) -> None:
+        """Propagate an in-place edit of ``proxy`` to what it is bound to (a hook point or a base)."""
+        if isinstance(bind, HookPoint):
+            self.emit("write", bind, (proxy.node,), invoke=self._invoke_index())
         else:
-            new[node.index] = tracer.emit(node.op, node.target, args, kwargs, where=node.where)
+            base, spec = bind
+            base._assign(base._record("put", spec, (base, proxy)))
+
+    def skip(self, path: str, value: Any) -> None:
+        """``envoy.skip(value)``: the module's body does not run; its output is ``value``."""
+        invoke = self.current_invoke()
+        out_point = HookPoint(path, "output", 0)
+        current, key = self._served_value(path, "output")
+        value = self.as_proxy(value)
+        _check_same_shape(f"{out_point.module} (skipped)", current, value)
+        self._served_value(path, "inputs")
+        self.emit("skip", HookPoint(path, "input", 0), (value.node,), {"rows": invoke.rows}, invoke=invoke.index)
+        self._served[key] = value
+
+    def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict) -> Proxy:
+        return self.record("call_module", (path, method), args, kwargs)
+
+    def use_source(self, path: str) -> None:
+        """Run ``path``'s forward instrumented, so its operations are hook points."""
+        if path not in self.instrumented:
+            self.instrumented = self.instrumented | {path}
+
+    # -- gradients -----------------------------------------------------------------------------
+    def set_loss(self, loss: Proxy, gradient: Any = None) -> None:
+        if self.loss is not None:
+            raise TraceError("one backward pass per trace is supported", where_now())
+        if gradient is not None:
+            loss = (loss * gradient).sum()
+        elif isinstance(loss._meta, mx.array) and loss._meta.size != 1:
+            raise TraceError("backward() needs a scalar loss (or gradient=...), got shape "
+                             f"{tuple(loss._meta.shape)}", where_now())
+        self.loss = loss.node
+
+    def grad_of(self, proxy: Proxy) -> Proxy:
+        """A proxy for d(loss)/d(proxy). For a module value (or a view of one) the gradient is taken
+        at the hook point, with respect to the value the forward continues with."""
+        if self.loss is None:
+            raise TraceError("read .grad after calling backward() on a loss in this trace", where_now())
+        chain, root = [], proxy
+        while root._view is not None:
+            base, spec, _ = root._view
+            chain.append(spec)
+            root = base
+        points = [b for b in root._binds if isinstance(b, HookPoint)]
+        if points:
+            target = ("slot", points[0], tuple(reversed(chain)))
+            dep = next(n for n in self.graph.nodes if n.op == "read" and n.target == points[0])
+        else:
+            target, dep = ("node", None, ()), proxy.node
+        return self.record("grad", target, (NodeRef(dep), NodeRef(self.loss)), label=f"{proxy._label}.grad",
+                           meta=proxy._meta)
+
+    # -- edits ---------------------------------------------------------------------------------
+    def replay(self, edit: Graph) -> None:
+        """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots."""
+        new: dict[int, Node] = {}
+        for node in edit:
+            args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
+            if node.op == "read":
+                new[node.index] = self.slot(node.target).node
+            elif node.op == "write":
+                slot = self.slot(node.target)
+                slot._node = args[0]
+                slot._version += 1
+                new[node.index] = self.emit("write", node.target, args, kwargs, where=node.where)
+            else:
+                new[node.index] = self.emit(node.op, node.target, args, kwargs, where=node.where)
+
+
+def _first_input(inputs: Proxy) -> Any:
+    parent, key = _first_input_parent(inputs)
+    return parent[key]
+
+
+def _first_input_parent(inputs: Proxy) -> tuple[Proxy, Any]:
+    args, kwargs = inputs._meta
+    if len(args):
+        return inputs[0], 0
+    if kwargs:
+        return inputs[1], next(iter(kwargs))
+    raise StopIteration(f"{inputs._label} was called with no arguments")
+
+
+def _check_same_shape(label: str, current: Any, value: Proxy) -> None:
+    a = getattr(current, "_meta", UNKNOWN)
+    b = value._meta
+    if isinstance(a, mx.array) and isinstance(b, mx.array) and tuple(a.shape) != tuple(b.shape):
+        raise TraceError(f"shape mismatch assigning to {label}: it has shape {tuple(a.shape)}, "
+                         f"the new value has shape {tuple(b.shape)}", where_now())

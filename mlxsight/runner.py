@@ -7,19 +7,18 @@ the forward once the last needed point has fired: MLX is lazy, so nothing after 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
 
+from .batching import assemble_skip
 from .compiler import Schedule, grad_key
 from .errors import TraceError
 from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 from .source import module_of
-from .structure import call_instrumented
-from .tree import zip_tree
+from .structure import CallCounter
 
 
 class _NeverReached:
@@ -34,44 +33,60 @@ class _StopForward(Exception):
     """Raised after the last needed hook point: the rest of the forward is not needed."""
 
 
-def apply_op(op: str, target: Any, args: tuple, kwargs: dict, modules: dict[str, nn.Module]) -> Any:
-    """Compute one pure node (everything but ``read``/``write``) on concrete or placeholder values."""
-    if op == "view":
-        return target.get(args[0])
-    if op == "put":
-        return target.put(args[0], args[1])
-    if op == "call_function":
-        return target(*args, **kwargs)
-    if op == "call_method":
-        return getattr(args[0], target)(*args[1:], **kwargs)
-    if op == "call_module":
-        path, method = target
-        module = modules[path]
+class Evaluator:
+    """Computes the pure opcodes on concrete or placeholder values: one method per opcode.
+
+    While recording it runs on placeholder arrays to learn each node's shape and dtype (nothing is
+    evaluated: MLX is lazy); the runner inherits it for the real values."""
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        self.modules = modules
+
+    def evaluate(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return getattr(self, node.op)(node, args, kwargs)
+
+    def view(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return node.target.get(args[0])
+
+    def put(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return node.target.put(args[0], args[1])
+
+    def call_function(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return node.target(*args, **kwargs)
+
+    def call_method(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def call_module(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        """An ad hoc call such as ``model.lm_head(h)``: it consumes no hook point."""
+        path, method = node.target
+        module = self.modules[path]
         fn = getattr(module, method) if method else module
         observer = active()
         if observer is None:
             return fn(*args, **kwargs)
         with suspended(observer):
             return fn(*args, **kwargs)
-    raise ValueError(f"unknown opcode {op!r}")
+
+    def read(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        raise TypeError("a read has a value only while the forward runs")
+
+    write = skip = grad = read
 
 
-class Runner:
-    """Fires a schedule's nodes at their hook points during one forward."""
+class Runner(CallCounter, Evaluator):
+    """Fires a schedule's nodes at their hook points during one forward (one method per opcode)."""
 
     def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1,
                  instrumented: frozenset = frozenset()) -> None:
-        self.schedule = schedule
-        self.modules = modules
         # Operations inside an instrumented forward are hooked through their module's call.
-        self.hooked = {module_of(p) for p in schedule.hooked_paths}
-        self.paths = {id(modules[p]): p for p in self.hooked}
-        self.instrumented = instrumented & self.hooked
-        self.source_stack: list[str] = []
-        self.counts: dict[str, int] = defaultdict(int)
+        hooked = {module_of(p) for p in schedule.hooked_paths}
+        CallCounter.__init__(self, {id(modules[p]): p for p in hooked}, instrumented & hooked)
+        Evaluator.__init__(self, modules)
+        self.schedule = schedule
+        self.hooked = hooked
         self.env: dict[int, Any] = {}
-        self.slot: Any = None
-        self.suspended = 0
+        self.slot: Any = None  # the live value at the hook point being fired
         self.batch_size = batch_size
         self.skips: dict[tuple[str, int], list[tuple[tuple[int, int] | None, Any]]] = {}
         self.deltas: dict[Any, mx.array] = {}
@@ -142,45 +157,11 @@ class Runner:
         """Fire a point that no module call produces (a generation's final token ids)."""
         return self._at(point, value)
 
-    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
-        path = self.paths.get(id(module))
-        if path is None:
-            return call(module, *args, **kwargs)
-        n = self.counts[path]
-        self.counts[path] += 1
-        args, kwargs = self._at(HookPoint(path, "input", n), (args, kwargs))
-        replacements = self.skips.pop((path, n), None)
-        if replacements is not None:
-            out = self._assemble(path, replacements)
-        elif path in self.instrumented:
-            out = call_instrumented(self, module, path, args, kwargs)
-        else:
-            out = call(module, *args, **kwargs)
-        return self._at(HookPoint(path, "output", n), out)
-
-    def call_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
-        """One operation inside an instrumented forward: hook points around it, like a module."""
-        n = self.counts[path]
-        self.counts[path] += 1
-        args, kwargs = self._at(HookPoint(path, "input", n), (args, kwargs))
-        replacements = self.skips.pop((path, n), None)
-        out = fn(*args, **kwargs) if replacements is None else self._assemble(path, replacements)
-        return self._at(HookPoint(path, "output", n), out)
-
-    def _assemble(self, path: str, replacements: list) -> Any:
-        """One skip value for the whole batch: each invoke's rows, in row order."""
-        if len(replacements) == 1 and (replacements[0][0] is None or replacements[0][0] == (0, self.batch_size)):
-            return replacements[0][1]
-        parts = sorted((rows, v) for rows, v in replacements if rows is not None)
-        covered = [r for r, _ in parts]
-        if any(rows is None for rows, _ in replacements) or covered[0][0] != 0 or covered[-1][1] != self.batch_size \
-                or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
-            raise ValueError(f"A batched `.skip()` has to cover every row: every invoke that adds rows must "
-                             f"skip model.{path}")
-        out = parts[0][1]
-        for _, v in parts[1:]:
-            out = zip_tree(out, v, lambda a, b: mx.concatenate([a, b], axis=0))
-        return out
+    def visit(self, path: str, call: int, body: Callable[[tuple, dict], Any], args: tuple, kwargs: dict) -> Any:
+        args, kwargs = self._at(HookPoint(path, "input", call), (args, kwargs))
+        replacements = self.skips.pop((path, call), None)
+        out = body(args, kwargs) if replacements is None else assemble_skip(path, replacements, self.batch_size)
+        return self._at(HookPoint(path, "output", call), out)
 
     def _at(self, point: HookPoint, value: Any) -> Any:
         nodes = self.schedule.at.get(point)
@@ -199,28 +180,35 @@ class Runner:
 
     def _fire(self, node: Node) -> None:
         if node.deps:
-            args = map_nodes(node.args, lambda n: self.env[n.index])
-            kwargs = map_nodes(node.kwargs, lambda n: self.env[n.index])
+            env = self.env
+            args = map_nodes(node.args, lambda n: env[n.index])
+            kwargs = map_nodes(node.kwargs, lambda n: env[n.index])
         else:
             args, kwargs = node.args, node.kwargs
         try:
-            if node.op == "read":
-                value = self.slot
-            elif node.op == "write":
-                value = self.slot = args[0]
-            elif node.op == "grad":
-                value = self.grads[grad_key(node)]
-                for spec in node.target[2]:
-                    value = spec.get(value)
-            elif node.op == "skip":
-                point, rows = node.target, node.kwargs.get("rows")
-                value = args[0]
-                self.skips.setdefault((point.path, point.call), []).append((rows, value))
-            else:
-                value = apply_op(node.op, node.target, args, kwargs, self.modules)
+            value = getattr(self, node.op)(node, args, kwargs)
         except (TraceError, _StopForward):
             raise
         except Exception as e:
             raise TraceError(f"{type(e).__name__} while running the trace: {e}", node.where) from e
         delta = self.deltas.get(("node", node.index)) if self.deltas else None
         self.env[node.index] = value if delta is None else value + delta
+
+    # -- the opcodes that need the forward -------------------------------------------------------
+    def read(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return self.slot
+
+    def write(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        self.slot = args[0]
+        return args[0]
+
+    def skip(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        point = node.target
+        self.skips.setdefault((point.path, point.call), []).append((kwargs.get("rows"), args[0]))
+        return args[0]
+
+    def grad(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        value = self.grads[grad_key(node)]
+        for spec in node.target[2]:
+            value = spec.get(value)
+        return value

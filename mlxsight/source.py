@@ -148,7 +148,7 @@ def _op(name: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
     stack = getattr(observer, "source_stack", None)
     if not stack or observer.suspended:
         return fn(*args, **kwargs)
-    return observer.call_op(f"{stack[-1]}{SEP}{name}", fn, args, kwargs)
+    return observer.on_op(f"{stack[-1]}{SEP}{name}", fn, args, kwargs)
 
 
 def module_of(path: str) -> str:

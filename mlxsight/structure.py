@@ -79,41 +79,59 @@ class Structure:
         return sum(1 for p in self.order if p.path == path and p.kind == "output")
 
 
-class _Recorder:
+class CallCounter:
+    """A hook observer that counts each observed module's (and instrumented operation's) calls: a
+    module's n-th call is its hook points ``input``/``output`` with ``call=n``. Subclasses say what
+    happens around one call in ``visit``: the structure recorder notes its values, the runner fires
+    nodes there."""
+
     suspended = 0
 
-    def __init__(self, paths: dict[int, str], structure: Structure, instrumented: frozenset = frozenset()) -> None:
-        self.paths = paths
-        self.structure = structure
+    def __init__(self, paths: dict[int, str], instrumented: frozenset = frozenset()) -> None:
+        self.paths = paths  # id(module) -> path, for the observed modules
+        self.instrumented = instrumented  # paths whose forward runs instrumented (``.source``)
         self.counts: dict[str, int] = defaultdict(int)
-        self.instrumented = instrumented
         self.source_stack: list[str] = []
 
-    def call_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
-        n = self.counts[path]
-        self.counts[path] += 1
-        self._record(HookPoint(path, "input", n), (args, kwargs))
-        out = fn(*args, **kwargs)
-        self._record(HookPoint(path, "output", n), out)
-        return out
-
-    def _record(self, point: HookPoint, value: Any) -> None:
-        self.structure.order[point] = len(self.structure.order)
-        self.structure.skeletons[point] = skeleton(value)
-
-    def call_module(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
+    def on_call(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
         path = self.paths.get(id(module))
         if path is None:
             return call(module, *args, **kwargs)
+        if path in self.instrumented:
+            body = lambda a, k: call_instrumented(self, module, path, a, k)  # noqa: E731
+        else:
+            body = lambda a, k: call(module, *a, **k)  # noqa: E731
+        return self._count(path, body, args, kwargs)
+
+    def on_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        return self._count(path, lambda a, k: fn(*a, **k), args, kwargs)
+
+    def _count(self, path: str, body: Callable[[tuple, dict], Any], args: tuple, kwargs: dict) -> Any:
         n = self.counts[path]
         self.counts[path] += 1
-        self._record(HookPoint(path, "input", n), (args, kwargs))
-        if path in self.instrumented:
-            out = call_instrumented(self, module, path, args, kwargs)
-        else:
-            out = call(module, *args, **kwargs)
-        self._record(HookPoint(path, "output", n), out)
+        return self.visit(path, n, body, args, kwargs)
+
+    def visit(self, path: str, call: int, body: Callable[[tuple, dict], Any], args: tuple, kwargs: dict) -> Any:
+        """One call of ``path`` (its ``call``-th): run ``body(args, kwargs)``, return the output."""
+        raise NotImplementedError
+
+
+class StructureRecorder(CallCounter):
+    """Notes every hook point's structure, in the order the forward reaches them."""
+
+    def __init__(self, paths: dict[int, str], structure: Structure, instrumented: frozenset = frozenset()) -> None:
+        super().__init__(paths, instrumented)
+        self.structure = structure
+
+    def visit(self, path: str, call: int, body: Callable[[tuple, dict], Any], args: tuple, kwargs: dict) -> Any:
+        self._note(HookPoint(path, "input", call), (args, kwargs))
+        out = body(args, kwargs)
+        self._note(HookPoint(path, "output", call), out)
         return out
+
+    def _note(self, point: HookPoint, value: Any) -> None:
+        self.structure.order[point] = len(self.structure.order)
+        self.structure.skeletons[point] = skeleton(value)
 
 
 def call_instrumented(observer: Any, module: nn.Module, path: str, args: tuple, kwargs: dict) -> Any:
@@ -132,7 +150,7 @@ def record_structure(named: dict[str, nn.Module], forward: Callable[[], Any],
                      instrumented: frozenset = frozenset()) -> Structure:
     """Run ``forward`` lazily with every module in ``named`` observed; nothing is evaluated."""
     structure = Structure()
-    recorder = _Recorder({id(m): p for p, m in named.items()}, structure, instrumented)
+    recorder = StructureRecorder({id(m): p for p, m in named.items()}, structure, instrumented)
     with observing(list(named.values()), recorder):
         forward()
     return structure
