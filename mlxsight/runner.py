@@ -19,6 +19,7 @@ from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 from .source import module_of
 from .structure import CallCounter
+from .tree import map_tree, zip_tree
 
 
 class _NeverReached:
@@ -123,7 +124,8 @@ class Runner(CallCounter, Evaluator):
         # builds it lazily, so this costs graph construction, not computation.
         self._forward(forward)
         shapes = [self.env[g.args[0].index] for g in schedule.grad_targets]
-        zeros = [mx.zeros(v.shape, v.dtype) for v in shapes]
+        # a structured value (a tuple output, a module's (args, kwargs)) is perturbed leaf by leaf
+        zeros = [map_tree(v, _zero_like) for v in shapes]
         forward_env: dict[Any, Any] = {}
 
         def loss_fn(deltas: list) -> tuple:
@@ -173,7 +175,7 @@ class Runner(CallCounter, Evaluator):
         value, self.slot = self.slot, None
         delta = self.deltas.get(("slot", point)) if self.deltas else None
         if delta is not None:
-            value = value + delta
+            value = _perturbed(value, delta)
         if point == self.schedule.stop_after:
             raise _StopForward
         return value
@@ -192,7 +194,7 @@ class Runner(CallCounter, Evaluator):
         except Exception as e:
             raise TraceError(f"{type(e).__name__} while running the trace: {e}", node.where) from e
         delta = self.deltas.get(("node", node.index)) if self.deltas else None
-        self.env[node.index] = value if delta is None else value + delta
+        self.env[node.index] = value if delta is None else _perturbed(value, delta)
 
     # -- the opcodes that need the forward -------------------------------------------------------
     def read(self, node: Node, args: tuple, kwargs: dict) -> Any:
@@ -212,3 +214,15 @@ class Runner(CallCounter, Evaluator):
         for spec in node.target[2]:
             value = spec.get(value)
         return value
+
+
+def _zero_like(leaf: Any) -> mx.array:
+    """The zero perturbation of one leaf; a leaf that is not an array gets an unused scalar."""
+    return mx.zeros(leaf.shape, leaf.dtype) if isinstance(leaf, mx.array) else mx.array(0.0)
+
+
+def _perturbed(value: Any, delta: Any) -> Any:
+    """``value + delta`` leaf by leaf (only array leaves change)."""
+    if isinstance(value, mx.array):
+        return value + delta
+    return zip_tree(value, delta, lambda v, d: v + d if isinstance(v, mx.array) else v)

@@ -201,3 +201,11 @@ def test_deprecated_aliases_warn_nnsights_class(stories):
         warnings.simplefilter("error")
         with stories.generate("Once", max_new_tokens=2) as tracer:
             ids = tracer.result.save()
+
+
+# -- (5) gradients of tuple outputs and module inputs -----------------------------------------
+
+def test_tuple_output_and_input_gradients_crosscheck_against_nnsight():
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "tuple_grads.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 values: 2 match" in proc.stdout

@@ -13,6 +13,8 @@ import mlxsight
 from .._surface import missing
 
 TASKS = ("text-generation",)
+# Keywords mlxsight's LanguageModel takes itself (the rest of nnsight's are load options).
+_OWN_KWARGS = {"tokenizer", "view", "dtype", "torch_dtype", "tokenizer_kwargs", "rename", "envoys"}
 
 
 class TransformersModel(mlxsight.LanguageModel):
@@ -30,9 +32,16 @@ class TransformersModel(mlxsight.LanguageModel):
                 "loads the checkpoint's own architecture")
         if args:
             raise TypeError(f"TransformersModel takes one positional argument, got {1 + len(args)}")
+        # nnsight hands load keywords it does not know to transformers' from_pretrained, which keeps
+        # the ones that are no loading option as config attributes: do the same with the config.
+        from mlxsight.model import _IGNORED_LOAD_KWARGS
+
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _OWN_KWARGS | _IGNORED_LOAD_KWARGS}
         super().__init__(model, **kwargs)
         object.__setattr__(self, "task", task or "text-generation")
         object.__setattr__(self, "config", _hf_config(model, self.config))
+        for key, value in overrides.items():
+            setattr(self.config, key, value)
         if isinstance(model, (str, os.PathLike)) and getattr(self._module, "config", None) is None:
             # nnsight's wrapped module is transformers' model, which carries the config too; the
             # module was loaded here, so giving it the attribute changes nothing the caller owns.
