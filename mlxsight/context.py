@@ -87,6 +87,9 @@ def save(obj: Any) -> Any:
     """Mark ``obj`` (a proxy, or any object such as a list filled during the trace) as saved."""
     owner = getattr(type(obj), "_mlxsight_owner", None)  # proxies name the trace they belong to
     tracer = owner(obj) if owner is not None else current_tracer()
+    if tracer is None and current_session() is not None:  # a session body is a trace's body too
+        current_session()._saved[id(obj)] = obj
+        return obj
     if tracer is None:
         raise ValueError("save() was called outside a trace. Call it inside `with model.trace(...)`.")
     tracer.save(obj)

@@ -209,3 +209,25 @@ def test_tuple_output_and_input_gradients_crosscheck_against_nnsight():
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "tuple_grads.py"), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 values: 2 match" in proc.stdout
+
+
+def test_session_body_holds_torch_values_and_saves(tmp_path):
+    """Inside a session, values saved by one trace are torch tensors in the body (nnsight's session
+    holds real tensors), `.save()` works in the body, and they flow into the next trace."""
+    script = tmp_path / "session.py"
+    script.write_text('''import sys
+import torch
+from nnsight import LanguageModel
+from transformers import AutoTokenizer
+model = LanguageModel(sys.argv[1], tokenizer=AutoTokenizer.from_pretrained(sys.argv[1]))
+with model.session():
+    with model.trace("Once upon a time"):
+        h = model.model.layers[0].output.save()
+    stacked = torch.stack([h, h]).save()
+    with model.trace("Once upon a time"):
+        model.model.layers[0].output = h * 2
+        logits = model.lm_head.output.save()
+''')
+    proc = run("-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 values: 3 match" in proc.stdout
