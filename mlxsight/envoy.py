@@ -66,6 +66,14 @@ class Envoy:
         """nnsight-style path: ``model.model.layers.0``."""
         return _join("model", self._path)
 
+    @property
+    def parent(self) -> "Envoy | EnvoyList | None":
+        """The envoy this one hangs under (``None`` for the root), as nnsight's ``.parent``."""
+        if not self._path:
+            return None
+        head, _, _ = self._path.rpartition(".")
+        return self._root.get(head) if head else self._root
+
     def _child(self, name: str) -> "Envoy | EnvoyList | None":
         if name in self._envoys:
             return self._envoys[name]
@@ -224,13 +232,36 @@ def envoy_class(root: Any, module: nn.Module, path: str) -> type:
     """The Envoy class for ``module`` at ``path``: the first ``envoys=`` entry of the root that names
     its class (by name, so transformers' class names select the HF-view modules) or a suffix of its
     path (``*`` matches one component); else ``Envoy``."""
-    for key, cls in getattr(root, "_envoy_classes", ()):
-        if isinstance(key, type):
-            if module_is(module, key):
-                return cls
-        elif _path_ends_with(path, key):
+    entries = getattr(root, "_envoy_classes", ())
+    for key, cls in entries:  # native spellings first: they stand over alias spellings, as in nnsight
+        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and _path_ends_with(path, key):
             return cls
+    for key, cls in entries:
+        for spelled in _native_spellings(key, getattr(root, "_rename", {})):
+            if isinstance(spelled, type) and module_is(module, spelled) or (
+                    isinstance(spelled, str) and _path_ends_with(path, spelled)):
+                return cls
     return Envoy
+
+
+def _native_spellings(key: Any, rename: dict) -> list[Any]:
+    """``key`` written with ``rename=`` aliases, spelled in native names: an alias component becomes
+    the path (or module class) it stands for (``"ffn"`` -> ``"mlp"``, ``"layers.*"`` -> ``"transformer.h.*"``)."""
+    if not isinstance(key, str) or not rename:
+        return []
+    natives: dict[str, list[Any]] = {}
+    for native, alias in rename.items():
+        natives.setdefault(alias.split(".")[-1], []).append(native.strip(".") if isinstance(native, str) else native)
+    parts = key.strip(".").split(".")
+    out: list[Any] = []
+    for i, part in enumerate(parts):
+        for native in natives.get(part, ()):
+            if isinstance(native, type):
+                if len(parts) == 1:
+                    out.append(native)
+            else:
+                out.append(".".join(parts[:i] + [native] + parts[i + 1:]))
+    return out
 
 
 def module_is(module: nn.Module, cls: type) -> bool:

@@ -231,3 +231,23 @@ with model.session():
     proc = run("-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 values: 3 match" in proc.stdout
+
+
+def test_envoys_keys_in_alias_spellings_and_parent_links():
+    """An ``envoys=`` key written in a ``rename=`` alias reaches the module the alias names; the
+    native spelling stands over the alias one; ``.parent`` walks up as in nnsight."""
+    class FFN(Envoy):
+        pass
+
+    class Other(Envoy):
+        pass
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"mlp": "ffn", "model.layers": "blocks"},
+                                   envoys={"ffn": FFN, "blocks.*.self_attn": Other})
+    layer = model.model.layers[1]
+    assert type(layer.ffn) is FFN and layer.ffn is layer.mlp
+    assert type(layer.self_attn) is Other and type(layer.self_attn.q_proj) is Envoy
+    assert layer.mlp.parent is layer and layer.parent is model.model.layers and model.parent is None
+    native = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"mlp": "ffn"},
+                                    envoys={"mlp": FFN, "ffn": Other})
+    assert type(native.model.layers[0].ffn) is FFN
