@@ -57,39 +57,55 @@ def original_class(module: nn.Module) -> type:
     return getattr(type(module), "_mlxsight_original_class", type(module))
 
 
+_swap_lock = threading.Lock()
+_holders: dict[int, int] = {}  # id(module) -> how many runs (on any thread) observe it now
+
+
 class observing:
     """``with observing(modules, observer):`` reports calls of ``modules`` to ``observer``.
 
-    Every module it covers gets its original class back on exit, whatever swapped it: a swap left
-    behind by an interrupt that landed inside an earlier restore is healed by the next run. (The
-    model's lock guarantees no other thread observes the same modules meanwhile.)
+    A module's class is swapped by the first run that observes it and restored by the last, so
+    runs on other threads sharing a module (two wrappers of one model) never unhook each other.
+    A swap that nobody holds (left behind by an interrupt inside an earlier restore) is taken over
+    and restored by the next run that observes the module.
     A plain class rather than a generator context manager: it is on every trace's path."""
 
     def __init__(self, modules: list[nn.Module], observer: CallObserver) -> None:
         self.modules, self.observer = modules, observer
-        self.swapped: list[tuple[nn.Module, type]] = []
+        self.held: list[nn.Module] = []
 
     def __enter__(self) -> None:
         if active() is not None:
             raise RuntimeError("another mlxsight run is already observing module calls on this thread")
         try:
             _local.observer = self.observer
-            for module in self.modules:
-                cls = original_class(module)
-                self.swapped.append((module, cls))
-                if type(module) is cls:
-                    # object.__setattr__: mlx's Module.__setattr__ would treat it as a parameter.
-                    object.__setattr__(module, "__class__", _hooked_subclass(cls))
+            with _swap_lock:
+                for module in self.modules:
+                    self.held.append(module)
+                    key = id(module)
+                    holders = _holders.get(key, 0)
+                    _holders[key] = holders + 1
+                    cls = type(module)
+                    if holders == 0 and getattr(cls, "_mlxsight_original_class", None) is None:
+                        # object.__setattr__: mlx's Module.__setattr__ would treat it as a parameter.
+                        object.__setattr__(module, "__class__", _hooked_subclass(cls))
         except BaseException:
             self.__exit__()
             raise
 
     def __exit__(self, *exc: Any) -> bool:
         try:
-            while self.swapped:
-                module, cls = self.swapped[-1]
-                object.__setattr__(module, "__class__", cls)
-                self.swapped.pop()
+            with _swap_lock:
+                while self.held:
+                    module = self.held[-1]
+                    key = id(module)
+                    holders = _holders.get(key, 1) - 1
+                    if holders > 0:
+                        _holders[key] = holders
+                    else:
+                        _holders.pop(key, None)
+                        object.__setattr__(module, "__class__", original_class(module))
+                    self.held.pop()
         finally:
             _local.observer = None
         return False

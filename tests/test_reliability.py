@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import mlx.core as mx
 import numpy as np
@@ -357,6 +358,68 @@ def test_threads_on_the_same_model_take_turns(lm, baseline):
     for key, value in expected.items():
         assert np.array_equal(results[key], value), key
     assert np.array_equal(results["a"], plain) and np.array_equal(results["b"], plain)
+    assert_clean(lm, baseline)
+
+
+def test_two_wrappers_of_one_module_in_two_threads_never_unhook_each_other(lm, baseline):
+    """Each wrapper has its own lock, so their runs can overlap: thread B stops inside its forward
+    (in layer 0) while thread A runs a whole trace of the same modules; B must still be hooked at
+    layer 1 afterwards. Hooks are counted per module, not per run."""
+    ids, _, logits = baseline
+    wrapper = mlxsight.NNsight(lm.mlx_model)
+    inner = lm.mlx_model.model
+    reference = np.array(inner.layers[1](inner.layers[0](inner.embed_tokens(ids), "causal"), "causal"))
+    block = type(inner.layers[0])
+    hooks._hooked_subclass(block)  # hooked layers keep calling the original forward
+    original = block.__call__
+    b_inside, a_done = threading.Event(), threading.Event()
+    results: dict = {}
+    errors: list = []
+
+    def pausing_call(self, *args, **kwargs):
+        if threading.current_thread().name == "b" and not b_inside.is_set():
+            b_inside.set()
+            a_done.wait(timeout=60)
+        return original(self, *args, **kwargs)
+
+    def a() -> None:
+        try:
+            b_inside.wait(timeout=60)
+            with lm.trace(ids):
+                h = lm.model.layers[1].output.save()
+            results["a"] = np.array(h)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            a_done.set()
+
+    def b() -> None:
+        try:
+            with wrapper.trace(ids):
+                h = wrapper.model.layers[1].output.save()
+                out = wrapper.output.save()
+            results["b"] = (np.array(h), np.array(out))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    block.__call__ = pausing_call
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a missed hook point warns: make it fail
+            threads = [threading.Thread(target=a, name="a"), threading.Thread(target=b, name="b")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+    finally:
+        block.__call__ = original
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert b_inside.is_set()
+    assert np.allclose(results["a"], reference, atol=1e-5)
+    assert np.allclose(results["b"][0], reference, atol=1e-5)
+    assert np.array_equal(results["b"][1], logits)
+    assert hooks._holders == {}
     assert_clean(lm, baseline)
 
 
