@@ -59,11 +59,31 @@ class Steps:
             recorder.beyond = None
 
     def __enter__(self):
-        raise NotImplementedError("the block form `with tracer.iter[...]:` (deprecated in nnsight) is not "
-                                  "supported; write `for step in tracer.iter[...]:`")
+        """The block form ``with tracer.iter[...]:`` (deprecated in nnsight): the body runs once per
+        step, as the for form's would; the inline body is then skipped."""
+        import warnings
 
-    def __exit__(self, *exc):
-        return False
+        from .blocks import body_code, run_body, skip_inline
+        from .errors import NNsightDeprecationWarning
+
+        warnings.warn("`with tracer.iter[...]:` is deprecated (as in nnsight); use `for step in tracer.iter[...]:`",
+                      NNsightDeprecationWarning, stacklevel=2)
+        frame = user_frame(2)
+        code = body_code(frame)
+        recorder = self.recorder
+        previous = recorder.step
+        try:
+            run_body(frame, code, self.steps, lambda step: setattr(recorder, "step", step))
+        finally:
+            recorder.step = previous
+        self._restore = skip_inline(frame)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        from .blocks import SkipBlock
+
+        self._restore()
+        return exc_type is not None and issubclass(exc_type, SkipBlock)
 
 
 class StepIndexer:

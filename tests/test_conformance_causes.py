@@ -251,3 +251,9 @@ def test_envoys_keys_in_alias_spellings_and_parent_links():
     native = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"mlp": "ffn"},
                                     envoys={"mlp": FFN, "ffn": Other})
     assert type(native.model.layers[0].ffn) is FFN
+
+
+def test_iter_block_form_runs_its_body_per_step_as_nnsight():
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "iter_block_form.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 values: 4 match, 0 mismatch" in proc.stdout
