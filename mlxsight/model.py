@@ -355,16 +355,21 @@ class GeneratorEnvoy:
 
 
 def _called_in_with_statement() -> bool:
-    """Whether ``model.generate(...)``'s caller wrote it as ``with model.generate(...)``."""
-    import linecache
+    """Whether ``model.generate(...)``'s caller wrote it as ``with model.generate(...)``.
+
+    Read from the caller's bytecode (the instruction after the call sets up a ``with``), not from
+    its source, which may have changed on disk or not exist."""
+    import dis
 
     from .errors import user_frame
 
     frame = user_frame(3)
     if frame is None:
         return True
-    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
-    return line.startswith(("with ", "async with ")) or not line
+    after = [i.opname for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti][:2]
+    if after and after[0] in ("BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH"):
+        return True
+    return after == ["COPY", "LOAD_SPECIAL"]  # Python 3.14: the ``__exit__`` lookup comes first
 
 
 def _handed_back(value: Any) -> Any:
