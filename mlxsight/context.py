@@ -33,6 +33,7 @@ class Settings:
 
     torch_semantics: bool = False  # proxy methods read with torch's meaning (``.max(1)``, ``.view``)
     value_transform: Callable[[Any], Any] | None = None  # applied to each saved value at push
+    relaxed_order: bool = False  # allow reading modules out of forward order within one invoke
     exit_listeners: list[ExitListener] = field(default_factory=list)
 
 
@@ -105,6 +106,12 @@ def set_torch_semantics(enabled: bool) -> None:
 
 def torch_semantics() -> bool:
     return settings.torch_semantics
+
+
+def set_relaxed_order(enabled: bool) -> None:
+    """Opt in to reading modules out of forward order within one invoke (nnsight raises
+    ``OutOfOrderError``; a script relying on this runs here and fails on nnsight/NDIF)."""
+    settings.relaxed_order = bool(enabled)
 
 
 def set_value_transform(fn: Callable[[Any], Any] | None) -> None:

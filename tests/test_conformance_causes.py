@@ -257,3 +257,40 @@ def test_iter_block_form_runs_its_body_per_step_as_nnsight():
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "iter_block_form.py"), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 values: 4 match, 0 mismatch" in proc.stdout
+
+
+# -- (6) order of access -----------------------------------------------------------------------
+
+def test_out_of_order_reads_raise_as_in_nnsight_naming_both_lines(stories):
+    from mlxsight.errors import OutOfOrderError
+
+    with pytest.raises(OutOfOrderError) as info:
+        with stories.trace("Once upon"):
+            stories.model.layers[3].output.save()  # the later layer first
+            stories.model.layers[1].output.save()
+    text = str(info.value)
+    assert "model.model.layers.1.output" in text and "model.model.layers.3.output" in text
+    assert text.count("test_conformance_causes.py") >= 2  # both lines
+    with pytest.raises(OutOfOrderError):
+        with stories.trace("Once upon"):
+            stories.model.layers[0].output.save()
+            stories.model.layers[0].input.save()  # a module's input comes before its output
+    mlxsight.set_relaxed_order(True)
+    try:
+        with stories.trace("Once upon"):
+            late = stories.model.layers[3].output.save()
+            early = stories.model.layers[1].output.save()
+    finally:
+        mlxsight.set_relaxed_order(False)
+    with stories.trace("Once upon"):
+        early_ordered = stories.model.layers[1].output.save()
+        late_ordered = stories.model.layers[3].output.save()
+    assert mx.array_equal(late, late_ordered) and mx.array_equal(early, early_ordered)
+
+
+@pytest.mark.parametrize("backend", ["mlx", "nnsight"])
+def test_out_of_order_is_the_same_error_on_both_backends(backend):
+    proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "out_of_order.py"),
+               str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "caught OutOfOrderError: True" in proc.stdout
