@@ -17,6 +17,7 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     import mlx.core as mx
     import numpy as np
     import torch
+    from mlxsight.cache import CacheEntry
 
     memo = {} if memo is None else memo
     if id(value) in memo:
@@ -34,6 +35,10 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
         memo[id(value)] = value
         for key in list(value):
             dict.__setitem__(value, key, to_torch(dict.__getitem__(value, key), memo))
+        out = value
+    elif isinstance(value, CacheEntry):  # tracer.cache() entries: converted in place, like dicts
+        memo[id(value)] = value
+        value.output, value.inputs = to_torch(value.output, memo), to_torch(value.inputs, memo)
         out = value
     elif isinstance(value, tuple):
         items = [to_torch(v, memo) for v in value]

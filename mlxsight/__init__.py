@@ -14,13 +14,14 @@ from .errors import (  # noqa: E402
 from .model import LanguageModel, NNsight  # noqa: E402
 from . import attention  # noqa: E402
 from .context import (  # noqa: E402
-    add_exit_listener, remove_exit_listener, save, set_torch_semantics, set_value_transform,
+    add_exit_listener, remove_exit_listener, save, set_relaxed_order, set_torch_semantics, set_value_transform,
 )
 from .proxy import Proxy, apply  # noqa: E402
 from .tracer import Tracer  # noqa: E402
 
 __all__ = [
     "LanguageModel", "NNsight", "Proxy", "Tracer", "attention", "apply", "save", "set_value_transform", "set_torch_semantics",
+    "set_relaxed_order",
     "add_exit_listener", "remove_exit_listener", "MLXSightError", "TraceError", "OutOfOrderError", "ModuleNotCalledError",
     "ExpiredProxyError", "NestedTraceError", "IndexOutOfRangeError", "CheckpointCodeError",
 ]

@@ -33,7 +33,9 @@ class Batch:
 
 
 def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any, vocab_size: int | None = None) -> list[list[int]]:
-    """Token-id rows for one invoke's input (text, texts, ids, arrays, or an encoding dict).
+    """Token-id rows for one invoke's input (text, texts, chat conversations, ids, arrays, or an
+    encoding dict). Tokenizer options (``max_length``, ``truncation``, ``add_special_tokens``) apply
+    to text, per invoke, as in nnsight.
 
     Every id is checked against ``vocab_size`` here, before anything runs: MLX gathers embedding
     rows without bounds checks, so a bad id would give garbage logits or crash the process."""
@@ -42,10 +44,14 @@ def rows_of(inputs: tuple, kwargs: dict, tokenizer: Any, vocab_size: int | None 
     return rows
 
 
-_ACCEPTED = "text, a list of texts, token ids (a list or an integer array) or a tokenizer's output dict"
+_ACCEPTED = ("text, a list of texts, chat messages, token ids (a list or an integer array) or a tokenizer's "
+             "output dict")
 
 
 def _rows(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
+    options = {k: kwargs[k] for k in TOKENIZER_OPTIONS if k in kwargs}
+    # `use_cache` changes nothing in one forward pass; `padding` is always to the batch's longest row
+    kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k not in ("padding", "use_cache")}
     if kwargs:
         unknown = set(kwargs) - {"input_ids", "attention_mask"}
         if unknown:
@@ -57,17 +63,18 @@ def _rows(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
         raise TypeError(f"expected one input ({_ACCEPTED}), got {len(inputs)}")
     x = inputs[0]
     if isinstance(x, str):
-        return [_encode(tokenizer, x)]
+        return [_encode(tokenizer, x, options)]
+    if _is_chat(x):
+        return [_encode_chat(tokenizer, x)]
+    if isinstance(x, (list, tuple)) and x and all(_is_chat(c) for c in x):
+        return [_encode_chat(tokenizer, c) for c in x]
     if isinstance(x, dict) or hasattr(x, "keys") and "input_ids" in x.keys():
         return _rows_from_encoding(dict(x))
     if isinstance(x, (list, tuple)):
         if not x:
             raise ValueError(f"the input is an empty {type(x).__name__}: give {_ACCEPTED}")
         if all(isinstance(s, str) for s in x):
-            return [_encode(tokenizer, s) for s in x]
-        if all(isinstance(r, dict) and "role" in r for r in x):
-            raise TypeError("the input is a list of chat messages: apply the chat template first, e.g. "
-                            "model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)")
+            return [_encode(tokenizer, s, options) for s in x]
         if all(isinstance(r, (list, tuple)) for r in x):
             return [_id_list(r) for r in x]
         return [_id_list(x)]
@@ -82,8 +89,25 @@ class TokenRows(list):
     """Token-id rows; an element may be a ``[1, T]`` id array kept as given."""
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text)["input_ids"])
+TOKENIZER_OPTIONS = ("max_length", "truncation", "add_special_tokens")
+
+
+def _encode(tokenizer: Any, text: str, options: dict | None = None) -> list[int]:
+    return list(tokenizer(text, **(options or {}))["input_ids"])
+
+
+def _is_chat(x: Any) -> bool:
+    """A conversation: a non-empty list of ``{"role": ..., "content": ...}`` messages."""
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(m, dict) and "role" in m for m in x)
+
+
+def _encode_chat(tokenizer: Any, conversation: Any) -> list[int]:
+    """One row: the conversation through the tokenizer's chat template, ready for the reply."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("chat-message input needs a tokenizer with a chat template")
+    ids = tokenizer.apply_chat_template(list(conversation), add_generation_prompt=True, tokenize=True,
+                                        return_dict=False)
+    return [int(i) for i in ids]
 
 
 def _dtype_name(x: Any) -> str:

@@ -33,6 +33,7 @@ class Settings:
 
     torch_semantics: bool = False  # proxy methods read with torch's meaning (``.max(1)``, ``.view``)
     value_transform: Callable[[Any], Any] | None = None  # applied to each saved value at push
+    relaxed_order: bool = False  # allow reading modules out of forward order within one invoke
     exit_listeners: list[ExitListener] = field(default_factory=list)
 
 
@@ -87,6 +88,9 @@ def save(obj: Any) -> Any:
     """Mark ``obj`` (a proxy, or any object such as a list filled during the trace) as saved."""
     owner = getattr(type(obj), "_mlxsight_owner", None)  # proxies name the trace they belong to
     tracer = owner(obj) if owner is not None else current_tracer()
+    if tracer is None and current_session() is not None:  # a session body is a trace's body too
+        current_session()._saved[id(obj)] = obj
+        return obj
     if tracer is None:
         raise ValueError("save() was called outside a trace. Call it inside `with model.trace(...)`.")
     tracer.save(obj)
@@ -102,6 +106,12 @@ def set_torch_semantics(enabled: bool) -> None:
 
 def torch_semantics() -> bool:
     return settings.torch_semantics
+
+
+def set_relaxed_order(enabled: bool) -> None:
+    """Opt in to reading modules out of forward order within one invoke (nnsight raises
+    ``OutOfOrderError``; a script relying on this runs here and fails on nnsight/NDIF)."""
+    settings.relaxed_order = bool(enabled)
 
 
 def set_value_transform(fn: Callable[[Any], Any] | None) -> None:

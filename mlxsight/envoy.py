@@ -67,13 +67,22 @@ class Envoy:
         """nnsight-style path: ``model.model.layers.0``."""
         return _join("model", self._path)
 
+    @property
+    def parent(self) -> "Envoy | EnvoyList | None":
+        """The envoy this one hangs under (``None`` for the root), as nnsight's ``.parent``."""
+        if not self._path:
+            return None
+        head, _, _ = self._path.rpartition(".")
+        return self._root.get(head) if head else self._root
+
     def _child(self, name: str) -> "Envoy | EnvoyList | None":
         if name in self._envoys:
             return self._envoys[name]
         module = self._module
         value = module.get(name) if isinstance(module, dict) else None
         if isinstance(value, nn.Module):
-            child: Any = Envoy(value, _join(self._path, name), self._root)
+            path = _join(self._path, name)
+            child: Any = envoy_class(self._root, value, path)(value, path, self._root)
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, nn.Module) for v in value):
             child = EnvoyList(value, _join(self._path, name), self._root)
         else:
@@ -119,8 +128,8 @@ class Envoy:
         return attr
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("output", "input", "inputs"):
-            object.__setattr__(self, name, value)  # the _Served descriptors
+        if name in ("output", "input", "inputs") or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)  # the _Served descriptors, a custom envoy's properties
             return
         if isinstance(value, nn.Module):
             setattr(self._module, name, value)
@@ -234,6 +243,56 @@ def _refuse_foreign_call(name: str, value: Any) -> None:
     raise TraceError(f"{name} is called on a value of a trace of another model: a module runs on values of its own "
                      f"model's trace only. Save the value and call {name} on the saved array after the trace",
                      where_now())
+def envoy_class(root: Any, module: nn.Module, path: str) -> type:
+    """The Envoy class for ``module`` at ``path``: the first ``envoys=`` entry of the root that names
+    its class (by name, so transformers' class names select the HF-view modules) or a suffix of its
+    path (``*`` matches one component); else ``Envoy``."""
+    entries = getattr(root, "_envoy_classes", ())
+    for key, cls in entries:  # native spellings first: they stand over alias spellings, as in nnsight
+        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and _path_ends_with(path, key):
+            return cls
+    for key, cls in entries:
+        for spelled in _native_spellings(key, getattr(root, "_rename", {})):
+            if isinstance(spelled, type) and module_is(module, spelled) or (
+                    isinstance(spelled, str) and _path_ends_with(path, spelled)):
+                return cls
+    return Envoy
+
+
+def _native_spellings(key: Any, rename: dict) -> list[Any]:
+    """``key`` written with ``rename=`` aliases, spelled in native names: an alias component becomes
+    the path (or module class) it stands for (``"ffn"`` -> ``"mlp"``, ``"layers.*"`` -> ``"transformer.h.*"``)."""
+    if not isinstance(key, str) or not rename:
+        return []
+    natives: dict[str, list[Any]] = {}
+    for native, alias in rename.items():
+        natives.setdefault(alias.split(".")[-1], []).append(native.strip(".") if isinstance(native, str) else native)
+    parts = key.strip(".").split(".")
+    out: list[Any] = []
+    for i, part in enumerate(parts):
+        for native in natives.get(part, ()):
+            if isinstance(native, type):
+                if len(parts) == 1:
+                    out.append(native)
+            else:
+                out.append(".".join(parts[:i] + [native] + parts[i + 1:]))
+    return out
+
+
+def module_is(module: nn.Module, cls: type) -> bool:
+    """Whether ``module`` is a ``cls`` as a script means it: an instance, or, for a transformers class
+    (``GPT2MLP``), the HF-view module standing for it (``MLP``: the family prefix dropped)."""
+    if isinstance(module, cls):
+        return True
+    name, own = cls.__name__, type(module).__name__
+    return name == own or (cls.__module__.startswith("transformers.models.") and name.endswith(own))
+
+
+def _path_ends_with(path: str, key: str) -> bool:
+    parts, wanted = path.split("."), key.strip(".").split(".")
+    if len(wanted) > len(parts):
+        return False
+    return all(w == "*" or w == p for w, p in zip(wanted, parts[len(parts) - len(wanted):]))
 
 
 def _indent(prefix: str, lines: list[str]) -> list[str]:
@@ -269,7 +328,8 @@ def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
                 if part.isdigit() and int(part) < len(e):
                     nxt.append(e[int(part)])
             else:
-                child = e._child(part)
+                # a component may be spelled by an alias bound earlier: spellings compose
+                child = e._child(part) or e.__dict__.get("_alias_table", {}).get(part)
                 if child is not None:
                     nxt.append(child)
         found = nxt
@@ -280,9 +340,9 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     """Bind ``alias`` for ``key`` where it resolves from ``envoy`` (nnsight's ``rename=`` rules)."""
     if isinstance(key, type):
         targets = [envoy._child(n) for n in envoy._child_names()
-                   if isinstance(getattr(envoy._child(n), "_module", None), key)]
+                   if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._module, key)]
     else:
-        targets = _resolve(envoy, key.split("."))
+        targets = _resolve(envoy, key.lstrip(".").split("."))  # a leading dot changes nothing
     if not targets:
         return
     *prefix, name = alias.split(".")
@@ -340,7 +400,8 @@ class EnvoyList:
             raise IndexError(f"{self.path} has {n} modules; index {index} is out of range")
         index %= n
         if index not in self._items:
-            self._items[index] = Envoy(self._modules[index], f"{self._path}.{index}", self._root)
+            module, path = self._modules[index], f"{self._path}.{index}"
+            self._items[index] = envoy_class(self._root, module, path)(module, path, self._root)
         return self._items[index]
 
     def __iter__(self) -> Iterator[Envoy]:

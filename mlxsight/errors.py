@@ -121,3 +121,6 @@ def hint_mlx_function(exc: BaseException) -> None:
             or isinstance(exc, RuntimeError) and text == "std::bad_cast"):
         if MLX_FUNCTION_HINT not in getattr(exc, "__notes__", ()):
             exc.add_note(MLX_FUNCTION_HINT)
+class NNsightDeprecationWarning(FutureWarning):
+    """What nnsight deprecated (``model.iter``, ``model.generator.output``, ...), warned under
+    nnsight's own class so that ``pytest.warns`` and warning filters behave alike on both."""

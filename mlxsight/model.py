@@ -3,7 +3,6 @@ tokenizing and batching for mlx-lm checkpoints."""
 
 from __future__ import annotations
 
-import json
 import threading
 import warnings
 from collections import OrderedDict
@@ -32,9 +31,12 @@ _IGNORED_LOAD_KWARGS = {"dispatch", "device_map", "attn_implementation", "revisi
 class NNsight(Envoy):
     """Wrap an ``mlx.nn.Module`` so that ``with model.trace(x):`` records interventions on it."""
 
-    def __init__(self, module: nn.Module, *, rename: dict | None = None, **kwargs: Any) -> None:
+    def __init__(self, module: nn.Module, *, rename: dict | None = None, envoys: dict | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(module, "", None)
         object.__setattr__(self, "_rename", dict(rename or {}))
+        # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).
+        object.__setattr__(self, "_envoy_classes", list((envoys or {}).items()))
         object.__setattr__(self, "_edits", [])
         object.__setattr__(self, "_driver", ModuleDriver(module))
         object.__setattr__(self, "_trace_lock", threading.Lock())  # shared by edit copies: one model
@@ -51,7 +53,7 @@ class NNsight(Envoy):
         kwargs.pop("scan", None), kwargs.pop("validate", None)  # nnsight 0.4 options, no effect here
         if not trace:
             driver = self._driver
-            return driver.forward(driver.batch([driver.encode(inputs, kwargs)]))()
+            return _handed_back(driver.forward(driver.batch([driver.encode(inputs, kwargs)]))())
         return Tracer(self, inputs, kwargs)
 
     def edit(self, *, inplace: bool = False) -> Any:
@@ -90,7 +92,9 @@ class NNsight(Envoy):
         return self._deprecated_tracer("model.all()", "tracer.all()").all()
 
     def _deprecated_tracer(self, old: str, new: str) -> Tracer:
-        warnings.warn(f"{old} is deprecated (as in nnsight); use {new}", FutureWarning, stacklevel=3)
+        from .errors import NNsightDeprecationWarning
+
+        warnings.warn(f"{old} is deprecated (as in nnsight); use {new}", NNsightDeprecationWarning, stacklevel=3)
         tracer = self._open_tracer()
         if tracer is None:
             raise ValueError(f"{old} is only meaningful inside a trace")
@@ -187,7 +191,8 @@ class ModuleDriver:
 class LanguageModel(NNsight):
     """An mlx-lm causal language model with its tokenizer, traced like nnsight's ``LanguageModel``.
 
-    ``LanguageModel(path)`` loads a local checkpoint or mlx-community repo with ``mlx_lm.load``;
+    ``LanguageModel(path)`` loads a local checkpoint or hub repo (saved by transformers or converted
+    for mlx-lm) through ``loading.load``;
     ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. ``view="hf"`` (default) presents
     transformers' module paths and output structures where an adapter exists; ``view="mlx"`` the
     plain mlx-lm tree.
@@ -199,11 +204,11 @@ class LanguageModel(NNsight):
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
         if isinstance(model, (str, Path)):
-            from .loading import load_checkpoint
+            from .loading import load
 
-            module, loaded_tok = load_checkpoint(model, kwargs.get("trust_remote_code"))
+            module, loaded_tok, saved = load(model, kwargs.get("revision"), kwargs.get("trust_remote_code"))
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
-            config = config or _read_config(model)
+            config = config or saved
         else:
             module = model
             if tokenizer is None:
@@ -241,13 +246,21 @@ class LanguageModel(NNsight):
         Called outside a ``with`` statement it just generates and returns the token ids."""
         from .generation import GenerationTracer
 
+        config = kwargs.pop("generation_config", None)
+        if config is not None:  # transformers' GenerationConfig: its settings, the call's own win
+            for name in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams",
+                         "eos_token_id", "pad_token_id"):
+                value = getattr(config, name, None)
+                if value is not None and name not in kwargs:
+                    kwargs[name] = value
+            max_new_tokens = kwargs.pop("max_new_tokens", max_new_tokens)
         forward_kwargs = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
         kwargs.pop("remote", None) and self.trace(remote=True)
         tracer = GenerationTracer(self, inputs, forward_kwargs, max_new_tokens=max_new_tokens, **kwargs)
         if _called_in_with_statement():
             return tracer
         driver = self._driver
-        return tracer.decode(driver.batch([driver.encode(inputs, forward_kwargs)]))
+        return _handed_back(tracer.decode(driver.batch([driver.encode(inputs, forward_kwargs)])))
 
 
 class LanguageModelDriver(ModuleDriver):
@@ -290,7 +303,10 @@ class LanguageModelDriver(ModuleDriver):
     def forward(self, batch: Batch) -> Callable[[], Any]:
         module, ids = self.module, batch.input_ids
         if self.view == "hf":
-            return lambda: module(ids, attention_mask=batch.attention_mask)
+            # As transformers is called under nnsight: keywords, with a mask even when nothing is
+            # padded, so `model.inputs` is `((), {"input_ids": ..., "attention_mask": ...})`.
+            mask = batch.attention_mask if batch.attention_mask is not None else mx.ones(ids.shape, mx.int32)
+            return lambda: module(input_ids=ids, attention_mask=mask)
         if batch.attention_mask is None:
             return lambda: module(ids)
         n_layers = len(getattr(self.mlx_model, "layers", []))
@@ -351,30 +367,30 @@ class GeneratorEnvoy:
 
 
 def _called_in_with_statement() -> bool:
-    """Whether ``model.generate(...)``'s caller wrote it as ``with model.generate(...)``."""
-    import linecache
+    """Whether ``model.generate(...)``'s caller wrote it as ``with model.generate(...)``.
+
+    Read from the caller's bytecode (the instruction after the call sets up a ``with``), not from
+    its source, which may have changed on disk or not exist."""
+    import dis
 
     from .errors import user_frame
 
     frame = user_frame(3)
     if frame is None:
         return True
-    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
-    return line.startswith(("with ", "async with ")) or not line
+    after = [i.opname for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti][:2]
+    if after and after[0] in ("BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "SETUP_ASYNC_WITH"):
+        return True
+    return after == ["COPY", "LOAD_SPECIAL"]  # Python 3.14: the ``__exit__`` lookup comes first
 
 
-def _read_config(model: str | Path) -> dict:
-    path = Path(model) / "config.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    try:  # a hub repo id: mlx_lm.load has already downloaded it into the cache
-        from mlx_lm.utils import get_model_path
+def _handed_back(value: Any) -> Any:
+    """A value returned to the script outside any trace, under the same transform as saved values
+    (compat: torch tensors)."""
+    from . import context
 
-        resolved = get_model_path(str(model))
-        resolved = resolved[0] if isinstance(resolved, tuple) else resolved
-        return json.loads((Path(resolved) / "config.json").read_text())
-    except Exception:  # noqa: BLE001 - the config is informative only
-        return {}
+    transform = context.settings.value_transform
+    return transform(value) if transform is not None else value
 
 
 def _config_from_args(module: nn.Module) -> dict:

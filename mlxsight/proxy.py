@@ -9,13 +9,14 @@ its base, and views re-derive from a base edited after them (see ``aliasing``).
 from __future__ import annotations
 
 import operator
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 
 from .aliasing import Index, Item, Reshape, ViewSpec, check_key, getitem, is_basic_key
 from .context import save, torch_semantics
-from .errors import IndexOutOfRangeError, NegativeStepError, where_now
+from .errors import IndexOutOfRangeError, NegativeStepError, is_library_file, where_now
 from .tree import map_matching
 from .outputs import ModelOutput
 
@@ -89,6 +90,20 @@ class Proxy:
         self._view: tuple[Proxy, ViewSpec, int] | None = None  # (base, spec, base version seen)
         self._binds: list = []  # HookPoints / (proxy, spec) this object's edits must reach
         self._children: dict = {}  # element views, cached so ``out[0] is out[0]``
+
+    @property
+    def __class__(self) -> type:
+        """With torch semantics on (compat), a script's ``isinstance`` sees what nnsight serves: a
+        proxied array is a ``torch.Tensor``, a proxied plain tuple a ``tuple``. ``type(x)`` stays
+        ``Proxy``, and mlxsight's own code always sees ``Proxy``."""
+        if torch_semantics() and not is_library_file(sys._getframe(1).f_code.co_filename):
+            if isinstance(self._meta, mx.array):
+                torch = sys.modules.get("torch")
+                if torch is not None:
+                    return torch.Tensor
+            elif type(self._meta) is tuple:
+                return tuple
+        return type(self)
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -275,6 +290,10 @@ class Proxy:
             return Size(value) if name == "shape" else value
         if name in ("T", "mT", "real", "imag"):
             return self._record("call_function", getattr, (self, name))
+        if name in ("device", "is_cuda") and isinstance(meta, mx.array) and torch_semantics():
+            torch = sys.modules.get("torch")  # where compat hands values back: torch on the CPU
+            if torch is not None:
+                return torch.device("cpu") if name == "device" else False
         if isinstance(meta, mx.array) and not hasattr(meta, name) and not _torch_method(name):
             raise AttributeError(f"{self._label} (an mx.array) has no attribute {name!r}")
         return _Method(self, name)

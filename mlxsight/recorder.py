@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
+from . import context
 from .batching import RowSlice
 from .errors import ExpiredProxyError, ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
 from .frames import holds
@@ -49,6 +50,9 @@ class Recorder:
         self.loss: Node | None = None
         self._slots: dict[HookPoint, Proxy] = {}  # the whole-batch proxy of each hook point read
         self._served: dict[tuple[HookPoint, int], Proxy] = {}  # what each invoke sees there
+        # per invoke: the furthest hook point requested so far (its forward position, the point, where)
+        self._furthest: dict[int, tuple[int, HookPoint, Where | None]] = {}
+        self._skipped: dict[int, set[str]] = {}  # per invoke: the modules skipped
         self._evaluator = Evaluator(tracer.driver.modules())
 
     # -- what proxies ask of their trace -------------------------------------------------------
@@ -177,6 +181,7 @@ class Recorder:
                                           f"forward (or not that many times)", where_now())
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
+            self._check_order(invoke.index, structure.order.get(point), point)
             meta = structure.meta(point)
             slot = self.slot(point)
             if invoke.rows is None:
@@ -188,6 +193,23 @@ class Recorder:
                 proxy._meta = meta
             self._served[key] = proxy
         return proxy, key
+
+    def _check_order(self, invoke: int, position: int | None, point: HookPoint) -> None:
+        """nnsight's rule: within one invoke, values are requested in the order the forward makes
+        them; a request for one the model has already run past is an ``OutOfOrderError``."""
+        if position is None or point.kind == "result" or any(
+                point.path.startswith(skipped + ".") for skipped in self._skipped.get(invoke, ())):
+            return  # inside a skipped module: the skip's own error says more
+        furthest = self._furthest.get(invoke)
+        if furthest is None or position > furthest[0]:
+            self._furthest[invoke] = (position, point, where_now())
+            return
+        if position < furthest[0] and not context.settings.relaxed_order:
+            first = f" (requested at {furthest[2]})" if furthest[2] is not None else ""
+            raise OutOfOrderError(
+                f"'{point}' was requested but the model already ran past it: '{furthest[1]}' comes later in "
+                f"the forward and was requested first{first}. Request values in forward order within an "
+                f"invoke (as nnsight requires), or opt in with mlxsight.set_relaxed_order(True)", where_now())
 
     def read(self, path: str, kind: str) -> Any:
         """The proxy served for a module's ``output``, ``inputs`` or ``input`` in this invoke."""
@@ -237,10 +259,11 @@ class Recorder:
         """``envoy.skip(value)``: the module's body does not run; its output is ``value``."""
         invoke = self.current_invoke()
         out_point = HookPoint(path, "output", 0)
+        self._served_value(path, "inputs")  # the skip sits between the module's input and output
         current, key = self._served_value(path, "output")
+        self._skipped.setdefault(invoke.index, set()).add(path)
         value = self.as_proxy(value)
         _check_same_shape(f"{out_point.module} (skipped)", current, value)
-        self._served_value(path, "inputs")
         self.emit("skip", HookPoint(path, "input", 0), (value.node,), {"rows": invoke.rows}, invoke=invoke.index)
         self._served[key] = value
 

@@ -19,6 +19,7 @@ from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 from .source import module_of
 from .structure import CallCounter
+from .tree import map_tree, zip_tree
 
 
 class _NeverReached:
@@ -124,7 +125,8 @@ class Runner(CallCounter, Evaluator):
         self._forward(forward)
         shapes = [_follow(self.env[g.args[0].index], key[2]) if key[0] == "slot" else self.env[g.args[0].index]
                   for g, key in zip(schedule.grad_targets, keys)]
-        zeros = [mx.zeros(v.shape, v.dtype) for v in shapes]
+        # a structured value (a tuple output, a module's (args, kwargs)) is perturbed leaf by leaf
+        zeros = [map_tree(v, _zero_like) for v in shapes]
         forward_env: dict[Any, Any] = {}
 
         def loss_fn(deltas: list) -> tuple:
@@ -195,7 +197,7 @@ class Runner(CallCounter, Evaluator):
             error = IndexOutOfRangeError if isinstance(e, IndexError) else TraceError
             raise error(f"{type(e).__name__} while running the trace: {e}", node.where) from e
         delta = self.deltas.get(("node", node.index)) if self.deltas else None
-        self.env[node.index] = value if delta is None else value + delta
+        self.env[node.index] = value if delta is None else _perturbed(value, delta)
 
     # -- the opcodes that need the forward -------------------------------------------------------
     def read(self, node: Node, args: tuple, kwargs: dict) -> Any:
@@ -227,5 +229,17 @@ def _follow(value: Any, items: tuple) -> Any:
 def _add_at(value: Any, items: tuple, delta: mx.array) -> Any:
     """``value`` with ``delta`` added to the array that ``items`` reach inside it."""
     if not items:
-        return value + delta
+        return _perturbed(value, delta)
     return items[0].put(value, _add_at(items[0].get(value), items[1:], delta))
+
+
+def _zero_like(leaf: Any) -> mx.array:
+    """The zero perturbation of one leaf; a leaf that is not an array gets an unused scalar."""
+    return mx.zeros(leaf.shape, leaf.dtype) if isinstance(leaf, mx.array) else mx.array(0.0)
+
+
+def _perturbed(value: Any, delta: Any) -> Any:
+    """``value + delta`` leaf by leaf (only array leaves change)."""
+    if isinstance(value, mx.array):
+        return value + delta
+    return zip_tree(value, delta, lambda v, d: v + d if isinstance(v, mx.array) else v)

@@ -36,7 +36,13 @@ class Session:
         return self
 
     def adopt(self, tracer: "Tracer", updates: dict[str, Any], saved_names: set[str]) -> None:
-        """Take an inner trace's values: all are pushed (lazily); saved ones will leave the session."""
+        """Take an inner trace's values: all are pushed (lazily); saved ones will leave the session.
+
+        Under a value transform (compat: torch) the script holds transformed values inside the session
+        too, as nnsight's session body holds real tensors between its traces."""
+        transform = context.settings.value_transform
+        if transform is not None:
+            updates = {k: transform(v) for k, v in updates.items()}
         for name, value in updates.items():
             self._handed[id(value)] = value
             if name in saved_names:

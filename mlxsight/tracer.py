@@ -59,11 +59,31 @@ class Steps:
             recorder.beyond = None
 
     def __enter__(self):
-        raise NotImplementedError("the block form `with tracer.iter[...]:` (deprecated in nnsight) is not "
-                                  "supported; write `for step in tracer.iter[...]:`")
+        """The block form ``with tracer.iter[...]:`` (deprecated in nnsight): the body runs once per
+        step, as the for form's would; the inline body is then skipped."""
+        import warnings
 
-    def __exit__(self, *exc):
-        return False
+        from .blocks import body_code, run_body, skip_inline
+        from .errors import NNsightDeprecationWarning
+
+        warnings.warn("`with tracer.iter[...]:` is deprecated (as in nnsight); use `for step in tracer.iter[...]:`",
+                      NNsightDeprecationWarning, stacklevel=2)
+        frame = user_frame(2)
+        code = body_code(frame)
+        recorder = self.recorder
+        previous = recorder.step
+        try:
+            run_body(frame, code, self.steps, lambda step: setattr(recorder, "step", step))
+        finally:
+            recorder.step = previous
+        self._restore = skip_inline(frame)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        from .blocks import SkipBlock
+
+        self._restore()
+        return exc_type is not None and issubclass(exc_type, SkipBlock)
 
 
 class StepIndexer:
@@ -327,8 +347,11 @@ class Tracer:
         resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
         for request in self._caches:
             request.resolve(resolve)
+        transform = context.settings.value_transform
         for container in containers:
             _replace_in_place(container, resolve)
+            if transform is not None and self._session is None:  # lists/dicts the script made before
+                transform(container)  # the trace hold the same values as pushed names (in place)
         updates = {}
         for name, value in pushes:
             if isinstance(value, (list, dict)):
@@ -339,7 +362,6 @@ class Tracer:
         if self._session is not None:
             self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        transform = context.settings.value_transform
         if transform is not None:
             updates = {k: transform(v) for k, v in updates.items()}
         self._frame.push(self._locals, updates, self.holds_proxy)

@@ -13,8 +13,8 @@ def test_edit_on_a_copy_leaves_the_model_clean(stories, prompt):
     with stories.edit() as (tracer, edited):
         edited.model.layers[1].output = edited.model.layers[1].output * 0.5
     with edited.trace(prompt):
-        out_edited = edited.output.save()
         seen = edited.model.layers[1].output.save()
+        out_edited = edited.output.save()
     with stories.trace(prompt):
         out_plain = stories.output.save()
     assert mx.allclose(out_edited, ref_edited, atol=1e-5)

@@ -55,8 +55,8 @@ def test_per_step_reads_and_plain_reads_bind_to_step_zero(stories):
         steps = mlxsight.save([])
         shapes = []
         for step in tracer.iter[:n]:  # bounded: every step happens, so the code after runs
-            steps.append(stories.output[0, -1].argmax())
             shapes.append(stories.model.layers[1].output.shape)
+            steps.append(stories.output[0, -1].argmax())
         result = tracer.result.save()
     assert first.shape == (1, len(ids), 64)
     assert shapes == [(1, len(ids), 64)] + [(1, 1, 64)] * (n - 1)

@@ -72,12 +72,12 @@ def net():
 def test_tuple_outputs_structure_and_identity(net):
     x = mx.random.normal((2, 5, 8))
     with net.trace(x):
+        args, kwargs = net.blocks[1].attn.inputs  # inputs before outputs, as the forward runs
+        assert kwargs == {"scale": 0.5} and args[0].shape == (2, 5, 8)
         out = net.blocks[1].attn.output
         assert len(out) == 2 and out[1] is None
         a, none = out
         assert none is None and a is out[0]
-        args, kwargs = net.blocks[1].attn.inputs
-        assert kwargs == {"scale": 0.5} and args[0].shape == (2, 5, 8)
         a_saved = a.save()
         y = net.output.save()
     ref_in = eager(net._module, x)[0][0]

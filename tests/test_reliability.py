@@ -453,3 +453,15 @@ def test_graph_lines_and_exit_listeners_name_the_users_file(lm):
         mlxsight.remove_exit_listener(listener)
     assert "test_reliability.py" in printed and "generation.py" not in printed
     assert seen == [(here, False), (here, True)]
+
+
+def test_generate_knows_a_with_statement_without_reading_the_source(lm):
+    """The code's file may have changed since it was compiled (a notebook, an edited script): the
+    decision comes from the bytecode. Here the 'file' says line 1 is a docstring."""
+    namespace = {"lm": lm, "PROMPT": PROMPT}
+    exec(compile("with lm.generate(PROMPT, max_new_tokens=2) as tracer:\n    ids = tracer.result.save()\n",
+                 __file__, "exec"), namespace)
+    exec(compile("plain = lm.generate(PROMPT, max_new_tokens=2)\n", __file__, "exec"), namespace)
+    assert isinstance(namespace["tracer"], mlxsight.Tracer)
+    assert np.array_equal(np.array(namespace["ids"]), np.array(namespace["plain"]))
+    assert namespace["ids"].shape[1] == token_ids(lm, PROMPT).shape[1] + 2

@@ -70,8 +70,8 @@ def test_stop_ends_the_block_and_keeps_saved_values(stories, prompt):
 def test_scan_gives_shapes_without_computing(stories, prompt):
     n = token_ids(stories, prompt).shape[1]
     with stories.scan(prompt):
-        h = stories.model.layers[0].output.save()
         shape = mlxsight.save(stories.model.layers[0].self_attn.k_proj.output.shape)
+        h = stories.model.layers[0].output.save()
         logits = stories.output.save()
     assert h == ArraySpec((1, n, 64), mx.float32)
     assert shape == (1, n, 32)

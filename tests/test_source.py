@@ -31,8 +31,8 @@ def test_reading_and_setting_operations_match_eager(stories, prompt):
     x = inner.layers[1].post_attention_layernorm(h0 + inner.layers[1].self_attn(inner.layers[1].input_layernorm(h0), "causal"))
     with stories.trace(prompt):
         src = stories.model.layers[1].mlp.source
-        gate = src.self_gate_proj_0.output.save()
         gate_in = src.self_gate_proj_0.input.save()
+        gate = src.self_gate_proj_0.output.save()
         src.swiglu_0.output = src.swiglu_0.output * 0.5
         mlp_out = stories.model.layers[1].mlp.output.save()
     assert mx.allclose(gate, mlp.gate_proj(x), atol=1e-5)
@@ -45,9 +45,9 @@ def test_recomputed_attention_weights(stories, prompt):
     ids = token_ids(stories, prompt)
     with stories.trace(prompt):
         attn = stories.model.layers[2].self_attn
+        v = attn.source.values_1.output  # in the order the forward makes them
         q = attn.source.self_rope_2.output
         k = attn.source.self_rope_3.output
-        v = attn.source.values_1.output
         w = attention.weights(q, k, scale=attn.scale).save()
         out = attn.source.scaled_dot_product_attention_0.output.save()
     T = ids.shape[1]

@@ -1,57 +1,57 @@
 """nnsight's import surface, served by mlxsight (``python -m compat run --backend mlx``).
 
 Only ``compat`` puts this directory on ``sys.path``, so that ``import nnsight`` in an unmodified
-script resolves here. Anything mlxsight does not provide fails naming the feature.
+script resolves here. Every module and public name of nnsight 0.8.1 (``surface.json``) imports;
+what mlxsight does not provide fails, on use, naming the feature (``_surface.py``).
 """
 
+import functools
 import warnings
 
-import mlxsight
-from mlxsight import NNsight, Proxy, apply, save  # noqa: F401
-from mlxsight.envoy import Envoy  # noqa: F401
-from mlxsight.errors import OutOfOrderError  # noqa: F401
+from . import _surface
 
-from .schema.config import CONFIG  # noqa: F401
+_surface.install()
+
+from mlxsight import NNsight, Proxy, apply, save  # noqa: E402,F401
+from mlxsight.envoy import Envoy  # noqa: E402,F401
+from mlxsight.errors import NNsightDeprecationWarning, OutOfOrderError  # noqa: E402,F401
+
+from .ndif import compare, is_model_running, login, ndif_status, register, status, whoami  # noqa: E402,F401
+from .schema.config import CONFIG  # noqa: E402,F401
+from .tracing.hint import Object  # noqa: E402,F401
 
 __version__ = "0.8.1+mlxsight"
 BACKEND = "mlx"  # lets a script (or a test) tell the shim from the real package
 
 
-LanguageModel = mlxsight.LanguageModel
+def deprecated(message: str):
+    """nnsight's decorator: warn ``NNsightDeprecationWarning`` when the wrapped callable is used."""
+
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            warnings.warn(message, NNsightDeprecationWarning, stacklevel=2)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
 
 
-class NNsightDeprecationWarning(FutureWarning):
-    """nnsight's deprecation warning class, for scripts that filter it."""
+from .modeling.transformers import LanguageModel, TransformersModel  # noqa: E402,F401
 
+if CONFIG.APP.PYMOUNT:
+    # As nnsight does: torch, transformers and anyio first, so that no class they define (torch's C
+    # bindings, anyio's annotated attribute sets) sees `save` already on object.
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
 
-class Object:
-    """``nnsight.Object``: a type hint for values read inside a trace (no behaviour)."""
+    try:
+        import anyio  # noqa: F401
+    except ImportError:
+        pass
+    from ._mount import mount
 
+    mount(save, "save")
 
-def _remote_only(name: str):
-    def helper(*args, **kwargs):
-        raise NotImplementedError(
-            f"nnsight.{name}() talks to NDIF; on the mlx backend there is no remote service. "
-            "Run the script with `python -m compat run --backend nnsight SCRIPT`.")
-    helper.__name__ = name
-    return helper
-
-
-status = _remote_only("status")
-ndif_status = _remote_only("ndif_status")
-is_model_running = _remote_only("is_model_running")
-login = _remote_only("login")
-whoami = _remote_only("whoami")
-compare = _remote_only("compare")
-
-
-def register(module):
-    """``nnsight.register``: ships a local module with remote requests; nothing to do locally."""
-    warnings.warn("nnsight.register() has no effect on the mlx backend (nothing is sent remotely)")
-    return module
-
-
-def __getattr__(name):
-    raise AttributeError(
-        f"nnsight.{name} is not provided by mlxsight's nnsight surface (compat --backend mlx); "
-        "run the script with `--backend nnsight`, or ask for it to be added")
+__getattr__ = _surface.missing(__name__)

@@ -1,1 +1,5 @@
 from mlxsight.errors import OutOfOrderError  # noqa: F401
+
+from .._surface import missing
+
+__getattr__ = missing(__name__)

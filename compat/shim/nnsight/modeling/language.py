@@ -1,1 +1,5 @@
-from nnsight import LanguageModel  # noqa: F401  (the shim's, which accepts HF tokenizers)
+from .transformers import LanguageModel  # noqa: F401
+
+from .._surface import missing
+
+__getattr__ = missing(__name__)

@@ -1,0 +1,3 @@
+from .._surface import missing
+
+__getattr__ = missing(__name__)

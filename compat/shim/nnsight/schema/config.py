@@ -18,3 +18,8 @@ CONFIG = _Config(
     APP=SimpleNamespace(DEBUG=False, PYMOUNT=True, REMOTE_LOGGING=True, DISABLE_CPP_BACKTRACE=False),
     API=SimpleNamespace(HOST="https://api.ndif.us", APIKEY=None, COMPRESS=True),
 )
+
+
+from .._surface import missing  # noqa: E402
+
+__getattr__ = missing(__name__)

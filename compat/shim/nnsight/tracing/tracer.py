@@ -1,1 +1,5 @@
 from mlxsight import save  # noqa: F401
+
+from .._surface import missing
+
+__getattr__ = missing(__name__)

@@ -1,0 +1,61 @@
+"""``nnsight.intervention.eproperty``: served values defined on custom envoys.
+
+``@eproperty(key="output")`` on an ``Envoy`` subclass defines an attribute that reads the envoy's
+``key`` value through the decorated preprocess (``envoy.heads`` -> ``preprocess(envoy, output)``);
+assigning it writes ``postprocess(envoy, value)`` (or the value) back to ``key``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .._surface import missing
+
+
+class eproperty(property):
+    def __init__(self, key: str | Callable | None = None, description: str | None = None) -> None:
+        property.__init__(self)
+        self.name: str | None = None
+        self.key: str | None = None
+        self.description = description
+        self._preprocess: Callable | None = None
+        self._postprocess: Callable | None = None
+        self._transform: Callable | None = None
+        if callable(key):  # bare @eproperty
+            self(key)
+        else:
+            self.key = key
+
+    def __call__(self, preprocess: Callable) -> "eproperty":
+        self.name = preprocess.__name__
+        self._preprocess = preprocess
+        self.__doc__ = preprocess.__doc__
+        if self.key is None:
+            self.key = self.name
+        return self
+
+    def postprocess(self, func: Callable) -> "eproperty":
+        self._postprocess = func
+        return self
+
+    def transform(self, func: Callable) -> "eproperty":
+        """The write-back of in-place edits made on the view (kept for the class body to run)."""
+        self._transform = func
+        return self
+
+    def __str__(self) -> str:
+        return f"({self.name}): {self.description}"
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        raw = getattr(obj, self.key)
+        return self._preprocess(obj, raw) if self._preprocess is not None else raw
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if self._postprocess is not None:
+            value = self._postprocess(obj, value)
+        setattr(obj, self.key, value)
+
+
+__getattr__ = missing(__name__)

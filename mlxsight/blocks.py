@@ -1,0 +1,83 @@
+"""The body of a ``with`` block, run as code of its own: nnsight's deprecated block form
+``with tracer.iter[...]:`` runs its body once per step.
+
+``enter(steps)`` reads the block back from the caller's file, runs its body once per step in the
+caller's variables (writing new and rebound names back), then makes the inline body not run: a
+one-shot line trace in the caller's frame raises ``SkipBlock``, which the context manager's
+``__exit__`` swallows. The trace function in place before is restored on exit.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import sys
+from types import CodeType, FrameType
+from typing import Any, Callable, Iterable
+
+from .frames import write_frame
+
+
+class SkipBlock(Exception):
+    """Raised at the first line of a block whose body already ran; swallowed by its ``__exit__``."""
+
+
+def body_code(frame: FrameType) -> CodeType:
+    """The compiled body of the ``with`` statement the frame is executing (its own file's lines)."""
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    source = "".join(linecache.getlines(filename, frame.f_globals))
+    if not source:
+        raise RuntimeError(f"the block form needs the script's source ({filename} is not readable): "
+                           "write `for step in tracer.iter[...]:` instead")
+    found = None
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and node.lineno <= line < node.body[0].lineno:
+            if found is None or node.lineno > found.lineno:
+                found = node
+    if found is None:
+        raise RuntimeError(f"no `with` block found at {filename}:{line}")
+    return compile(ast.Module(body=found.body, type_ignores=[]), filename, "exec")
+
+
+def run_body(frame: FrameType, code: CodeType, each: Iterable[Any], before: Callable[[Any], None]) -> None:
+    """Run ``code`` once per item of ``each`` (calling ``before(item)`` first) in the frame's
+    variables; names the body binds are written back to the frame."""
+    module_level = frame.f_locals is frame.f_globals
+    if module_level:
+        for item in each:
+            before(item)
+            exec(code, frame.f_globals)
+        return
+    local = dict(frame.f_locals)
+    namespace = {**frame.f_globals, **local}  # one dict: comprehensions in the body see the locals
+    for item in each:
+        before(item)
+        exec(code, namespace)
+    updates = {k: v for k, v in namespace.items()
+               if k in local and v is not local[k]
+               or k not in local and (k not in frame.f_globals or v is not frame.f_globals[k])}
+    write_frame(frame, updates, [])
+
+
+def skip_inline(frame: FrameType) -> Callable[[], None]:
+    """Make the frame's next line raise ``SkipBlock``; returns the function that undoes it."""
+    previous = sys.gettrace()
+
+    def local_trace(f, event, arg):
+        if event == "line":
+            f.f_trace = None
+            raise SkipBlock
+        return local_trace
+
+    def global_trace(f, event, arg):
+        return None
+
+    sys.settrace(global_trace)  # line events reach a frame's f_trace only while tracing is on
+    frame.f_trace_lines = True
+    frame.f_trace = local_trace
+
+    def restore() -> None:
+        frame.f_trace = None
+        sys.settrace(previous)
+
+    return restore

@@ -1,0 +1,296 @@
+"""One regression test per cause found by the conformance suites (issue 9): real nnsight code that
+failed on mlxsight for that reason. References are independent: nnsight's installed package (its
+import surface, its behaviour through `compat crosscheck`), transformers' forward, the tokenizer's
+own chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlxsight
+from mlxsight import assets
+from mlxsight.batching import rows_of
+from mlxsight.envoy import Envoy
+from mlxsight.errors import NNsightDeprecationWarning
+from tiny_models import build_tokenizer, cached_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "compat_scripts"
+
+
+def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def stories():
+    return mlxsight.LanguageModel(str(assets.path("stories260k")))
+
+
+# -- (1) the import surface -------------------------------------------------------------------
+
+def test_surface_file_is_the_installed_nnsight_0_8_1s():
+    proc = run("-m", "compat.surface", "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_every_nnsight_module_imports_and_unprovided_names_name_the_feature(tmp_path):
+    surface = json.loads((ROOT / "compat" / "shim" / "nnsight" / "surface.json").read_text())["modules"]
+    script = tmp_path / "surface.py"
+    script.write_text(f"""
+import importlib, json
+surface = json.loads({json.dumps(json.dumps(surface))})
+provided, refused = 0, 0
+for name, public in surface.items():
+    module = importlib.import_module(name)
+    for attr in public or ():
+        try:
+            getattr(module, attr)
+            provided += 1
+        except AttributeError as e:
+            assert "not provided by mlxsight" in str(e) and f"{{name}}.{{attr}}" in str(e), (name, attr, e)
+            refused += 1
+from nnsight.modeling.transformers import TransformersModel
+from nnsight.intervention.eproperty import eproperty
+from nnsight.intervention.envoy import Envoy
+from nnsight.ndif import register
+try:
+    from nnsight.modeling.vllm import VLLM
+    raise SystemExit("VLLM imported")
+except ImportError as e:
+    assert "nnsight.modeling.vllm.VLLM" in str(e) and "--backend nnsight" in str(e), e
+print(provided, refused)
+""")
+    proc = run("-m", "compat", "run", "--backend", "mlx", str(script))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    provided, refused = map(int, proc.stdout.split()[-2:])
+    assert provided >= 20 and refused > 0
+
+
+# -- (2) saved values are torch wherever the script holds them; .save() on any object -------------
+
+def test_held_values_crosscheck_against_nnsight(tmp_path):
+    """Lists built before the trace, list().save() filled per step, cache entries, a custom
+    envoy's eproperty and generate() outside a block: the same values as nnsight, as torch."""
+    ckpt = cached_checkpoint("llama")
+    out = tmp_path / "table.json"
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "held_values.py"), str(ckpt), "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert any("heads" in json.dumps(r) for r in (rows if isinstance(rows, list) else [rows]))
+
+
+# -- (3) the model object: nnsight's model.inputs ----------------------------------------------
+
+def test_root_inputs_are_keywords_with_a_mask(stories):
+    with stories.trace("Once upon a time"):
+        inputs = stories.inputs.save()
+        logits = stories.output.logits.save()
+    args, kwargs = inputs
+    assert args == () and {"input_ids", "attention_mask"} <= set(kwargs)
+    assert kwargs["attention_mask"].tolist() == [[1] * kwargs["input_ids"].shape[1]]
+    tok = stories.tokenizer
+    assert kwargs["input_ids"].tolist() == [tok("Once upon a time")["input_ids"]]
+    assert logits.shape[:2] == kwargs["input_ids"].shape
+
+
+# -- (4) loading, chat templates, per-invoke tokenizer options -----------------------------------
+
+def test_a_gpt2_saved_by_transformers_loads_and_matches_transformers(tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    build_tokenizer(tmp_path, vocab_size=256)
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64)).eval()
+    reference.save_pretrained(tmp_path)  # transformers' own layout: `transformer.` keys, nested config
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), "np") as f:
+        assert any(k.startswith("transformer.") for k in f.keys())
+    model = mlxsight.LanguageModel(str(tmp_path))
+    ids = [[3, 17, 42, 5, 9]]
+    with model.trace(ids):
+        logits = model.output.logits.save()
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.array(logits), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_chat_messages_go_through_the_chat_template(stories):
+    tok = stories.tokenizer
+    template = tok.chat_template
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    try:
+        chat = [{"role": "user", "content": "Tell me a story"}]
+        other = [*chat, {"role": "assistant", "content": "Once"}, {"role": "user", "content": "more"}]
+        expected = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
+                    for c in (chat, other)]
+        assert rows_of((chat,), {}, tok) == expected[:1]
+        assert rows_of(([chat, other],), {}, tok) == expected
+        with stories.trace([chat, other]):
+            logits = stories.output.logits.save()
+        assert logits.shape[:2] == (2, max(map(len, expected)))
+    finally:
+        tok.chat_template = template
+
+
+def test_tokenizer_options_apply_per_invoke(stories):
+    text = "Once upon a time there was a little girl"
+    assert len(rows_of((text,), {"max_length": 3, "truncation": True}, stories.tokenizer)[0]) == 3
+    with stories.trace() as tracer:
+        with tracer.invoke(text, max_length=3, truncation=True):
+            short = stories.lm_head.output.save()
+        with tracer.invoke(text):
+            full = stories.lm_head.output.save()
+    assert short.shape[1] == full.shape[1]  # padded to the batch, as nnsight does
+    assert short.shape[1] > 3
+
+
+# -- (5) custom envoys, eproperty-style views, isinstance, failing inputs -------------------------
+
+def test_custom_envoy_classes_by_path_suffix_and_class():
+    """``envoys=`` as nnsight takes it: a path suffix, or a transformers class (``LlamaAttention``)
+    that selects the HF-view module standing for it."""
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    class MLP(Envoy):
+        pass
+
+    class Attention(Envoy):
+        pass
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), envoys={"mlp": MLP, LlamaAttention: Attention})
+    assert all(type(layer.mlp) is MLP for layer in model.model.layers)
+    assert all(type(layer.self_attn) is Attention for layer in model.model.layers)
+    assert type(model.model.layers[0]) is Envoy and type(model.model.layers[0].self_attn.q_proj) is Envoy
+
+
+def test_a_failing_trace_input_leaves_no_trace_open(stories):
+    with pytest.raises(TypeError):
+        with stories.trace(object()):
+            pass
+    with stories.trace("Once"):
+        out = stories.lm_head.output.save()
+    assert isinstance(out, mx.array)
+
+
+# -- (7) warning classes ----------------------------------------------------------------------
+
+def test_deprecated_aliases_warn_nnsights_class(stories):
+    assert issubclass(NNsightDeprecationWarning, FutureWarning)
+    with pytest.warns(NNsightDeprecationWarning):
+        with stories.generate("Once", max_new_tokens=2):
+            ids = stories.generator.output.save()
+    assert ids.shape[1] >= 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with stories.generate("Once", max_new_tokens=2) as tracer:
+            ids = tracer.result.save()
+
+
+# -- (5) gradients of tuple outputs and module inputs -----------------------------------------
+
+def test_tuple_output_and_input_gradients_crosscheck_against_nnsight():
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "tuple_grads.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 values: 2 match" in proc.stdout
+
+
+def test_session_body_holds_torch_values_and_saves(tmp_path):
+    """Inside a session, values saved by one trace are torch tensors in the body (nnsight's session
+    holds real tensors), `.save()` works in the body, and they flow into the next trace."""
+    script = tmp_path / "session.py"
+    script.write_text('''import sys
+import torch
+from nnsight import LanguageModel
+from transformers import AutoTokenizer
+model = LanguageModel(sys.argv[1], tokenizer=AutoTokenizer.from_pretrained(sys.argv[1]))
+with model.session():
+    with model.trace("Once upon a time"):
+        h = model.model.layers[0].output.save()
+    stacked = torch.stack([h, h]).save()
+    with model.trace("Once upon a time"):
+        model.model.layers[0].output = h * 2
+        logits = model.lm_head.output.save()
+''')
+    proc = run("-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 values: 3 match" in proc.stdout
+
+
+def test_envoys_keys_in_alias_spellings_and_parent_links():
+    """An ``envoys=`` key written in a ``rename=`` alias reaches the module the alias names; the
+    native spelling stands over the alias one; ``.parent`` walks up as in nnsight."""
+    class FFN(Envoy):
+        pass
+
+    class Other(Envoy):
+        pass
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"mlp": "ffn", "model.layers": "blocks"},
+                                   envoys={"ffn": FFN, "blocks.*.self_attn": Other})
+    layer = model.model.layers[1]
+    assert type(layer.ffn) is FFN and layer.ffn is layer.mlp
+    assert type(layer.self_attn) is Other and type(layer.self_attn.q_proj) is Envoy
+    assert layer.mlp.parent is layer and layer.parent is model.model.layers and model.parent is None
+    native = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"mlp": "ffn"},
+                                    envoys={"mlp": FFN, "ffn": Other})
+    assert type(native.model.layers[0].ffn) is FFN
+
+
+def test_iter_block_form_runs_its_body_per_step_as_nnsight():
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "iter_block_form.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 values: 4 match, 0 mismatch" in proc.stdout
+
+
+# -- (6) order of access -----------------------------------------------------------------------
+
+def test_out_of_order_reads_raise_as_in_nnsight_naming_both_lines(stories):
+    from mlxsight.errors import OutOfOrderError
+
+    with pytest.raises(OutOfOrderError) as info:
+        with stories.trace("Once upon"):
+            stories.model.layers[3].output.save()  # the later layer first
+            stories.model.layers[1].output.save()
+    text = str(info.value)
+    assert "model.model.layers.1.output" in text and "model.model.layers.3.output" in text
+    assert text.count("test_conformance_causes.py") >= 2  # both lines
+    with pytest.raises(OutOfOrderError):
+        with stories.trace("Once upon"):
+            stories.model.layers[0].output.save()
+            stories.model.layers[0].input.save()  # a module's input comes before its output
+    mlxsight.set_relaxed_order(True)
+    try:
+        with stories.trace("Once upon"):
+            late = stories.model.layers[3].output.save()
+            early = stories.model.layers[1].output.save()
+    finally:
+        mlxsight.set_relaxed_order(False)
+    with stories.trace("Once upon"):
+        early_ordered = stories.model.layers[1].output.save()
+        late_ordered = stories.model.layers[3].output.save()
+    assert mx.array_equal(late, late_ordered) and mx.array_equal(early, early_ordered)
+
+
+@pytest.mark.parametrize("backend", ["mlx", "nnsight"])
+def test_out_of_order_is_the_same_error_on_both_backends(backend):
+    proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "out_of_order.py"),
+               str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "caught OutOfOrderError: True" in proc.stdout
