@@ -111,7 +111,7 @@ BAD_INPUTS = [
     (1.5, TypeError, "cannot use float 1.5 as a language-model input"),
     ([], ValueError, "the input is an empty list"),
     ({"foo": 1}, ValueError, r"an input dict needs 'input_ids' \(a tokenizer's output\); got keys \['foo'\]"),
-    ([{"role": "user", "content": "hi"}], TypeError, "chat messages: apply the chat template"),
+    ([{"role": "user", "content": "hi"}], ValueError, "chat-message input needs a tokenizer with a chat template"),
     (mx.zeros((1, 0), dtype=mx.int32), ValueError, "zero tokens"),
     (mx.zeros((0, 4), dtype=mx.int32), ValueError, "no rows"),
     ([[]], ValueError, "zero tokens"),
