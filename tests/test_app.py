@@ -89,9 +89,8 @@ def stream(base, path, form):
 def test_index_lists_the_explorers_it_can_run(server):
     html = httpx.get(server + "/").text
     assert 'href="/playground"' in html and 'href="/sae"' in html
-    for name, fn in [("lens", "logit_lens"), ("attention", "attention_patterns"), ("heads", "head_scores"),
-                     ("patching", "activation_patching"), ("steering", "steering_vector")]:
-        assert (f'href="/{name}"' in html) == hasattr(tools, fn)
+    for name in ("lens", "attention", "heads", "patching", "steering"):
+        assert f'href="/{name}"' in html
 
 
 def test_playground_streams_the_models_greedy_continuation(server, browser, reference):  # noqa: F811
@@ -137,8 +136,6 @@ def steered(reference, prompt, scale, n, layer=2):
 
 
 def test_steering_streams_the_toolkits_steered_generation(server, browser, reference):  # noqa: F811
-    if not hasattr(tools, "steering_vector"):
-        pytest.skip("mlxsight.tools.steering_vector is not in this tree yet (toolkit branch not merged)")
     form = {"positive": "I am very happy and glad", "negative": "I am very sad and angry", "layer": 2,
             "prompt": "Once upon a time", "scale": 2, "max_new_tokens": 24}
     chunks = stream(server, "/stream/steer", form)
@@ -201,8 +198,6 @@ PATCHING = {"clean": "Once upon a time there was a girl named Lily. One day",
     ("patching-attribution", "attribution_patching", lambda f, ref: check_patching(f, ref, "attribution")),
 ])
 def test_analysis_explorers_show_the_toolkits_numbers(server, browser, reference, name, fn, check):  # noqa: F811
-    if not hasattr(tools, fn):
-        pytest.skip(f"mlxsight.tools.{fn} is not in this tree yet (toolkit branch not merged)")
     with Page(browser, height=900) as p:
         page = p.page
         page.goto(f"{server}/{name.split('-')[0]}")  # the form's defaults: PROMPT, and PATCHING for patching

@@ -90,14 +90,9 @@ class Explorer:
         return model, sae
 
     def available(self) -> set[str]:
-        """The explorers this install's toolkit supports (the others are left out of the app)."""
-        need = {"lens": ("logit_lens",), "attention": ("attention_patterns",), "heads": ("head_scores",),
-                "patching": ("activation_patching", "logit_diff"), "steering": ("steering_vector",),
-                "sae": ("feature_activations",)}
-        found = {name for name, fns in need.items() if all(hasattr(tools, f) for f in fns)}
-        if self.sae is None:
-            found.discard("sae")
-        return found | {"playground"}
+        """The explorers this app serves: the SAE explorer only when an SAE was given."""
+        found = {"lens", "attention", "heads", "patching", "steering", "playground"}
+        return found | {"sae"} if self.sae is not None else found
 
     # -- inputs -------------------------------------------------------------------------------------
     def prompt(self, form: dict, key: str = "prompt") -> str:
@@ -162,9 +157,10 @@ class Explorer:
         if component not in ("resid", "attn", "mlp", "heads"):
             raise BadRequest("'component' must be resid, attn, mlp or heads")
         method = form.get("method", "activation")
-        if method not in ("activation", "attribution") or not hasattr(tools, f"{method}_patching"):
+        sweeps = {"activation": tools.activation_patching, "attribution": tools.attribution_patching}
+        if method not in sweeps:
             raise BadRequest("'method' must be activation or attribution")
-        sweep = getattr(tools, f"{method}_patching")
+        sweep = sweeps[method]
         return views.to_html(sweep(self.model, clean, corrupted, metric, component=component, progress=False))
 
     def sae_features(self, form: dict) -> str:
