@@ -210,7 +210,19 @@ def eager_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: m
     """transformers' eager path, which also returns the ``[B, H, T, S]`` attention weights."""
     repeats = q.shape[1] // k.shape[1]
     if repeats > 1:
-        k, v = mx.repeat(k, repeats, axis=1), mx.repeat(v, repeats, axis=1)
+        v = mx.repeat(v, repeats, axis=1)
+    weights = attention_weights(q, k, scale, mask, softcap).astype(q.dtype)
+    return weights @ v, weights
+
+
+def attention_weights(q: mx.array, k: mx.array, scale: float, mask: mx.array | None = None,
+                      softcap: float | None = None) -> mx.array:
+    """``[B, H, T, S]`` float32 ``softmax(softcap(q k^T * scale) + mask)`` as transformers' eager
+    attention computes it: grouped key heads repeated, ``mask`` boolean ``[B, 1, T, S]`` (True =
+    attend) or ``None`` for causal; a row that may attend nowhere (a left pad) is uniform."""
+    repeats = q.shape[1] // k.shape[1]
+    if repeats > 1:
+        k = mx.repeat(k, repeats, axis=1)
     scores = (q @ k.swapaxes(-1, -2)) * scale
     if softcap is not None:
         scores = mx.tanh(scores / softcap) * softcap
@@ -218,8 +230,7 @@ def eager_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: m
     if mask is None:
         mask = mx.arange(S)[None] <= mx.arange(S - T, S)[:, None]
     scores = mx.where(mask, scores, mx.finfo(scores.dtype).min)
-    weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(q.dtype)
-    return weights @ v, weights
+    return mx.softmax(scores.astype(mx.float32), axis=-1)
 
 
 def split_heads(x: mx.array, heads: int) -> mx.array:

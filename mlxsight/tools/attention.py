@@ -13,7 +13,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from ..adapters.base import apply_rotary, split_heads
+from ..adapters.base import apply_rotary, attention_weights, split_heads
 from . import backend
 from .inputs import as_standardized, layer_indices, token_ids, token_strings
 from .result import Result
@@ -162,17 +162,6 @@ def queries_keys(attn: Any, hidden: mx.array, position_embeddings: tuple | None)
 
 def weights(q: mx.array, k: mx.array, scale: float, mask: mx.array | None = None,
             softcap: float | None = None) -> mx.array:
-    """``[B, H, T, S]`` float32 ``softmax(softcap(q k^T * scale) + mask)`` as transformers' eager
-    attention computes it: grouped key heads repeated, ``mask`` boolean ``[B, 1, T, S]`` (True =
-    attend) or ``None`` for causal; a row that may attend nowhere (a left pad) is uniform."""
-    q, k = q.astype(mx.float32), k.astype(mx.float32)
-    if q.shape[1] != k.shape[1]:
-        k = mx.repeat(k, q.shape[1] // k.shape[1], axis=1)
-    scores = (q @ k.swapaxes(-1, -2)) * scale
-    if softcap is not None:
-        scores = mx.tanh(scores / softcap) * softcap
-    T, S = scores.shape[-2:]
-    if mask is None:
-        mask = mx.arange(S)[None] <= mx.arange(S - T, S)[:, None]
-    scores = mx.where(mask, scores, mx.finfo(mx.float32).min)
-    return mx.softmax(scores, axis=-1)
+    """``[B, H, T, S]`` float32 attention weights as transformers' eager attention computes them,
+    from float32 ``q`` and ``k`` (see ``adapters.base.attention_weights``)."""
+    return attention_weights(q.astype(mx.float32), k.astype(mx.float32), scale, mask, softcap)
