@@ -346,6 +346,16 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     if not targets:
         return
     *prefix, name = alias.split(".")
+    if prefix:
+        # A dotted alias binds on the envoy its prefix names, which must be an ancestor of the key's
+        # module as the key spells it or natively (nnsight's rule): anything else has no host.
+        spelled = ".".join(prefix) + "."
+        native = targets[0]._path[len(envoy._path) + 1:] if envoy._path else targets[0]._path
+        if "*" in spelled or not (native.startswith(spelled) or key.lstrip(".").startswith(spelled)):
+            raise ValueError(
+                f"`rename` alias {alias!r} for {key!r} names no ancestor of it on `{envoy.path}`: a "
+                f"dotted alias binds on the envoy its prefix names, so the prefix spells the start "
+                f"of the key's path, without `*`")
     holders = _resolve(envoy, prefix) if prefix else [envoy]
     for holder in holders:
         if isinstance(holder, EnvoyList):

@@ -294,3 +294,19 @@ def test_out_of_order_is_the_same_error_on_both_backends(backend):
                str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "caught OutOfOrderError: True" in proc.stdout
+
+
+# -- (7) rename=, cache, generation and envoy features nnsight's own tests use -----------------
+
+@pytest.mark.parametrize("rename", [{"*.layers": "*.blocks"}, {"self_attn.q_proj": "mlp.query"}])
+def test_a_dotted_alias_whose_prefix_is_no_ancestor_is_refused_at_load(rename):
+    with pytest.raises(ValueError, match="names no ancestor"):
+        mlxsight.LanguageModel(str(assets.path("stories260k")), rename=rename)
+
+
+def test_a_dotted_alias_binds_on_the_ancestor_its_prefix_names():
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")),
+                                   rename={"self_attn.q_proj": "self_attn.query", "model.layers": "blocks"})
+    layer = model.model.layers[0]
+    assert layer.self_attn.query is layer.self_attn.q_proj
+    assert model.blocks is model.model.layers  # an undotted alias binds where its key resolves from
