@@ -101,7 +101,10 @@ class Envoy:
         if not root.__dict__.get("_aliases_bound"):
             # An alias can be bound from an ancestor (dotted aliases), so bind them all at once.
             object.__setattr__(root, "_aliases_bound", True)
-            for envoy in root.modules():
+            envoys = root.modules()
+            # a ModuleList is an envoy in nnsight too: keys like "1" bind on it
+            envoys += [c for e in envoys for c in map(e._child, e._child_names()) if isinstance(c, EnvoyList)]
+            for envoy in envoys:
                 for key, alias in root._rename.items():
                     _bind_alias(envoy, key, alias)
         return self.__dict__.get("_alias_table", {})
@@ -358,9 +361,10 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
                 f"of the key's path, without `*`")
     holders = _resolve(envoy, prefix) if prefix else [envoy]
     for holder in holders:
-        if isinstance(holder, EnvoyList):
+        if isinstance(holder, EnvoyList) and holder is not envoy:
             continue
-        if holder._child(name) is not None or name in ("output", "input", "inputs", "source", "path"):
+        taken = name.lstrip("-").isdigit() if isinstance(holder, EnvoyList) else holder._child(name) is not None
+        if taken or name in ("output", "input", "inputs", "source", "path"):
             raise ValueError(f"rename alias {alias!r} would shadow {holder.path}.{name}")
         table = holder.__dict__.get("_alias_table")
         if table is None:
@@ -404,6 +408,8 @@ class EnvoyList:
         if isinstance(index, slice):
             return [self[i] for i in range(len(self))[index]]
         if isinstance(index, str):
+            if not index.lstrip("-").isdigit():
+                return self.__getattr__(index)
             index = int(index)
         n = len(self._modules)
         if not -n <= index < n:
@@ -416,6 +422,17 @@ class EnvoyList:
 
     def __iter__(self) -> Iterator[Envoy]:
         return (self[i] for i in range(len(self)))
+
+    def __getattr__(self, name: str) -> Any:
+        """A ``rename=`` alias bound on this list (``{"1": "second_layer"}``)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if getattr(self._root, "_rename", None):
+            self._root._aliases()  # binds every alias at once, this list's too
+        table = self.__dict__.get("_alias_table", {})
+        if name in table:
+            return table[name]
+        raise AttributeError(f"{self.path} has no module or alias {name!r}")
 
     def __bool__(self) -> bool:
         return bool(self._modules)

@@ -287,7 +287,10 @@ class Tracer:
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
         """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
         self.check_open()
-        request = CacheRequest(modules, dtype, include_output, include_inputs)
+        invokes = self.recorder.invokes
+        rows = invokes[-1].rows if invokes else None
+        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model,
+                               self.batcher.narrow(rows) if rows is not None else None)
         self._caches.append(request)
         self._saved[id(request.cache)] = request.cache
         return request.cache

@@ -310,3 +310,41 @@ def test_a_dotted_alias_binds_on_the_ancestor_its_prefix_names():
     layer = model.model.layers[0]
     assert layer.self_attn.query is layer.self_attn.q_proj
     assert model.blocks is model.model.layers  # an undotted alias binds where its key resolves from
+
+
+def test_a_cache_navigates_like_the_model_through_aliases_and_list_indices():
+    """Every spelling the model accepts (``rename=`` aliases, an alias of a list entry, the short
+    form without the root's name) reaches the cache entry stored under the native path."""
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")),
+                                   rename={"model": "backbone", "layers.0": "first", "1": "second", "mlp": "ffn"})
+    assert model.model.layers.second is model.model.layers[1] is model.model.layers["second"]
+    with model.trace("Once upon") as tracer:
+        cache = tracer.cache()
+        mlp = model.model.layers[0].mlp.output.save()
+        l0 = model.model.layers[0].output.save()
+        l1 = model.model.layers[1].output.save()
+    for spelled in (cache["model.model.layers.0"], cache.model.backbone.first, cache["model.backbone.first"],
+                    cache.model.model.layers[0], cache.backbone.layers[0]):
+        assert mx.array_equal(spelled.output, l0)
+    assert mx.array_equal(cache.model.model.layers["second"].output, l1)
+    assert mx.array_equal(cache.backbone.layers[0].ffn.output, mlp)
+    with pytest.raises(AttributeError):
+        cache.model.model.layers.nothing_here
+
+
+def test_a_cache_opened_in_an_invoke_holds_that_invokes_rows(stories):
+    layer = stories.model.layers[0].mlp
+    with stories.trace() as tracer:
+        with tracer.invoke("Once upon"):
+            ca = tracer.cache(modules=[layer], include_inputs=True)
+            a = layer.output.save()
+        with tracer.invoke("Once upon a time there was a girl"):
+            cb = tracer.cache(modules=[layer])
+            b = layer.output.save()
+        with tracer.invoke():
+            whole = tracer.cache(modules=[layer])
+    assert ca["model.model.layers.0.mlp"].output.shape[0] == 1 == cb["model.model.layers.0.mlp"].output.shape[0]
+    assert mx.array_equal(ca["model.model.layers.0.mlp"].output, a)
+    assert mx.array_equal(cb["model.model.layers.0.mlp"].output, b)
+    assert ca["model.model.layers.0.mlp"].input.shape[0] == 1
+    assert mx.array_equal(whole["model.model.layers.0.mlp"].output, mx.concatenate([a, b]))
