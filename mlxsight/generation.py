@@ -29,7 +29,8 @@ class GenerationTracer(Tracer):
 
     def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                 streamer: Any = None, eos_token_id: Any = None, **unused: Any) -> None:
+                 streamer: Any = None, eos_token_id: Any = None, num_return_sequences: int = 1,
+                 **unused: Any) -> None:
         unknown = set(unused) - {"pad_token_id", "use_cache", "num_beams", "output_scores",
                                  "return_dict_in_generate", "min_new_tokens"}
         if unknown:
@@ -39,6 +40,16 @@ class GenerationTracer(Tracer):
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
             # transformers' own check and message (its GenerationConfig.validate): nothing is generated.
             raise ValueError(f"`max_new_tokens` must be greater than 0, but is {max_new_tokens}.")
+        if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, int) \
+                or num_return_sequences < 1:
+            raise ValueError(f"`num_return_sequences` must be a positive integer, but is {num_return_sequences}")
+        if num_return_sequences > 1 and not do_sample:
+            # transformers' own refusal: greedy decoding would return n identical rows
+            raise ValueError("Greedy methods without beam search do not support `num_return_sequences` different "
+                             f"than 1 (got {num_return_sequences}).")
+        # transformers repeats each prompt row n times before the loop: the model (and every
+        # module value, invoke rows and the result) sees n rows per prompt, consecutively
+        self.rows_per_input = num_return_sequences
         super().__init__(model, inputs, kwargs)
         self.max_new_tokens = max_new_tokens
         self.streamer = streamer

@@ -348,3 +348,17 @@ def test_a_cache_opened_in_an_invoke_holds_that_invokes_rows(stories):
     assert mx.array_equal(cb["model.model.layers.0.mlp"].output, b)
     assert ca["model.model.layers.0.mlp"].input.shape[0] == 1
     assert mx.array_equal(whole["model.model.layers.0.mlp"].output, mx.concatenate([a, b]))
+
+
+def test_num_return_sequences_repeats_each_prompt_row_as_transformers(stories):
+    prompts = ["Once upon", "The cat sat on the"]
+    with stories.generate(prompts, max_new_tokens=3) as tracer:
+        greedy = tracer.result.save()
+    # top_k=1 samples deterministically: every returned sequence is the greedy one
+    with stories.generate(prompts, max_new_tokens=3, num_return_sequences=2, do_sample=True, top_k=1) as tracer:
+        out = tracer.result.save()
+        hidden = stories.model.layers[0].output.save()
+    assert out.shape[0] == 4 and hidden.shape[0] == 4
+    assert mx.array_equal(out, mx.repeat(greedy, 2, axis=0))
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        stories.generate("Once upon", max_new_tokens=2, num_return_sequences=2)  # greedy: transformers refuses
