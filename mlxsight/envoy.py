@@ -342,6 +342,8 @@ def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
 def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     """Bind ``alias`` for ``key`` where it resolves from ``envoy`` (nnsight's ``rename=`` rules)."""
     if isinstance(key, type):
+        if isinstance(envoy, EnvoyList):
+            return  # a class key names a module's child by type; a list's entries are bound by index
         targets = [envoy._child(n) for n in envoy._child_names()
                    if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._module, key)]
     else:

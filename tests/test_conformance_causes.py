@@ -362,3 +362,12 @@ def test_num_return_sequences_repeats_each_prompt_row_as_transformers(stories):
     assert mx.array_equal(out, mx.repeat(greedy, 2, axis=0))
     with pytest.raises(ValueError, match="num_return_sequences"):
         stories.generate("Once upon", max_new_tokens=2, num_return_sequences=2)  # greedy: transformers refuses
+
+
+def test_a_class_key_rename_still_binds_beside_list_aliases():
+    """A class key names a child by type on modules; list entries are aliased by index only."""
+    probe = mlxsight.LanguageModel(str(assets.path("stories260k")))
+    attn_class = type(probe.model.layers[0].self_attn._module)
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={attn_class: "attn", "0": "first"})
+    assert model.model.layers.first is model.model.layers[0]
+    assert model.model.layers[2].attn is model.model.layers[2].self_attn
