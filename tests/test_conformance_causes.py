@@ -371,3 +371,11 @@ def test_a_class_key_rename_still_binds_beside_list_aliases():
     model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={attn_class: "attn", "0": "first"})
     assert model.model.layers.first is model.model.layers[0]
     assert model.model.layers[2].attn is model.model.layers[2].self_attn
+
+
+def test_eproperty_views_are_memoized_and_transform_edits_go_back_as_on_nnsight():
+    """A custom envoy's eproperty: one view per step (``heads is heads``) and in-place edits of the
+    view written back through its ``transform``; the edited logits crosschecked with nnsight."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "eproperty_transform.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "5 values: 5 match, 0 mismatch" in proc.stdout
