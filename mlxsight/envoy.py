@@ -8,6 +8,7 @@ attributes, parameters and methods fall through to it.
 from __future__ import annotations
 
 import difflib
+import itertools
 from typing import TYPE_CHECKING, Any, Iterator
 
 import mlx.nn as nn
@@ -271,15 +272,12 @@ def _native_spellings(key: Any, rename: dict) -> list[Any]:
     for native, alias in rename.items():
         natives.setdefault(alias.split(".")[-1], []).append(native.strip(".") if isinstance(native, str) else native)
     parts = key.strip(".").split(".")
-    out: list[Any] = []
-    for i, part in enumerate(parts):
-        for native in natives.get(part, ()):
-            if isinstance(native, type):
-                if len(parts) == 1:
-                    out.append(native)
-            else:
-                out.append(".".join(parts[:i] + [native] + parts[i + 1:]))
-    return out
+    if len(parts) == 1:
+        return list(natives.get(parts[0], ()))
+    # spellings compose: every alias component may stand for its native path ("layers.0.self_attn"
+    # -> "transformer.h.0.attn"); a class names one module, so it spells a one-component key only
+    options = [[part] + [n for n in natives.get(part, ()) if not isinstance(n, type)] for part in parts]
+    return [".".join(combo) for combo in itertools.product(*options) if list(combo) != parts]
 
 
 def module_is(module: nn.Module, cls: type) -> bool:

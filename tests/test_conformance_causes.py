@@ -379,3 +379,16 @@ def test_eproperty_views_are_memoized_and_transform_edits_go_back_as_on_nnsight(
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "eproperty_transform.py"), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "5 values: 5 match, 0 mismatch" in proc.stdout
+
+
+def test_an_envoys_key_may_spell_several_aliases_at_once():
+    """Spellings compose through ancestors: ``blocks.0.attn`` under ``{"model.layers": "blocks",
+    "self_attn": "attn"}`` names layer 0's attention, and only it."""
+    class Attn(Envoy):
+        pass
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")),
+                                   rename={"model.layers": "blocks", "self_attn": "attn"},
+                                   envoys={"blocks.0.attn": Attn})
+    assert type(model.blocks[0].attn) is Attn and model.blocks[0].attn is model.model.layers[0].self_attn
+    assert type(model.model.layers[1].self_attn) is Envoy
