@@ -20,6 +20,12 @@ from .structure import ArraySpec, Structure, record_structure
 from .tracer import Tracer
 
 RESULT = HookPoint("", "result", 0)
+STREAMER = "generator.streamer"  # nnsight's streamer module: the prompt ids, then each step's new tokens
+
+
+def streamed(call: int) -> HookPoint:
+    """The streamer's ``call``-th put: 0 is the prompt, ``k`` the tokens of step ``k``."""
+    return HookPoint(STREAMER, "output", call)
 
 
 class GenerationTracer(Tracer):
@@ -77,13 +83,12 @@ class GenerationTracer(Tracer):
         ids = batch.input_ids
         driver.check_length(ids.shape[1], self.max_new_tokens)
         step_fn, cache = driver.decoder(batch)
-        if self.streamer is not None and hasattr(self.streamer, "put"):
-            self.streamer.put(ids)
+        self._stream(ids, 0, runner)
         new_tokens = []
         for token in generate_step(step_fn, cache, ids, self.sampler, self.max_new_tokens, self.eos_ids,
                                    driver.pad_id):
             new_tokens.append(token)
-            self._stream(token)
+            self._stream(token, len(new_tokens), runner)
         if self.streamer is not None and hasattr(self.streamer, "end"):
             self.streamer.end()
         result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
@@ -91,13 +96,17 @@ class GenerationTracer(Tracer):
             return runner.fire_point(RESULT, result)
         return result
 
-    def _stream(self, token: mx.array) -> None:
+    def _stream(self, ids: mx.array, call: int, runner: Runner | None) -> None:
+        """Hand ``ids`` to the caller's streamer and to ``model.generator.streamer``'s reads; the
+        tokens are already in the sequence, so an edit of them changes nothing that follows."""
+        if runner is not None and streamed(call) in runner.schedule.at:
+            runner.fire_point(streamed(call), ids)
         if self.streamer is None:
             return
         if hasattr(self.streamer, "put"):
-            self.streamer.put(token)
-        else:
-            self.streamer(token)
+            self.streamer.put(ids)
+        elif call > 0:
+            self.streamer(ids)
 
 
 def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Callable[[mx.array], mx.array],
@@ -153,11 +162,17 @@ def generation_structure(named: dict, batch: Any, decoder: Callable, steps: int,
     structure = Structure()
     first = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 0]
     later = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 1]
+    streams = [ArraySpec(tuple(ids.shape), ids.dtype)] + [ArraySpec((ids.shape[0],), ids.dtype)] * steps
     for step in range(steps):
+        # the streamer gets the prompt before the first forward, a step's tokens before the next
+        structure.order[streamed(step)] = len(structure.order)
+        structure.skeletons[streamed(step)] = streams[step]
         for point in first if step == 0 else later:
             at = HookPoint(point.path, point.kind, step)
             structure.order[at] = len(structure.order)
             structure.skeletons[at] = recorded.skeletons[point]
+    structure.order[streamed(steps)] = len(structure.order)
+    structure.skeletons[streamed(steps)] = streams[steps]
     structure.order[RESULT] = len(structure.order)
     structure.skeletons[RESULT] = ArraySpec((ids.shape[0], ids.shape[1] + steps), ids.dtype)
     return structure

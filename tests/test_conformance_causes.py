@@ -392,3 +392,20 @@ def test_an_envoys_key_may_spell_several_aliases_at_once():
                                    envoys={"blocks.0.attn": Attn})
     assert type(model.blocks[0].attn) is Attn and model.blocks[0].attn is model.model.layers[0].self_attn
     assert type(model.model.layers[1].self_attn) is Envoy
+
+
+def test_the_generators_streamer_gives_the_prompt_then_a_token_per_step(stories):
+    """``model.generator.streamer.output`` at step k is what transformers' streamer gets: the prompt
+    ids, then each step's new token per row, the very tokens of ``tracer.result``."""
+    steps = []
+    with stories.generate(["Once upon a", "The cat"], max_new_tokens=3) as tracer:
+        for _ in tracer.iter[:4]:
+            steps.append(stories.generator.streamer.output.save())
+        result = tracer.result.save()
+    prompt = result.shape[1] - 3
+    assert mx.array_equal(steps[0], result[:, :prompt])
+    for k in range(1, 4):
+        assert mx.array_equal(steps[k], result[:, prompt + k - 1])
+    with pytest.raises(ValueError, match="generate"):
+        with stories.trace("Once upon"):
+            stories.generator.streamer.output.save()
