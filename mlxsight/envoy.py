@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import mlx.nn as nn
 
+from . import context
+from .context import torch_semantics
 from .errors import TraceError, where_now
 from .proxy import Proxy, find_recorder
 
@@ -237,6 +239,13 @@ class Envoy:
             if tracer is None:
                 _refuse_foreign_call(self.path, (args, kwargs))
             return tracer.recorder.call_module(self._path, None, args, kwargs)
+        if torch_semantics():
+            # an nnsight script calls a module on torch tensors outside a trace: same in, same out
+            from .torch_ops import to_mlx
+
+            out = self._module(*to_mlx(args), **to_mlx(kwargs))
+            transform = context.settings.value_transform
+            return transform(out) if transform is not None else out
         return self._module(*args, **kwargs)
 
 

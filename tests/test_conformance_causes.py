@@ -409,3 +409,25 @@ def test_the_generators_streamer_gives_the_prompt_then_a_token_per_step(stories)
     with pytest.raises(ValueError, match="generate"):
         with stories.trace("Once upon"):
             stories.generator.streamer.output.save()
+
+
+def test_a_module_called_on_torch_tensors_outside_a_trace_gives_torch_under_torch_semantics():
+    """``model.my_mlp(torch_tensor)`` outside a trace (nnsight's test_forward_call_via_alias): the
+    arguments reach the MLX module as arrays and the output comes back through the value transform."""
+    torch = pytest.importorskip("torch")
+    from mlxsight.tree import map_tree
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"model.layers.0.mlp": "my_mlp"})
+    hidden = np.random.default_rng(0).standard_normal((1, 4, 64)).astype(np.float32)
+    expected = np.array(model.model.layers[0].mlp._module(mx.array(hidden)))
+    mlxsight.set_torch_semantics(True)
+    mlxsight.set_value_transform(lambda v: map_tree(v, lambda a: torch.from_numpy(np.array(a))
+                                                    if isinstance(a, mx.array) else a))
+    try:
+        via_alias = model.my_mlp(torch.from_numpy(hidden))
+        via_name = model.model.layers[0].mlp(torch.from_numpy(hidden))
+    finally:
+        mlxsight.set_torch_semantics(False)
+        mlxsight.set_value_transform(None)
+    assert isinstance(via_alias, torch.Tensor) and torch.equal(via_alias, via_name)
+    np.testing.assert_array_equal(via_alias.numpy(), expected)
