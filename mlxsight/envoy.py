@@ -262,12 +262,12 @@ def envoy_class(root: Any, module: nn.Module, path: str) -> type:
     path (``*`` matches one component); else ``Envoy``."""
     entries = getattr(root, "_envoy_classes", ())
     for key, cls in entries:  # native spellings first: they stand over alias spellings, as in nnsight
-        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and _path_ends_with(path, key):
+        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and path_ends_with(path, key):
             return cls
     for key, cls in entries:
         for spelled in _native_spellings(key, getattr(root, "_rename", {})):
             if isinstance(spelled, type) and module_is(module, spelled) or (
-                    isinstance(spelled, str) and _path_ends_with(path, spelled)):
+                    isinstance(spelled, str) and path_ends_with(path, spelled)):
                 return cls
     return Envoy
 
@@ -298,7 +298,9 @@ def module_is(module: nn.Module, cls: type) -> bool:
     return name == own or (cls.__module__.startswith("transformers.models.") and name.endswith(own))
 
 
-def _path_ends_with(path: str, key: str) -> bool:
+def path_ends_with(path: str, key: str) -> bool:
+    """Whether dotted ``path`` ends with dotted ``key`` component-wise; a ``*`` component matches any
+    one component (``"layers.*"`` ends ``model.layers.0``, not ``model.layers``): nnsight's rule."""
     parts, wanted = path.split("."), key.strip(".").split(".")
     if len(wanted) > len(parts):
         return False

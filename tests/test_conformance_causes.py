@@ -431,3 +431,16 @@ def test_a_module_called_on_torch_tensors_outside_a_trace_gives_torch_under_torc
         mlxsight.set_value_transform(None)
     assert isinstance(via_alias, torch.Tensor) and torch.equal(via_alias, via_name)
     np.testing.assert_array_equal(via_alias.numpy(), expected)
+
+
+def test_path_ends_with_is_nnsights_rule_and_the_shim_provides_it(tmp_path):
+    from mlxsight.envoy import path_ends_with
+
+    assert path_ends_with("model.layers.0", "layers.*") and path_ends_with("model.layers.0", ".layers.*")
+    assert not path_ends_with("model.layers", "layers.*") and not path_ends_with("model.layers.0.attn", "layers.*")
+    script = tmp_path / "aliasing.py"
+    script.write_text("from nnsight.intervention.aliasing import path_ends_with\n"
+                      "print(path_ends_with('model.transformer.h.3', 'h.*'), path_ends_with('model.h', 'h.*'))\n")
+    proc = run("-m", "compat", "run", "--backend", "mlx", str(script))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["True", "False"]
