@@ -260,8 +260,9 @@ class BatchSize:
 class Batcher:
     """One trace's rows: each invoke's encoded input and row range, and the padded batch of them all."""
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, repeat: int = 1) -> None:
         self.driver = driver
+        self.repeat = repeat  # each encoded row enters the batch this many times, consecutively
         self.datas: list = []  # encoded inputs, in invoke order
         self.rows_used = 0
         self.size = BatchSize()
@@ -270,6 +271,10 @@ class Batcher:
     def add(self, inputs: tuple, kwargs: dict) -> tuple[Any, tuple[int, int]]:
         """Encode one invoke's input; its data and its rows of the batch."""
         data = self.driver.encode(inputs, kwargs)
+        if self.repeat > 1:
+            if not isinstance(data, list):
+                raise TypeError("repeating input rows needs token-id rows (a language model's input)")
+            data = [row for row in data for _ in range(self.repeat)]  # transformers' repeat_interleave
         n = self.driver.rows(data)
         rows = (self.rows_used, self.rows_used + n)
         self.rows_used += n

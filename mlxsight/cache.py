@@ -38,12 +38,26 @@ class CacheEntry:
 
 
 class Cache(dict):
-    """``path -> CacheEntry`` (or a list of entries, one per call), filled at trace exit."""
+    """``path -> CacheEntry`` (or a list of entries, one per call), filled at trace exit.
+
+    Besides its keys, a cache is navigated like the model it was taken from (nnsight's
+    ``CacheView``): ``cache.model.layers[0]``, ``cache["model.blocks.0"]`` with ``rename=`` aliases,
+    resolved through the model's envoys, so every spelling the model accepts reaches the same entry."""
+
+    _model: Any = None  # the root envoy navigation resolves against
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return _CachePath(self, name)
+        return _CachePath(self, None).__getattr__(name)
+
+    def __getitem__(self, key: Any) -> Any:
+        if dict.__contains__(self, key) or not isinstance(key, str) or self._model is None:
+            return dict.__getitem__(self, key)
+        view = _CachePath(self, None)
+        for part in key.split("."):
+            view = view._step(part)
+        return dict.__getitem__(self, view._path)
 
     def save_safetensors(self, path: str | Path) -> None:
         """Write every cached array to a safetensors file (keys ``<path>.<call>.output[.i]``)."""
@@ -64,19 +78,47 @@ class Cache(dict):
 
 
 class _CachePath:
-    def __init__(self, cache: Cache, path: str) -> None:
-        self._cache, self._path = cache, path
+    """A node of the model reached from a cache: its entries by ``.output``/``.inputs``/``.input``."""
+
+    def __init__(self, cache: Cache, envoy: Any, path: str | None = None) -> None:
+        self._cache, self._envoy = cache, envoy
+        self._path = path if path is not None else (envoy.path if envoy is not None else "")
+
+    def _step(self, name: str) -> "_CachePath":
+        model = self._cache._model
+        if model is None:  # no model to resolve against: paths are spelled natively
+            return _CachePath(self._cache, None, _join(self._path, name))
+        if self._envoy is None:  # the virtual root above the model: its child is the model
+            node = model if name == model.path else getattr(model, name)
+        elif name.lstrip("-").isdigit() and not hasattr(self._envoy, "_child"):
+            node = self._envoy[int(name)]
+        else:
+            node = getattr(self._envoy, name)
+        if not hasattr(node, "_path"):
+            raise AttributeError(f"{_join(self._path, name)} is not a module")
+        return _CachePath(self._cache, node)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         if name in ("output", "inputs", "input") and self._path in self._cache:
-            return getattr(self._cache[self._path], name)
-        return _CachePath(self._cache, f"{self._path}.{name}")
+            return getattr(dict.__getitem__(self._cache, self._path), name)
+        return self._step(name)
 
-    def __getitem__(self, index: int) -> "_CachePath":
-        return _CachePath(self._cache, f"{self._path}.{index}")
+    def __getitem__(self, index: Any) -> "_CachePath":
+        if self._cache._model is None or self._envoy is None:
+            return self._step(str(index))
+        node = self._envoy[index]
+        if not hasattr(node, "_path"):
+            raise AttributeError(f"{self._path}[{index!r}] is not a module")
+        return _CachePath(self._cache, node)
 
     def __repr__(self) -> str:
         return f"<cache path {self._path}>"
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
 
 
 def cast(value: Any, dtype: Any) -> Any:
@@ -87,8 +129,10 @@ class CacheRequest:
     """One ``tracer.cache(...)`` call: which modules, what to keep, and the cache it fills."""
 
     def __init__(self, modules: Any = None, dtype: Any = None, include_output: bool = True,
-                 include_inputs: bool = False) -> None:
+                 include_inputs: bool = False, model: Any = None, rows: Any = None) -> None:
         self.cache = Cache()
+        self.cache._model = model
+        self.rows = rows  # a ViewSpec narrowing each value to one invoke's rows, or None
         self.paths = None
         if modules is not None:
             self.paths = {m._path if hasattr(m, "_path") else _strip_root(str(m)) for m in modules}
@@ -102,15 +146,20 @@ class CacheRequest:
                 continue
             entry = CacheEntry()
             if self.output:
-                entry.output = slot(point)
+                entry.output = self._narrowed(slot(point), point)
             if self.inputs:
-                entry.inputs = slot(HookPoint(point.path, "input", point.call))
+                inputs = HookPoint(point.path, "input", point.call)
+                entry.inputs = self._narrowed(slot(inputs), inputs)
             key = point.module
             if key in cache:
                 previous = cache[key]
                 cache[key] = (previous if isinstance(previous, list) else [previous]) + [entry]
             else:
                 cache[key] = entry
+
+    def _narrowed(self, value: Any, point: HookPoint) -> Any:
+        # A cache opened inside an invoke holds that invoke's rows, as its own reads do (nnsight).
+        return value if self.rows is None else value._make_view(self.rows, point.label())
 
     def entries(self) -> list[CacheEntry]:
         return [e for entries in self.cache.values() for e in (entries if isinstance(entries, list) else [entries])]

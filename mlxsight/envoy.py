@@ -8,10 +8,13 @@ attributes, parameters and methods fall through to it.
 from __future__ import annotations
 
 import difflib
+import itertools
 from typing import TYPE_CHECKING, Any, Iterator
 
 import mlx.nn as nn
 
+from . import context
+from .context import torch_semantics
 from .errors import TraceError, where_now
 from .proxy import Proxy, find_recorder
 
@@ -101,7 +104,10 @@ class Envoy:
         if not root.__dict__.get("_aliases_bound"):
             # An alias can be bound from an ancestor (dotted aliases), so bind them all at once.
             object.__setattr__(root, "_aliases_bound", True)
-            for envoy in root.modules():
+            envoys = root.modules()
+            # a ModuleList is an envoy in nnsight too: keys like "1" bind on it
+            envoys += [c for e in envoys for c in map(e._child, e._child_names()) if isinstance(c, EnvoyList)]
+            for envoy in envoys:
                 for key, alias in root._rename.items():
                     _bind_alias(envoy, key, alias)
         return self.__dict__.get("_alias_table", {})
@@ -233,6 +239,13 @@ class Envoy:
             if tracer is None:
                 _refuse_foreign_call(self.path, (args, kwargs))
             return tracer.recorder.call_module(self._path, None, args, kwargs)
+        if torch_semantics():
+            # an nnsight script calls a module on torch tensors outside a trace: same in, same out
+            from .torch_ops import to_mlx
+
+            out = self._module(*to_mlx(args), **to_mlx(kwargs))
+            transform = context.settings.value_transform
+            return transform(out) if transform is not None else out
         return self._module(*args, **kwargs)
 
 
@@ -249,12 +262,12 @@ def envoy_class(root: Any, module: nn.Module, path: str) -> type:
     path (``*`` matches one component); else ``Envoy``."""
     entries = getattr(root, "_envoy_classes", ())
     for key, cls in entries:  # native spellings first: they stand over alias spellings, as in nnsight
-        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and _path_ends_with(path, key):
+        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and path_ends_with(path, key):
             return cls
     for key, cls in entries:
         for spelled in _native_spellings(key, getattr(root, "_rename", {})):
             if isinstance(spelled, type) and module_is(module, spelled) or (
-                    isinstance(spelled, str) and _path_ends_with(path, spelled)):
+                    isinstance(spelled, str) and path_ends_with(path, spelled)):
                 return cls
     return Envoy
 
@@ -268,15 +281,12 @@ def _native_spellings(key: Any, rename: dict) -> list[Any]:
     for native, alias in rename.items():
         natives.setdefault(alias.split(".")[-1], []).append(native.strip(".") if isinstance(native, str) else native)
     parts = key.strip(".").split(".")
-    out: list[Any] = []
-    for i, part in enumerate(parts):
-        for native in natives.get(part, ()):
-            if isinstance(native, type):
-                if len(parts) == 1:
-                    out.append(native)
-            else:
-                out.append(".".join(parts[:i] + [native] + parts[i + 1:]))
-    return out
+    if len(parts) == 1:
+        return list(natives.get(parts[0], ()))
+    # spellings compose: every alias component may stand for its native path ("layers.0.self_attn"
+    # -> "transformer.h.0.attn"); a class names one module, so it spells a one-component key only
+    options = [[part] + [n for n in natives.get(part, ()) if not isinstance(n, type)] for part in parts]
+    return [".".join(combo) for combo in itertools.product(*options) if list(combo) != parts]
 
 
 def module_is(module: nn.Module, cls: type) -> bool:
@@ -288,7 +298,9 @@ def module_is(module: nn.Module, cls: type) -> bool:
     return name == own or (cls.__module__.startswith("transformers.models.") and name.endswith(own))
 
 
-def _path_ends_with(path: str, key: str) -> bool:
+def path_ends_with(path: str, key: str) -> bool:
+    """Whether dotted ``path`` ends with dotted ``key`` component-wise; a ``*`` component matches any
+    one component (``"layers.*"`` ends ``model.layers.0``, not ``model.layers``): nnsight's rule."""
     parts, wanted = path.split("."), key.strip(".").split(".")
     if len(wanted) > len(parts):
         return False
@@ -339,6 +351,8 @@ def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
 def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     """Bind ``alias`` for ``key`` where it resolves from ``envoy`` (nnsight's ``rename=`` rules)."""
     if isinstance(key, type):
+        if isinstance(envoy, EnvoyList):
+            return  # a class key names a module's child by type; a list's entries are bound by index
         targets = [envoy._child(n) for n in envoy._child_names()
                    if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._module, key)]
     else:
@@ -346,11 +360,22 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     if not targets:
         return
     *prefix, name = alias.split(".")
+    if prefix:
+        # A dotted alias binds on the envoy its prefix names, which must be an ancestor of the key's
+        # module as the key spells it or natively (nnsight's rule): anything else has no host.
+        spelled = ".".join(prefix) + "."
+        native = targets[0]._path[len(envoy._path) + 1:] if envoy._path else targets[0]._path
+        if "*" in spelled or not (native.startswith(spelled) or key.lstrip(".").startswith(spelled)):
+            raise ValueError(
+                f"`rename` alias {alias!r} for {key!r} names no ancestor of it on `{envoy.path}`: a "
+                f"dotted alias binds on the envoy its prefix names, so the prefix spells the start "
+                f"of the key's path, without `*`")
     holders = _resolve(envoy, prefix) if prefix else [envoy]
     for holder in holders:
-        if isinstance(holder, EnvoyList):
+        if isinstance(holder, EnvoyList) and holder is not envoy:
             continue
-        if holder._child(name) is not None or name in ("output", "input", "inputs", "source", "path"):
+        taken = name.lstrip("-").isdigit() if isinstance(holder, EnvoyList) else holder._child(name) is not None
+        if taken or name in ("output", "input", "inputs", "source", "path"):
             raise ValueError(f"rename alias {alias!r} would shadow {holder.path}.{name}")
         table = holder.__dict__.get("_alias_table")
         if table is None:
@@ -394,6 +419,8 @@ class EnvoyList:
         if isinstance(index, slice):
             return [self[i] for i in range(len(self))[index]]
         if isinstance(index, str):
+            if not index.lstrip("-").isdigit():
+                return self.__getattr__(index)
             index = int(index)
         n = len(self._modules)
         if not -n <= index < n:
@@ -406,6 +433,17 @@ class EnvoyList:
 
     def __iter__(self) -> Iterator[Envoy]:
         return (self[i] for i in range(len(self)))
+
+    def __getattr__(self, name: str) -> Any:
+        """A ``rename=`` alias bound on this list (``{"1": "second_layer"}``)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if getattr(self._root, "_rename", None):
+            self._root._aliases()  # binds every alias at once, this list's too
+        table = self.__dict__.get("_alias_table", {})
+        if name in table:
+            return table[name]
+        raise AttributeError(f"{self.path} has no module or alias {name!r}")
 
     def __bool__(self) -> bool:
         return bool(self._modules)

@@ -20,6 +20,12 @@ from .structure import ArraySpec, Structure, record_structure
 from .tracer import Tracer
 
 RESULT = HookPoint("", "result", 0)
+STREAMER = "generator.streamer"  # nnsight's streamer module: the prompt ids, then each step's new tokens
+
+
+def streamed(call: int) -> HookPoint:
+    """The streamer's ``call``-th put: 0 is the prompt, ``k`` the tokens of step ``k``."""
+    return HookPoint(STREAMER, "output", call)
 
 
 class GenerationTracer(Tracer):
@@ -29,7 +35,8 @@ class GenerationTracer(Tracer):
 
     def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                 streamer: Any = None, eos_token_id: Any = None, **unused: Any) -> None:
+                 streamer: Any = None, eos_token_id: Any = None, num_return_sequences: int = 1,
+                 **unused: Any) -> None:
         unknown = set(unused) - {"pad_token_id", "use_cache", "num_beams", "output_scores",
                                  "return_dict_in_generate", "min_new_tokens"}
         if unknown:
@@ -39,6 +46,16 @@ class GenerationTracer(Tracer):
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
             # transformers' own check and message (its GenerationConfig.validate): nothing is generated.
             raise ValueError(f"`max_new_tokens` must be greater than 0, but is {max_new_tokens}.")
+        if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, int) \
+                or num_return_sequences < 1:
+            raise ValueError(f"`num_return_sequences` must be a positive integer, but is {num_return_sequences}")
+        if num_return_sequences > 1 and not do_sample:
+            # transformers' own refusal: greedy decoding would return n identical rows
+            raise ValueError("Greedy methods without beam search do not support `num_return_sequences` different "
+                             f"than 1 (got {num_return_sequences}).")
+        # transformers repeats each prompt row n times before the loop: the model (and every
+        # module value, invoke rows and the result) sees n rows per prompt, consecutively
+        self.rows_per_input = num_return_sequences
         super().__init__(model, inputs, kwargs)
         self.max_new_tokens = max_new_tokens
         self.streamer = streamer
@@ -66,13 +83,12 @@ class GenerationTracer(Tracer):
         ids = batch.input_ids
         driver.check_length(ids.shape[1], self.max_new_tokens)
         step_fn, cache = driver.decoder(batch)
-        if self.streamer is not None and hasattr(self.streamer, "put"):
-            self.streamer.put(ids)
+        self._stream(ids, 0, runner)
         new_tokens = []
         for token in generate_step(step_fn, cache, ids, self.sampler, self.max_new_tokens, self.eos_ids,
                                    driver.pad_id):
             new_tokens.append(token)
-            self._stream(token)
+            self._stream(token, len(new_tokens), runner)
         if self.streamer is not None and hasattr(self.streamer, "end"):
             self.streamer.end()
         result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
@@ -80,13 +96,17 @@ class GenerationTracer(Tracer):
             return runner.fire_point(RESULT, result)
         return result
 
-    def _stream(self, token: mx.array) -> None:
+    def _stream(self, ids: mx.array, call: int, runner: Runner | None) -> None:
+        """Hand ``ids`` to the caller's streamer and to ``model.generator.streamer``'s reads; the
+        tokens are already in the sequence, so an edit of them changes nothing that follows."""
+        if runner is not None and streamed(call) in runner.schedule.at:
+            runner.fire_point(streamed(call), ids)
         if self.streamer is None:
             return
         if hasattr(self.streamer, "put"):
-            self.streamer.put(token)
-        else:
-            self.streamer(token)
+            self.streamer.put(ids)
+        elif call > 0:
+            self.streamer(ids)
 
 
 def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Callable[[mx.array], mx.array],
@@ -142,11 +162,17 @@ def generation_structure(named: dict, batch: Any, decoder: Callable, steps: int,
     structure = Structure()
     first = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 0]
     later = [p for p in sorted(recorded.order, key=recorded.order.__getitem__) if p.call == 1]
+    streams = [ArraySpec(tuple(ids.shape), ids.dtype)] + [ArraySpec((ids.shape[0],), ids.dtype)] * steps
     for step in range(steps):
+        # the streamer gets the prompt before the first forward, a step's tokens before the next
+        structure.order[streamed(step)] = len(structure.order)
+        structure.skeletons[streamed(step)] = streams[step]
         for point in first if step == 0 else later:
             at = HookPoint(point.path, point.kind, step)
             structure.order[at] = len(structure.order)
             structure.skeletons[at] = recorded.skeletons[point]
+    structure.order[streamed(steps)] = len(structure.order)
+    structure.skeletons[streamed(steps)] = streams[steps]
     structure.order[RESULT] = len(structure.order)
     structure.skeletons[RESULT] = ArraySpec((ids.shape[0], ids.shape[1] + steps), ids.dtype)
     return structure

@@ -40,6 +40,8 @@ class NNsight(Envoy):
         object.__setattr__(self, "_edits", [])
         object.__setattr__(self, "_driver", ModuleDriver(module))
         object.__setattr__(self, "_trace_lock", threading.Lock())  # shared by edit copies: one model
+        if any("." in a for a in self._rename.values() if isinstance(a, str)):
+            self._aliases()  # nnsight refuses a dotted alias with no host when the model is built
         for key in kwargs:
             if key not in _IGNORED_LOAD_KWARGS:
                 raise TypeError(f"unexpected keyword argument {key!r}")
@@ -361,9 +363,28 @@ class GeneratorEnvoy:
         return self._model._deprecated_tracer("model.generator.output", "tracer.result").result
 
     @property
-    def streamer(self) -> Any:
-        raise NotImplementedError("model.generator.streamer is not provided by mlxsight: read per-step tokens "
-                                  "from model.lm_head.output in a tracer.iter loop, or pass streamer= to generate()")
+    def streamer(self) -> "StreamerEnvoy":
+        return StreamerEnvoy(self._model)
+
+
+class StreamerEnvoy:
+    """``model.generator.streamer``: its ``.output`` is what a streamer gets at this step of a
+    generation, the prompt ids at step 0 and then each step's new token per row (as transformers'
+    ``streamer.put``)."""
+
+    path = "model.generator.streamer"
+
+    def __init__(self, model: LanguageModel) -> None:
+        self._model = model
+
+    @property
+    def output(self) -> Any:
+        from .generation import STREAMER, GenerationTracer
+
+        tracer = self._model._open_tracer()
+        if not isinstance(tracer, GenerationTracer):
+            raise ValueError("model.generator.streamer.output is read inside `with model.generate(...)`")
+        return tracer.recorder.read(STREAMER, "output")
 
 
 def _called_in_with_statement() -> bool:

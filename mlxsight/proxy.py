@@ -137,7 +137,8 @@ class Proxy:
             base._assign(base._record("put", spec, (base, self)))
             self._view = (base, spec, base._version)
         for bind in self._binds:
-            self._recorder.bind_write(bind, self)
+            # a callable is a write-back its owner keeps (a custom envoy's eproperty transform)
+            bind(self) if callable(bind) else self._recorder.bind_write(bind, self)
 
     def _describe(self) -> str:
         return self._label

@@ -81,7 +81,8 @@ class Runner(CallCounter, Evaluator):
     def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1,
                  instrumented: frozenset = frozenset()) -> None:
         # Operations inside an instrumented forward are hooked through their module's call.
-        hooked = {module_of(p) for p in schedule.hooked_paths}
+        # Points of no module (a generation's streamer) are fired by the driver, not hooked.
+        hooked = {module_of(p) for p in schedule.hooked_paths} & modules.keys()
         CallCounter.__init__(self, {id(modules[p]): p for p in hooked}, instrumented & hooked)
         Evaluator.__init__(self, modules)
         self.schedule = schedule

@@ -146,6 +146,7 @@ class Tracer:
     example_shapes = False  # True when shapes while recording come from an example, not the real input
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
+    rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
 
     def _repr_html_(self) -> str:
         from .notebook import tracer_html
@@ -156,7 +157,7 @@ class Tracer:
         self.model = model
         self.driver = model._driver
         self.scan = scan
-        self.batcher = Batcher(self.driver)
+        self.batcher = Batcher(self.driver, self.rows_per_input)
         self.recorder = Recorder(self)
         self._inputs, self._kwargs = inputs, kwargs
         self._open = False
@@ -287,7 +288,10 @@ class Tracer:
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
         """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
         self.check_open()
-        request = CacheRequest(modules, dtype, include_output, include_inputs)
+        invokes = self.recorder.invokes
+        rows = invokes[-1].rows if invokes else None
+        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model,
+                               self.batcher.narrow(rows) if rows is not None else None)
         self._caches.append(request)
         self._saved[id(request.cache)] = request.cache
         return request.cache

@@ -294,3 +294,153 @@ def test_out_of_order_is_the_same_error_on_both_backends(backend):
                str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "caught OutOfOrderError: True" in proc.stdout
+
+
+# -- (7) rename=, cache, generation and envoy features nnsight's own tests use -----------------
+
+@pytest.mark.parametrize("rename", [{"*.layers": "*.blocks"}, {"self_attn.q_proj": "mlp.query"}])
+def test_a_dotted_alias_whose_prefix_is_no_ancestor_is_refused_at_load(rename):
+    with pytest.raises(ValueError, match="names no ancestor"):
+        mlxsight.LanguageModel(str(assets.path("stories260k")), rename=rename)
+
+
+def test_a_dotted_alias_binds_on_the_ancestor_its_prefix_names():
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")),
+                                   rename={"self_attn.q_proj": "self_attn.query", "model.layers": "blocks"})
+    layer = model.model.layers[0]
+    assert layer.self_attn.query is layer.self_attn.q_proj
+    assert model.blocks is model.model.layers  # an undotted alias binds where its key resolves from
+
+
+def test_a_cache_navigates_like_the_model_through_aliases_and_list_indices():
+    """Every spelling the model accepts (``rename=`` aliases, an alias of a list entry, the short
+    form without the root's name) reaches the cache entry stored under the native path."""
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")),
+                                   rename={"model": "backbone", "layers.0": "first", "1": "second", "mlp": "ffn"})
+    assert model.model.layers.second is model.model.layers[1] is model.model.layers["second"]
+    with model.trace("Once upon") as tracer:
+        cache = tracer.cache()
+        mlp = model.model.layers[0].mlp.output.save()
+        l0 = model.model.layers[0].output.save()
+        l1 = model.model.layers[1].output.save()
+    for spelled in (cache["model.model.layers.0"], cache.model.backbone.first, cache["model.backbone.first"],
+                    cache.model.model.layers[0], cache.backbone.layers[0]):
+        assert mx.array_equal(spelled.output, l0)
+    assert mx.array_equal(cache.model.model.layers["second"].output, l1)
+    assert mx.array_equal(cache.backbone.layers[0].ffn.output, mlp)
+    with pytest.raises(AttributeError):
+        cache.model.model.layers.nothing_here
+
+
+def test_a_cache_opened_in_an_invoke_holds_that_invokes_rows(stories):
+    layer = stories.model.layers[0].mlp
+    with stories.trace() as tracer:
+        with tracer.invoke("Once upon"):
+            ca = tracer.cache(modules=[layer], include_inputs=True)
+            a = layer.output.save()
+        with tracer.invoke("Once upon a time there was a girl"):
+            cb = tracer.cache(modules=[layer])
+            b = layer.output.save()
+        with tracer.invoke():
+            whole = tracer.cache(modules=[layer])
+    assert ca["model.model.layers.0.mlp"].output.shape[0] == 1 == cb["model.model.layers.0.mlp"].output.shape[0]
+    assert mx.array_equal(ca["model.model.layers.0.mlp"].output, a)
+    assert mx.array_equal(cb["model.model.layers.0.mlp"].output, b)
+    assert ca["model.model.layers.0.mlp"].input.shape[0] == 1
+    assert mx.array_equal(whole["model.model.layers.0.mlp"].output, mx.concatenate([a, b]))
+
+
+def test_num_return_sequences_repeats_each_prompt_row_as_transformers(stories):
+    prompts = ["Once upon", "The cat sat on the"]
+    with stories.generate(prompts, max_new_tokens=3) as tracer:
+        greedy = tracer.result.save()
+    # top_k=1 samples deterministically: every returned sequence is the greedy one
+    with stories.generate(prompts, max_new_tokens=3, num_return_sequences=2, do_sample=True, top_k=1) as tracer:
+        out = tracer.result.save()
+        hidden = stories.model.layers[0].output.save()
+    assert out.shape[0] == 4 and hidden.shape[0] == 4
+    assert mx.array_equal(out, mx.repeat(greedy, 2, axis=0))
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        stories.generate("Once upon", max_new_tokens=2, num_return_sequences=2)  # greedy: transformers refuses
+
+
+def test_a_class_key_rename_still_binds_beside_list_aliases():
+    """A class key names a child by type on modules; list entries are aliased by index only."""
+    probe = mlxsight.LanguageModel(str(assets.path("stories260k")))
+    attn_class = type(probe.model.layers[0].self_attn._module)
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={attn_class: "attn", "0": "first"})
+    assert model.model.layers.first is model.model.layers[0]
+    assert model.model.layers[2].attn is model.model.layers[2].self_attn
+
+
+def test_eproperty_views_are_memoized_and_transform_edits_go_back_as_on_nnsight():
+    """A custom envoy's eproperty: one view per step (``heads is heads``) and in-place edits of the
+    view written back through its ``transform``; the edited logits crosschecked with nnsight."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "eproperty_transform.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "5 values: 5 match, 0 mismatch" in proc.stdout
+
+
+def test_an_envoys_key_may_spell_several_aliases_at_once():
+    """Spellings compose through ancestors: ``blocks.0.attn`` under ``{"model.layers": "blocks",
+    "self_attn": "attn"}`` names layer 0's attention, and only it."""
+    class Attn(Envoy):
+        pass
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")),
+                                   rename={"model.layers": "blocks", "self_attn": "attn"},
+                                   envoys={"blocks.0.attn": Attn})
+    assert type(model.blocks[0].attn) is Attn and model.blocks[0].attn is model.model.layers[0].self_attn
+    assert type(model.model.layers[1].self_attn) is Envoy
+
+
+def test_the_generators_streamer_gives_the_prompt_then_a_token_per_step(stories):
+    """``model.generator.streamer.output`` at step k is what transformers' streamer gets: the prompt
+    ids, then each step's new token per row, the very tokens of ``tracer.result``."""
+    steps = []
+    with stories.generate(["Once upon a", "The cat"], max_new_tokens=3) as tracer:
+        for _ in tracer.iter[:4]:
+            steps.append(stories.generator.streamer.output.save())
+        result = tracer.result.save()
+    prompt = result.shape[1] - 3
+    assert mx.array_equal(steps[0], result[:, :prompt])
+    for k in range(1, 4):
+        assert mx.array_equal(steps[k], result[:, prompt + k - 1])
+    with pytest.raises(ValueError, match="generate"):
+        with stories.trace("Once upon"):
+            stories.generator.streamer.output.save()
+
+
+def test_a_module_called_on_torch_tensors_outside_a_trace_gives_torch_under_torch_semantics():
+    """``model.my_mlp(torch_tensor)`` outside a trace (nnsight's test_forward_call_via_alias): the
+    arguments reach the MLX module as arrays and the output comes back through the value transform."""
+    torch = pytest.importorskip("torch")
+    from mlxsight.tree import map_tree
+
+    model = mlxsight.LanguageModel(str(assets.path("stories260k")), rename={"model.layers.0.mlp": "my_mlp"})
+    hidden = np.random.default_rng(0).standard_normal((1, 4, 64)).astype(np.float32)
+    expected = np.array(model.model.layers[0].mlp._module(mx.array(hidden)))
+    mlxsight.set_torch_semantics(True)
+    mlxsight.set_value_transform(lambda v: map_tree(v, lambda a: torch.from_numpy(np.array(a))
+                                                    if isinstance(a, mx.array) else a))
+    try:
+        via_alias = model.my_mlp(torch.from_numpy(hidden))
+        via_name = model.model.layers[0].mlp(torch.from_numpy(hidden))
+    finally:
+        mlxsight.set_torch_semantics(False)
+        mlxsight.set_value_transform(None)
+    assert isinstance(via_alias, torch.Tensor) and torch.equal(via_alias, via_name)
+    np.testing.assert_array_equal(via_alias.numpy(), expected)
+
+
+def test_path_ends_with_is_nnsights_rule_and_the_shim_provides_it(tmp_path):
+    from mlxsight.envoy import path_ends_with
+
+    assert path_ends_with("model.layers.0", "layers.*") and path_ends_with("model.layers.0", ".layers.*")
+    assert not path_ends_with("model.layers", "layers.*") and not path_ends_with("model.layers.0.attn", "layers.*")
+    script = tmp_path / "aliasing.py"
+    script.write_text("from nnsight.intervention.aliasing import path_ends_with\n"
+                      "print(path_ends_with('model.transformer.h.3', 'h.*'), path_ends_with('model.h', 'h.*'))\n")
+    proc = run("-m", "compat", "run", "--backend", "mlx", str(script))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["True", "False"]

@@ -3,13 +3,21 @@
 ``@eproperty(key="output")`` on an ``Envoy`` subclass defines an attribute that reads the envoy's
 ``key`` value through the decorated preprocess (``envoy.heads`` -> ``preprocess(envoy, output)``);
 assigning it writes ``postprocess(envoy, value)`` (or the value) back to ``key``.
+
+As in nnsight, one read per step and invoke is memoized (``envoy.heads is envoy.heads``), and with a
+``transform`` an in-place edit of the view (``envoy.heads[:, 5] = 0``) writes
+``transform(envoy, view, raw)`` back to ``key``, each time the view is edited.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 from .._surface import missing
+
+# tracer -> {(envoy, eproperty, invoke, step): view}: the views read in that trace
+_VIEWS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
 class eproperty(property):
@@ -49,8 +57,23 @@ class eproperty(property):
     def __get__(self, obj: Any, owner: Any = None) -> Any:
         if obj is None:
             return self
+        tracer = obj._tracer() if hasattr(type(obj), "_tracer") else None
+        memo = key = None
+        if tracer is not None:
+            recorder = tracer.recorder
+            invoke = recorder.invokes[-1].index if recorder.invokes else None
+            memo = _VIEWS.setdefault(tracer, {})
+            key = (id(obj), id(self), invoke, recorder.step)
+            if key in memo:
+                return memo[key][1]
         raw = getattr(obj, self.key)
-        return self._preprocess(obj, raw) if self._preprocess is not None else raw
+        view = self._preprocess(obj, raw) if self._preprocess is not None else raw
+        if memo is not None:
+            memo[key] = (obj, view)  # the envoy is held so its id stays its own
+            if self._transform is not None and hasattr(view, "_binds"):
+                transform = self._transform
+                view._binds.append(lambda edited: setattr(obj, self.key, transform(obj, edited, raw)))
+        return view
 
     def __set__(self, obj: Any, value: Any) -> None:
         if self._postprocess is not None:
