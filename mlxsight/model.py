@@ -3,6 +3,8 @@ tokenizing and batching for mlx-lm checkpoints."""
 
 from __future__ import annotations
 
+import copy
+
 import threading
 import warnings
 from collections import OrderedDict
@@ -221,8 +223,14 @@ class LanguageModel(NNsight):
         super().__init__(hf_module if hf_module is not None else module, **kwargs)
         from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-        # mlx-lm's wrapper holds a transformers tokenizer; nnsight scripts expect that one.
-        tok = tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
+        # mlx-lm's wrapper holds a transformers tokenizer; nnsight scripts expect that one. nnsight
+        # configures the tokenizer it is given in place (pad = eos when missing, left padding), so a
+        # transformers tokenizer is configured as there; a wrapper the caller keeps for mlx-lm is
+        # left as given: the model configures its own copy of the inner tokenizer.
+        if isinstance(tokenizer, TokenizerWrapper):
+            tok = copy.deepcopy(tokenizer._tokenizer)
+        else:
+            tok = tokenizer
         if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
             tok.pad_token = tok.eos_token
         if hasattr(tok, "padding_side"):
