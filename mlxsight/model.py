@@ -209,10 +209,11 @@ class LanguageModel(NNsight):
             from .loading import load
 
             module, loaded_tok, saved = load(model, kwargs.get("revision"), kwargs.get("trust_remote_code"))
-            tokenizer = tokenizer if tokenizer is not None else loaded_tok
+            passed = tokenizer is not None
+            tokenizer = tokenizer if passed else loaded_tok
             config = config or saved
         else:
-            module = model
+            module, passed = model, True
             if tokenizer is None:
                 raise TypeError("LanguageModel(module) needs tokenizer=...")
         dtype = dtype if dtype is not None else torch_dtype
@@ -228,7 +229,7 @@ class LanguageModel(NNsight):
         # transformers tokenizer is configured as there; a wrapper the caller keeps for mlx-lm is
         # left as given: the model configures its own copy of the inner tokenizer.
         if isinstance(tokenizer, TokenizerWrapper):
-            tok = copy.deepcopy(tokenizer._tokenizer)
+            tok = copy.deepcopy(tokenizer._tokenizer) if passed else tokenizer._tokenizer
         else:
             tok = tokenizer
         if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 
-import mlx.core as mx
+import mlx.core as mx  # noqa: F401  (mlx before transformers, always)
 import numpy as np
 import pytest
 from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -64,3 +64,18 @@ def test_wrapper_the_caller_keeps_is_left_as_given():
     assert batch_ids[-len(ids):] == ids and set(batch_ids[:-len(ids)]) == {eos}
     np.testing.assert_allclose(np.array(batched[1, -1]), np.array(solo[0, -1]), atol=1e-4)
     assert (inner.padding_side, inner.pad_token) == ("right", None)
+
+
+def test_mlx_lm_load_pair_is_left_as_given():
+    """The usual mlx-lm script: ``module, tok = mlx_lm.load(path)``; wrapping them changes neither."""
+    import mlx_lm
+
+    module, wrapper = mlx_lm.load(PATH)
+    inner = wrapper._tokenizer
+    inner.pad_token, inner.padding_side = None, "right"
+    model = mlxsight.LanguageModel(module, tokenizer=wrapper)
+    assert wrapper._tokenizer is inner and (inner.padding_side, inner.pad_token) == ("right", None)
+    assert (model.tokenizer.padding_side, model.tokenizer.pad_token) == ("left", inner.eos_token)
+    with model.trace(["Once upon a time", "A"]):
+        logits = model.output.logits.save()
+    assert logits.shape[0] == 2 and (inner.padding_side, inner.pad_token) == ("right", None)
