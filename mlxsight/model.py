@@ -195,7 +195,10 @@ class LanguageModel(NNsight):
 
     ``LanguageModel(path)`` loads a local checkpoint or hub repo (saved by transformers or converted
     for mlx-lm) through ``loading.load``;
-    ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. ``view="hf"`` (default) presents
+    ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. A transformers tokenizer passed in
+    becomes ``model.tokenizer`` and is configured in place as nnsight configures it (pad = eos when it
+    has none, left padding); an mlx-lm ``TokenizerWrapper`` passed in is left as given and the model
+    configures a copy of the tokenizer inside it. ``view="hf"`` (default) presents
     transformers' module paths and output structures where an adapter exists; ``view="mlx"`` the
     plain mlx-lm tree.
     """
