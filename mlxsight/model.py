@@ -3,6 +3,8 @@ tokenizing and batching for mlx-lm checkpoints."""
 
 from __future__ import annotations
 
+import copy
+
 import threading
 import warnings
 from collections import OrderedDict
@@ -195,7 +197,10 @@ class LanguageModel(NNsight):
 
     ``LanguageModel(path)`` loads a local checkpoint or hub repo (saved by transformers or converted
     for mlx-lm) through ``loading.load``;
-    ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. ``view="hf"`` (default) presents
+    ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. A transformers tokenizer passed in
+    becomes ``model.tokenizer`` and is configured in place as nnsight configures it (pad = eos when it
+    has none, left padding); an mlx-lm ``TokenizerWrapper`` passed in is left as given and the model
+    configures a copy of the tokenizer inside it. ``view="hf"`` (default) presents
     transformers' module paths and output structures where an adapter exists; ``view="mlx"`` the
     plain mlx-lm tree.
     """
@@ -209,10 +214,11 @@ class LanguageModel(NNsight):
             from .loading import load
 
             module, loaded_tok, saved = load(model, kwargs.get("revision"), kwargs.get("trust_remote_code"))
-            tokenizer = tokenizer if tokenizer is not None else loaded_tok
+            passed = tokenizer is not None
+            tokenizer = tokenizer if passed else loaded_tok
             config = config or saved
         else:
-            module = model
+            module, passed = model, True
             if tokenizer is None:
                 raise TypeError("LanguageModel(module) needs tokenizer=...")
         dtype = dtype if dtype is not None else torch_dtype
@@ -223,8 +229,14 @@ class LanguageModel(NNsight):
         super().__init__(hf_module if hf_module is not None else module, **kwargs)
         from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-        # mlx-lm's wrapper holds a transformers tokenizer; nnsight scripts expect that one.
-        tok = tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
+        # mlx-lm's wrapper holds a transformers tokenizer; nnsight scripts expect that one. nnsight
+        # configures the tokenizer it is given in place (pad = eos when missing, left padding), so a
+        # transformers tokenizer is configured as there; a wrapper the caller keeps for mlx-lm is
+        # left as given: the model configures its own copy of the inner tokenizer.
+        if isinstance(tokenizer, TokenizerWrapper):
+            tok = copy.deepcopy(tokenizer._tokenizer) if passed else tokenizer._tokenizer
+        else:
+            tok = tokenizer
         if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
             tok.pad_token = tok.eos_token
         if hasattr(tok, "padding_side"):
