@@ -64,11 +64,7 @@ def push_tracer(tracer: Any) -> None:
 
 def pop_tracer(tracer: Any) -> None:
     """Forget ``tracer`` wherever it is on this thread's stack (a no-op when it is not there)."""
-    tracers = _open.tracers
-    for i in range(len(tracers) - 1, -1, -1):
-        if tracers[i] is tracer:
-            del tracers[i]
-            return
+    _forget(_open.tracers, tracer)
 
 
 def push_session(session: Any) -> None:
@@ -76,10 +72,14 @@ def push_session(session: Any) -> None:
 
 
 def pop_session(session: Any) -> None:
-    sessions = _open.sessions
-    for i in range(len(sessions) - 1, -1, -1):
-        if sessions[i] is session:
-            del sessions[i]
+    _forget(_open.sessions, session)
+
+
+def _forget(stack: list[Any], item: Any) -> None:
+    """Remove the innermost occurrence of ``item`` (by identity) from ``stack``, if any."""
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is item:
+            del stack[i]
             return
 
 
