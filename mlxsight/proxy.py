@@ -70,6 +70,12 @@ def find_recorder(value: Any) -> "Recorder | None":
     return found[0] if found else None
 
 
+def example(value: Any) -> Any:
+    """What a proxy stands for while recording (an ``mx.array`` of the right shape and dtype, a
+    tuple of them, ...; ``UNKNOWN`` where not known); any other value is returned as it is."""
+    return value._meta if isinstance(value, Proxy) else value
+
+
 def apply(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Record ``fn(*args, **kwargs)`` (e.g. an ``mlx.core`` function) on proxies inside a trace."""
     recorder = find_recorder((args, kwargs))

@@ -17,7 +17,8 @@ from .result import Result
 from .standardize import ArchitectureError, Standardized, standardize
 from .steering import (ScaleSearch, SteeringResult, SteeringVector, generate_steered, scale_search, steer,
                        steering_vector)
-from .tuned_lens import TunedLens, sample_corpus
+from .corpus import sample_corpus
+from .tuned_lens import TunedLens
 
 __all__ = [
     "backend", "standardize", "Standardized", "ArchitectureError", "Result",

@@ -51,6 +51,20 @@ def is_torch(value: Any) -> bool:
     return type(value).__module__.split(".")[0] == "torch"
 
 
+def is_proxy(value: Any) -> bool:
+    """An mlxsight value recorded inside a trace (nnsight hands real tensors instead)."""
+    from ..proxy import Proxy
+
+    return isinstance(value, Proxy)
+
+
+def is_sequence(value: Any) -> bool:
+    """A tuple or list output (also while an mlxsight trace records it)."""
+    from ..proxy import example
+
+    return isinstance(example(value), (tuple, list))
+
+
 def to_numpy(value: Any, dtype: Any = None) -> np.ndarray:
     """A backend tensor (or a nested list of them) as a numpy array.
 

@@ -15,10 +15,12 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import numpy as np
+
+from . import backend
 
 ARCHITECTURES = ("standard", "jumprelu", "topk", "gated")
 SAE_LENS_WEIGHTS = "sae_weights.safetensors"
@@ -96,23 +98,16 @@ class Site:
         """The activation this site reads, inside a trace (the first element of a tuple output,
         such as transformers' ``(attn_output, attn_weights)``)."""
         value = getattr(self.module(model), self.kind)
-        return value[0] if _is_tuple(value) else value
+        return value[0] if backend.is_sequence(value) else value
 
     def write(self, model: Any, value: Any) -> None:
         """Replace the activation this site reads, inside a trace."""
         module = self.module(model)
         current = getattr(module, self.kind)
-        if _is_tuple(current):
+        if backend.is_sequence(current):
             current[0][...] = value  # in place: the other members of the tuple stay as they are
         else:
             setattr(module, self.kind, value)
-
-
-def _is_tuple(value: Any) -> bool:
-    from ..proxy import Proxy
-
-    # An mlxsight proxy knows its value's structure while recording (its meta); nnsight hands real values.
-    return isinstance(value, tuple) or isinstance(value, Proxy) and isinstance(value._meta, (tuple, list))
 
 
 def _walk(obj: Any, path: str) -> Any:
@@ -211,12 +206,6 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "requires_grad")
 
 
-def _is_proxy(x: Any) -> bool:
-    from ..proxy import Proxy
-
-    return isinstance(x, Proxy)
-
-
 # --- the SAE --------------------------------------------------------------------------------------
 
 @dataclass
@@ -302,12 +291,27 @@ class SAE:
         """The reconstruction error ``x - forward(x)``, in x's dtype."""
         return self._dispatch(lambda ops, p, v: v - ops.cast(self._forward(ops, p, v), v), x)
 
+    def splice(self, x: Any, edit: Callable[[Any], Any] | None = None) -> Any:
+        """``x`` with its reconstruction replaced by the reconstruction of ``edit(encode(x))``: the
+        error term ``x - forward(x)`` is kept, so ``splice(x)`` equals ``x`` up to rounding."""
+        def fn(ops, p, v):
+            sae_in, state = self._sae_in(ops, p, v)
+            f = self._activate(ops, p, sae_in)
+            clean = self._linear_decode(ops, p, f)
+            edited = clean if edit is None else self._linear_decode(ops, p, edit(f))
+            if state is not None:  # run-time normalisation: both reconstructions back in v's scale
+                undo = (lambda y: y / state[1]) if state[0] == "scale" else (lambda y: y * state[2] + state[1])
+                clean, edited = undo(clean), undo(edited)
+            return ops.cast(edited, v) + (v - ops.cast(clean, v))
+
+        return self._dispatch(fn, x)
+
     def hidden_pre(self, x: Any) -> Any:
         """Encoder pre-activations (the magnitude path for gated SAEs), before the nonlinearity."""
         return self._dispatch(lambda ops, p, v: self._pre(ops, p, self._sae_in(ops, p, v)[0]), x)
 
     def _dispatch(self, fn, x: Any) -> Any:
-        if _is_proxy(x):
+        if backend.is_proxy(x):
             from ..tracer import apply
 
             return apply(lambda v: fn(_MLX, self.params, v), x)

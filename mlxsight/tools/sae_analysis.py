@@ -16,8 +16,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from . import backend
 from .result import Result
-from .sae import SAE, Site, _is_proxy, _is_torch
+from .sae import SAE, Site
 
 Edit = Callable[[Any], Any]
 
@@ -32,7 +33,7 @@ def splice(model: Any, sae: SAE, edit: Edit | None = None, *, site: Site | str |
     site = _site(sae, site)
     h = site.read(model)
     features = sae.encode(h)
-    site.write(model, _spliced(sae, h, edit))
+    site.write(model, sae.splice(h, edit))
     return features
 
 
@@ -73,20 +74,6 @@ def feature_edit(d_sae: int, *, set_to: dict[int, float] | None = None,
     return edit
 
 
-def _spliced(sae: SAE, h: Any, edit: Edit | None) -> Any:
-    def fn(ops, p, x):
-        sae_in, state = sae._sae_in(ops, p, x)
-        f = sae._activate(ops, p, sae_in)
-        clean = sae._linear_decode(ops, p, f)
-        edited = clean if edit is None else sae._linear_decode(ops, p, edit(f))
-        if state is not None:  # run-time normalisation: both reconstructions back in x's scale
-            undo = (lambda y: y / state[1]) if state[0] == "scale" else (lambda y: y * state[2] + state[1])
-            clean, edited = undo(clean), undo(edited)
-        return ops.cast(edited, x) + (x - ops.cast(clean, x))
-
-    return sae._dispatch(fn, h)
-
-
 def _site(sae: SAE, site: Site | str | None) -> Site:
     if isinstance(site, str):
         return Site.parse(site)
@@ -98,14 +85,14 @@ def _site(sae: SAE, site: Site | str | None) -> Site:
 
 def _like(values: np.ndarray, like: Any) -> Any:
     """``values`` as the backend array ``like`` is (a proxy's values become mx.arrays)."""
-    if _is_torch(like):
+    if backend.is_torch(like):
         import torch
 
         return torch.from_numpy(values).to(device=like.device, dtype=like.dtype)
     import mlx.core as mx
 
     arr = mx.array(values)
-    return arr if _is_proxy(like) else arr.astype(like.dtype)
+    return arr if backend.is_proxy(like) else arr.astype(like.dtype)
 
 
 # --- whole analyses -------------------------------------------------------------------------------
@@ -265,7 +252,7 @@ def _tokens(model: Any, text: str) -> list[str]:
 
 
 def _numpy(x: Any) -> np.ndarray:
-    if _is_torch(x):
+    if backend.is_torch(x):
         return x.detach().float().cpu().numpy()
     import mlx.core as mx
 

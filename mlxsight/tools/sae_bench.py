@@ -27,7 +27,7 @@ def activations(n: int = 65_536) -> np.ndarray:
     """``n`` residual-stream activations of stories260K (layer 2), scaled to mean norm sqrt(d)."""
     from .. import assets
     from ..model import LanguageModel
-    from .tuned_lens import sample_corpus
+    from .corpus import sample_corpus
 
     model = LanguageModel(assets.path("stories260k"))
     buffer = ActivationBuffer(model, "blocks.2.hook_resid_post", sample_corpus(model, 256, max_tokens=128), capacity=n)

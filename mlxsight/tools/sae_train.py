@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import assets
     from ..model import LanguageModel
-    from .tuned_lens import sample_corpus
+    from .corpus import sample_corpus
 
     parser = argparse.ArgumentParser(prog="python -m mlxsight.tools.sae_train", description=main.__doc__)
     parser.add_argument("--architecture", default="topk", choices=ARCHITECTURES)
