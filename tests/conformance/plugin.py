@@ -4,11 +4,8 @@ Loaded before the suite's own conftest, so the suite imports the chosen backend:
 ``MLXSIGHT_CONFORMANCE_BACKEND=nnsight`` the installed package, ``mlx`` mlxsight's shim through
 ``compat`` (exactly as ``python -m compat run --backend mlx`` does for a script).
 
-On the nnsight backend one fix is applied to nnsight itself, for this environment: with
-transformers 5.23 a task's pipeline class is registered as a dotted string, so nnsight 0.8.1's
-``TransformersModel._loaded_preprocessors`` finds no ``_load_tokenizer`` flag on it and a model that
-is not dispatched at construction gets no tokenizer ("Impossible to guess which tokenizer to use").
-The fix resolves the string first, as transformers' own ``pipeline()`` does.
+On the nnsight backend, nnsight is adapted to this offline environment
+(``conformance.environment.adapt_nnsight``).
 
 ``MLXSIGHT_CONFORMANCE_NNTERP=1`` applies the two adapters nnterp 1.3.0 needs on nnsight 0.8 (it
 targets nnsight <= 0.7), identically on both backends:
@@ -29,36 +26,17 @@ BACKEND = os.environ.get("MLXSIGHT_CONFORMANCE_BACKEND", "nnsight")
 def _prepare() -> None:
     from compat.runner import prepare
 
+    from conformance.environment import adapt_nnsight
+
     prepare(BACKEND)
     import nnsight
 
     if getattr(nnsight, "BACKEND", "nnsight") != BACKEND:
         raise RuntimeError(f"asked for backend {BACKEND!r}, imported {nnsight.__file__}")
     if BACKEND == "nnsight":
-        _resolve_pipeline_impl()
+        adapt_nnsight()
     if os.environ.get("MLXSIGHT_CONFORMANCE_NNTERP") == "1":
         _nnterp_adapters(nnsight)
-
-
-def _resolve_pipeline_impl() -> None:
-    from nnsight.modeling.transformers import TransformersModel
-    from transformers import pipelines
-
-    flags = {"tokenizer": "_load_tokenizer", "image_processor": "_load_image_processor",
-             "feature_extractor": "_load_feature_extractor", "processor": "_load_processor"}
-    original = TransformersModel._loaded_preprocessors
-
-    def _loaded_preprocessors(self):
-        try:
-            _, targeted, _ = pipelines.check_task(self.task)
-            impl = targeted["impl"]
-            if isinstance(impl, str):
-                impl = pipelines._resolve_impl(impl)
-        except Exception:  # noqa: BLE001 - nnsight's own fallback
-            return original(self)
-        return {attr for attr, flag in flags.items() if getattr(impl, flag, False)}
-
-    TransformersModel._loaded_preprocessors = _loaded_preprocessors
 
 
 def _nnterp_adapters(nnsight) -> None:

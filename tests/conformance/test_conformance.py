@@ -57,3 +57,26 @@ def test_subset_passes_on_both_backends(suite, ids, fetch, tmp_path):
                 failures.append(f"{backend}: {nodeid}: {got['outcome']}: {got['message']}")
     log = {b: (tmp_path / f"{b}.log").read_text()[-2000:] for b in run.BACKENDS if (tmp_path / f"{b}.log").exists()}
     assert not failures, "\n".join(failures) + "\n" + "\n".join(f"--- {b} log tail\n{t}" for b, t in log.items())
+
+
+# Pages of nnsight 0.8.1's published documentation whose code blocks (run unchanged, notebook-style)
+# must give mlxsight the same saved values as nnsight; the full run is `python -m conformance.docs`.
+DOC_PAGES = ["docs/usage/generate.md", "docs/usage/invoke-and-batching.md", "docs/usage/save.md",
+             "docs/patterns/logit-lens.md"]
+
+
+def test_documentation_examples_match_nnsight(tmp_path):
+    from conformance import docs
+
+    found = docs.pages(fetched(sources.nnsight_tests))
+    failures = []
+    for page in DOC_PAGES:
+        folder = tmp_path / page.replace("/", "__")
+        docs.write_page(found[page], folder)
+        sides = {b: docs.run_side(b, folder, timeout=600) for b in ("nnsight", "mlx")}
+        rows = docs.judge(folder, len(found[page]), sides)
+        ran = [r for r in rows if r["nnsight"] == "ok"]
+        if not ran:
+            failures.append(f"{page}: no block ran on nnsight (the harness is broken)")
+        failures += [f"{page} block {r['block']}: {r['reason']}" for r in ran if not r["passed"]]
+    assert not failures, "\n".join(failures)
