@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aliasing import Item
+from . import context
 from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where
 from .graph import Graph, HookPoint, Node
 from .structure import Structure
@@ -71,7 +72,8 @@ class Compiler:
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
                 materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
         key = (tuple(graph.shape), tuple(n.index for n in outputs),
-               tuple((n.index, before) for n, before, _ in materialized), stop_early)
+               tuple((n.index, before) for n, before, _ in materialized), stop_early,
+               context.settings.relaxed_order)  # the order checks differ
         with self.lock:
             entry = self.cache.get(key)
             if entry is not None and entry[0] is structure:
@@ -199,7 +201,8 @@ def _backward_positions(graph: Graph, order, origin) -> dict[int, tuple[Node, tu
     """Where each node of a backward pass fires: ``(loss, position, key)`` per node index. A
     ``grad``/``set_grad`` node fires when its pass's cotangent reaches its target; a node computed
     from gradients fires with the last of them the backward reaches (of the last pass). Checks each
-    gradient's target and that no edit is made from a gradient the backward reaches later."""
+    gradient's target and nnsight's order: within a pass gradients are requested from the loss back
+    (reads may opt out with ``relaxed_order``: their values do not depend on it; edits may not)."""
     passes: dict[int, int] = {}  # loss node index -> pass number, in recording order
     positions: dict[int, tuple[Node, tuple, Any]] = {}
     reached: dict[int, tuple] = {}  # per pass: the furthest backward position a gradient was read at
@@ -223,8 +226,16 @@ def _backward_positions(graph: Graph, order, origin) -> dict[int, tuple[Node, tu
                         f"this gradient edit comes after a gradient the backward pass only reaches later "
                         f"({_describe_key(other)}): within a backward, gradients are reached from the loss "
                         f"back, so read and set them in that order (as nnsight requires)", node.where)
-            elif reached.get(number, ((-1,),))[0] < own[1]:
-                reached[number] = (own[1], own[2])
+            else:
+                furthest = reached.get(number)
+                if furthest is None or furthest[0] < own[1]:
+                    reached[number] = (own[1], own[2])
+                elif furthest[0] > own[1] and not context.settings.relaxed_order:
+                    raise OutOfOrderError(
+                        f"this gradient is requested after {_describe_key(furthest[1])}, which the backward "
+                        f"pass reaches later: gradients flow from the loss back, so request them in reverse "
+                        f"forward order (as nnsight requires), or opt in with mlxsight.set_relaxed_order(True)",
+                        node.where)
             positions[node.index] = own
         elif found:
             positions[node.index] = max(found, key=lambda p: p[1])
