@@ -143,8 +143,11 @@ class Envoy:
         aliases = self._alias_envoys()
         if name in aliases:
             return aliases[name]
-        if self._is_list and name.lstrip("-").isdigit():
-            raise AttributeError(f"{self.path} has {len(self._module)} modules; index {name} is out of range")
+        if self._is_list and name.lstrip("-").isdigit():  # ``getattr(layers, "-1")``: an entry by index
+            try:
+                return self[int(name)]
+            except IndexError as e:
+                raise AttributeError(str(e)) from None
         try:
             attr = getattr(self._module, name)
         except AttributeError:

@@ -66,7 +66,8 @@ def test_a_module_list_is_an_envoy_with_list_behaviour(stories):
     modules = stories.mlx_model.model.layers
     assert type(layers) is Envoy and len(layers) == len(modules) == 5 and bool(layers)
     assert [e._module for e in layers] == list(modules)  # iteration: the entries, in order
-    assert layers[-1] is layers[4] is layers["4"] is getattr(layers, "4")
+    assert layers[-1] is layers[4] is layers["4"] is getattr(layers, "4") is getattr(layers, "-1")
+    assert not hasattr(layers, "5")
     assert layers[1:3] == [layers[1], layers[2]] and layers[4].parent is layers
     assert layers.path == "model.model.layers" and layers[2].path == "model.model.layers.2"
     assert stories.get("model.layers.-1") is layers[4]
