@@ -1,5 +1,5 @@
-"""The body of a ``with`` block, run as code of its own: nnsight's deprecated block form
-``with tracer.iter[...]:`` runs its body once per step.
+"""The body of a ``with`` block, as code of its own: nnsight's deprecated block form
+``with tracer.iter[...]:`` runs its body once per step, and ``tracer.info`` (``BlockInfo``) gives it.
 
 ``enter(steps)`` reads the block back from the caller's file, runs its body once per step in the
 caller's variables (writing new and rebound names back), then makes the inline body not run: a
@@ -22,10 +22,35 @@ class SkipBlock(Exception):
     """Raised at the first line of a block whose body already ran; swallowed by its ``__exit__``."""
 
 
+class BlockInfo:
+    """Where a trace block is, as nnsight's ``tracer.info``: ``frame``, the live frame the block runs
+    in (``None`` once the block has ended: nnsight drops it so the caller's scope can be freed), its
+    ``filename`` and ``line``, and ``code``, the block's body compiled (read from the file on first use)."""
+
+    def __init__(self, frame: FrameType) -> None:
+        self.frame: FrameType | None = frame
+        self.filename, self.line = frame.f_code.co_filename, frame.f_lineno
+        self._globals = frame.f_globals
+        self._code: CodeType | None = None
+
+    @property
+    def code(self) -> CodeType:
+        if self._code is None:
+            self._code = compile_body(self.filename, self.line, self._globals)
+        return self._code
+
+    def __repr__(self) -> str:
+        return f"BlockInfo({self.filename}:{self.line})"
+
+
 def body_code(frame: FrameType) -> CodeType:
     """The compiled body of the ``with`` statement the frame is executing (its own file's lines)."""
-    filename, line = frame.f_code.co_filename, frame.f_lineno
-    source = "".join(linecache.getlines(filename, frame.f_globals))
+    return compile_body(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+
+
+def compile_body(filename: str, line: int, globals_: dict) -> CodeType:
+    """The compiled body of the ``with`` statement being entered at ``filename:line``."""
+    source = "".join(linecache.getlines(filename, globals_))
     if not source:
         raise RuntimeError(f"the block form needs the script's source ({filename} is not readable): "
                            "write `for step in tracer.iter[...]:` instead")

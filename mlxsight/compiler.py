@@ -18,19 +18,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aliasing import Item
+from . import context
 from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where
 from .graph import Graph, HookPoint, Node
 from .structure import Structure
 
 
 @dataclass
+class BackwardPass:
+    """One ``backward()`` of a trace: its loss, and per gradient target (a ``grad_key``) the nodes
+    that fire when the backward's cotangent reaches that target, in recording order. A ``set_grad``
+    among them changes the cotangent that flows on, as a torch tensor hook returning a new grad."""
+
+    loss: Node
+    at: dict[Any, list[Node]] = field(default_factory=dict)
+
+
+@dataclass
 class Schedule:
     before: list[Node] = field(default_factory=list)  # nodes that need no value from the forward
     at: dict[HookPoint, list[Node]] = field(default_factory=dict)
-    after: list[Node] = field(default_factory=list)  # gradients, and what is computed from them
+    backward: list[BackwardPass] = field(default_factory=list)  # one per backward(), in recording order
     stop_after: HookPoint | None = None
-    loss: Node | None = None
-    grad_targets: list[Node] = field(default_factory=list)
 
     @property
     def hooked_paths(self) -> set[str]:
@@ -39,16 +48,16 @@ class Schedule:
     def indices(self) -> tuple:
         """This schedule with node indices for nodes: what another graph of the same shape reuses."""
         ids = lambda nodes: [n.index for n in nodes]  # noqa: E731
-        return (ids(self.before), {p: ids(ns) for p, ns in self.at.items()}, ids(self.after), self.stop_after,
-                None if self.loss is None else self.loss.index, ids(self.grad_targets))
+        passes = [(b.loss.index, {k: ids(ns) for k, ns in b.at.items()}) for b in self.backward]
+        return ids(self.before), {p: ids(ns) for p, ns in self.at.items()}, passes, self.stop_after
 
     @classmethod
     def from_indices(cls, indices: tuple, graph: Graph) -> "Schedule":
-        before, at, after, stop_after, loss, grads = indices
+        before, at, passes, stop_after = indices
         nodes = graph.nodes
         pick = lambda ids: [nodes[i] for i in ids]  # noqa: E731
-        return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, pick(after), stop_after,
-                   None if loss is None else nodes[loss], pick(grads))
+        backward = [BackwardPass(nodes[loss], {k: pick(ids) for k, ids in targets.items()}) for loss, targets in passes]
+        return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, backward, stop_after)
 
 
 class Compiler:
@@ -63,7 +72,8 @@ class Compiler:
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
                 materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
         key = (tuple(graph.shape), tuple(n.index for n in outputs),
-               tuple((n.index, before) for n, before, _ in materialized), stop_early)
+               tuple((n.index, before) for n, before, _ in materialized), stop_early,
+               context.settings.relaxed_order)  # the order checks differ
         with self.lock:
             entry = self.cache.get(key)
             if entry is not None and entry[0] is structure:
@@ -105,30 +115,34 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
 
     _check_materialized(graph, order, origin, materialized)
     _check_skipped(graph)
-    after = _after_backward(graph, order, origin)
+    backward = _backward_positions(graph, order, origin)
 
     rank = lambda n: order[origin[n.index][0]] if origin.get(n.index) else -1  # noqa: E731
     horizon = max((rank(n) for n in outputs), default=-1)
     needed: set[int] = set()
     stack = list(outputs) + [n for n in graph if n.op in ("write", "skip") and order[n.target] <= horizon]
     while stack:
-        node = stack.pop()
-        if node.index not in needed:
-            needed.add(node.index)
-            stack.extend(node.inputs())
+        while stack:
+            node = stack.pop()
+            if node.index not in needed:
+                needed.add(node.index)
+                stack.extend(node.inputs())
+        # a gradient edit matters to every later read of its backward pass
+        losses = {n.args[1].index for n in graph if n.op == "grad" and n.index in needed}
+        stack = [n for n in graph if n.op == "set_grad" and n.index not in needed and n.args[1].index in losses]
 
     schedule = Schedule()
+    passes: dict[int, BackwardPass] = {}
     for node in graph:
         if node.index not in needed:
             continue
         o = origin[node.index]
-        if node.index in after:
-            schedule.after.append(node)
-            if node.op == "grad":
-                schedule.loss = node.args[1]
-                key = grad_key(node)
-                if key not in [grad_key(g) for g in schedule.grad_targets]:
-                    schedule.grad_targets.append(node)
+        if node.index in backward:
+            loss, _, key = backward[node.index]
+            if loss.index not in passes:
+                passes[loss.index] = BackwardPass(loss)
+                schedule.backward.append(passes[loss.index])
+            passes[loss.index].at.setdefault(key, []).append(node)
         elif o is None:
             schedule.before.append(node)
         else:
@@ -165,7 +179,7 @@ def _check_skipped(graph: Graph) -> None:
 
 
 def grad_key(node: Node) -> Any:
-    """What a ``grad`` node differentiates with respect to: a hook point's value (the array the
+    """What a ``grad`` or ``set_grad`` node differentiates with respect to: a hook point's value (the array the
     leading element lookups of its view chain reach, e.g. ``.input`` in ``(args, kwargs)``), or a node."""
     kind, point, chain = node.target
     if kind != "slot":
@@ -183,18 +197,50 @@ def grad_items(chain: tuple) -> tuple:
     return tuple(items)
 
 
-def _after_backward(graph: Graph, order, origin) -> set[int]:
-    """Nodes that need gradients: they run after the backward pass. Checks each ``.grad``."""
-    after: set[int] = set()
+def _backward_positions(graph: Graph, order, origin) -> dict[int, tuple[Node, tuple, Any]]:
+    """Where each node of a backward pass fires: ``(loss, position, key)`` per node index. A
+    ``grad``/``set_grad`` node fires when its pass's cotangent reaches its target; a node computed
+    from gradients fires with the last of them the backward reaches (of the last pass). Checks each
+    gradient's target and nnsight's order: within a pass gradients are requested from the loss back
+    (reads may opt out with ``relaxed_order``: their values do not depend on it; edits may not)."""
+    passes: dict[int, int] = {}  # loss node index -> pass number, in recording order
+    positions: dict[int, tuple[Node, tuple, Any]] = {}
+    reached: dict[int, tuple] = {}  # per pass: the furthest backward position a gradient was read at
     for node in graph:
-        if node.op == "grad":
-            target, loss = node.args
+        found = [positions[d.index] for d in node.deps if d.index in positions]
+        if node.op in ("grad", "set_grad"):
+            target, loss = node.args[:2]
             t, l = origin.get(target.index), origin.get(loss.index)
             if t is None or l is None or order[t[0]] > order[l[0]]:
                 raise TraceError(
                     "this .grad is of a value the loss does not depend on (it is not computed by the forward "
                     "before the loss)", node.where, loss.where)
-            after.add(node.index)
-        elif any(d.index in after for d in node.deps):
-            after.add(node.index)
-    return after
+            number = passes.setdefault(loss.index, len(passes))
+            own = (loss, (number, -order[t[0]]), grad_key(node))
+            later = max(found, key=lambda p: p[1], default=None)
+            if node.op == "set_grad":
+                furthest = reached.get(number)
+                if later is not None and later[1] > own[1] or furthest is not None and furthest[0] > own[1]:
+                    other = later[2] if later is not None and later[1] > own[1] else furthest[1]
+                    raise OutOfOrderError(
+                        f"this gradient edit comes after a gradient the backward pass only reaches later "
+                        f"({_describe_key(other)}): within a backward, gradients are reached from the loss "
+                        f"back, so read and set them in that order (as nnsight requires)", node.where)
+            else:
+                furthest = reached.get(number)
+                if furthest is None or furthest[0] < own[1]:
+                    reached[number] = (own[1], own[2])
+                elif furthest[0] > own[1] and not context.settings.relaxed_order:
+                    raise OutOfOrderError(
+                        f"this gradient is requested after {_describe_key(furthest[1])}, which the backward "
+                        f"pass reaches later: gradients flow from the loss back, so request them in reverse "
+                        f"forward order (as nnsight requires), or opt in with mlxsight.set_relaxed_order(True)",
+                        node.where)
+            positions[node.index] = own
+        elif found:
+            positions[node.index] = max(found, key=lambda p: p[1])
+    return positions
+
+
+def _describe_key(key: Any) -> str:
+    return f"the gradient at '{key[1]}'" if key[0] == "slot" else f"the gradient of node %{key[1]}"

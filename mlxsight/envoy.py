@@ -2,13 +2,16 @@
 
 ``model.model.layers[3].output`` walks envoys (one per module, cached, so identity holds) and ends
 at a proxy served by the open tracer. Outside a trace an envoy is a plain view of the module:
-attributes, parameters and methods fall through to it.
+attributes, parameters and methods fall through to it. A list of modules (MLX's ModuleList) has an
+envoy too, as in nnsight: indexing, slicing, iteration and ``len`` reach its entries.
+
+``rename=`` aliases and ``envoys=`` keys are matched by the rules at the end of this module
+(``path_ends_with``, ``spellings``), which are nnsight's.
 """
 
 from __future__ import annotations
 
 import difflib
-import itertools
 from typing import TYPE_CHECKING, Any, Iterator
 
 import mlx.nn as nn
@@ -45,6 +48,11 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
+def _is_module_list(value: Any) -> bool:
+    """A list of modules (an MLX ``ModuleList``): a plain list or tuple whose entries are modules."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, nn.Module) for v in value)
+
+
 def _has_proxy(value: Any) -> bool:
     if isinstance(value, Proxy):
         return True
@@ -56,9 +64,9 @@ def _has_proxy(value: Any) -> bool:
 
 
 class Envoy:
-    """A module of the traced model, addressed by its path."""
+    """A module of the traced model (or a list of modules), addressed by its path."""
 
-    def __init__(self, module: nn.Module, path: str, root: "NNsight | None") -> None:
+    def __init__(self, module: nn.Module | list, path: str, root: "NNsight | None") -> None:
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_root", root if root is not None else self)
@@ -71,42 +79,56 @@ class Envoy:
         return _join("model", self._path)
 
     @property
-    def parent(self) -> "Envoy | EnvoyList | None":
+    def parent(self) -> "Envoy | None":
         """The envoy this one hangs under (``None`` for the root), as nnsight's ``.parent``."""
         if not self._path:
             return None
         head, _, _ = self._path.rpartition(".")
         return self._root.get(head) if head else self._root
 
-    def _child(self, name: str) -> "Envoy | EnvoyList | None":
+    @property
+    def _is_list(self) -> bool:
+        return isinstance(self._module, (list, tuple))
+
+    def _child(self, name: str) -> "Envoy | None":
         if name in self._envoys:
             return self._envoys[name]
         module = self._module
-        value = module.get(name) if isinstance(module, dict) else None
-        if isinstance(value, nn.Module):
-            path = _join(self._path, name)
-            child: Any = envoy_class(self._root, value, path)(value, path, self._root)
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, nn.Module) for v in value):
-            child = EnvoyList(value, _join(self._path, name), self._root)
+        if self._is_list:  # a list's entries are named by their index, as torch's ModuleList names them
+            value = module[int(name)] if name.isdigit() and int(name) < len(module) else None
         else:
+            value = module.get(name) if isinstance(module, dict) else None
+        if not (isinstance(value, nn.Module) or _is_module_list(value)):
             return None
+        path = _join(self._path, name)
+        child = envoy_class(self._root, value, path)(value, path, self._root)
         self._envoys[name] = child
         return child
 
     def _child_names(self) -> list[str]:
         module = self._module
-        return [k for k, v in module.items() if isinstance(v, nn.Module)
-                or (isinstance(v, (list, tuple)) and v and all(isinstance(x, nn.Module) for x in v))]
+        if self._is_list:
+            return [str(i) for i in range(len(module))]
+        return [k for k, v in module.items() if isinstance(v, nn.Module) or _is_module_list(v)]
 
-    def _aliases(self) -> dict[str, Any]:
+    @property
+    def _aliases(self) -> dict[str, str]:
+        """``rename=`` aliases bound on this envoy: alias -> the path it names from here (nnsight's
+        ``_aliases``: ``{"self_attn": "attn"}`` on a block, ``{"o_proj": "c_proj"}`` on its attention)."""
+        self._alias_envoys()
+        return dict(self.__dict__.get("_alias_paths", {}))
+
+    def _alias_envoys(self) -> dict[str, "Envoy"]:
         """``rename=`` aliases bound on this envoy: alias -> the very same envoy as the original."""
         root = self._root
+        if not getattr(root, "_rename", None):
+            return {}
         if not root.__dict__.get("_aliases_bound"):
             # An alias can be bound from an ancestor (dotted aliases), so bind them all at once.
             object.__setattr__(root, "_aliases_bound", True)
             envoys = root.modules()
             # a ModuleList is an envoy in nnsight too: keys like "1" bind on it
-            envoys += [c for e in envoys for c in map(e._child, e._child_names()) if isinstance(c, EnvoyList)]
+            envoys += [c for e in envoys for c in map(e._child, e._child_names()) if c._is_list]
             for envoy in envoys:
                 for key, alias in root._rename.items():
                     _bind_alias(envoy, key, alias)
@@ -118,9 +140,14 @@ class Envoy:
         child = self._child(name)
         if child is not None:
             return child
-        aliases = self._aliases() if getattr(self._root, "_rename", None) else {}
+        aliases = self._alias_envoys()
         if name in aliases:
             return aliases[name]
+        if self._is_list and name.lstrip("-").isdigit():  # ``getattr(layers, "-1")``: an entry by index
+            try:
+                return self[int(name)]
+            except IndexError as e:
+                raise AttributeError(str(e)) from None
         try:
             attr = getattr(self._module, name)
         except AttributeError:
@@ -148,25 +175,50 @@ class Envoy:
         """Resolve a dotted path relative to this envoy (``"model.layers.0.mlp.output"``)."""
         target: Any = self
         for part in path.split("."):
-            target = target[int(part)] if isinstance(target, EnvoyList) else getattr(target, part)
+            target = target[int(part)] if target._is_list and part.lstrip("-").isdigit() else getattr(target, part)
         return target
 
     def modules(self) -> list["Envoy"]:
+        """Every module's envoy under this one, this one last (lists of modules are not modules)."""
         out: list[Envoy] = []
         for name in self._child_names():
             child = self._child(name)
-            for envoy in (child if isinstance(child, EnvoyList) else [child]):
+            for envoy in (child if child._is_list else [child]):
                 out.extend(envoy.modules())
-        out.append(self)
+        if not self._is_list:
+            out.append(self)
         return out
 
     def named_modules(self) -> list[tuple[str, "Envoy"]]:
         return [(e.path, e) for e in self.modules()]
 
     def __iter__(self) -> Iterator["Envoy"]:
+        """A list's entries; a module's child modules (a list child's entries in its place)."""
         for name in self._child_names():
             child = self._child(name)
-            yield from (child if isinstance(child, EnvoyList) else [child])
+            yield from (child if child._is_list and not self._is_list else [child])
+
+    def __getitem__(self, index: Any) -> Any:
+        """An entry by index (``layers[-1]``), a list of entries by slice, a child by name."""
+        if isinstance(index, slice):
+            return [self._child(n) for n in self._child_names()][index]
+        if isinstance(index, str) and not index.lstrip("-").isdigit():
+            return getattr(self, index)
+        if not self._is_list:
+            return getattr(self, str(index))
+        index, n = int(index), len(self._module)
+        if not -n <= index < n:
+            raise IndexError(f"{self.path} has {n} modules; index {index} is out of range")
+        return self._child(str(index % n))
+
+    def __len__(self) -> int:
+        """A list's number of entries (a module has no length, as in torch)."""
+        if not self._is_list:
+            raise TypeError(f"object of type '{type(self._module).__name__}' has no len()")
+        return len(self._module)
+
+    def __bool__(self) -> bool:
+        return bool(self._module) if self._is_list else True
 
     def __repr__(self) -> str:
         return "\n".join(self._repr_lines())
@@ -178,17 +230,16 @@ class Envoy:
 
     def _repr_lines(self) -> list[str]:
         """The module tree as torch prints it, runs of identical layers collapsed as nnsight does."""
+        if self._is_list:
+            return _list_repr(self)
         head = f"{type(self._module).__name__}("
         extra = self._module._extra_repr() if hasattr(self._module, "_extra_repr") else ""
-        aliases = {id(v): k for k, v in self._aliases().items()} if getattr(self._root, "_rename", None) else {}
+        aliases = {id(v): k for k, v in self._alias_envoys().items()}
         body: list[str] = []
         for name in self._child_names():
             child = self._child(name)
             label = f"{aliases[id(child)]}/{name}" if id(child) in aliases else name
-            if isinstance(child, EnvoyList):
-                body += _list_repr(label, child, aliases)
-            else:
-                body += _indent(f"({label}): ", child._repr_lines())
+            body += _indent(f"({label}): ", child._repr_lines())
         if not body:
             return [f"{head}{extra})"]
         return [head + (extra if extra else "")] + body + [")"]
@@ -256,42 +307,60 @@ def _refuse_foreign_call(name: str, value: Any) -> None:
     raise TraceError(f"{name} is called on a value of a trace of another model: a module runs on values of its own "
                      f"model's trace only. Save the value and call {name} on the saved array after the trace",
                      where_now())
-def envoy_class(root: Any, module: nn.Module, path: str) -> type:
-    """The Envoy class for ``module`` at ``path``: the first ``envoys=`` entry of the root that names
-    its class (by name, so transformers' class names select the HF-view modules) or a suffix of its
-    path (``*`` matches one component); else ``Envoy``."""
+def envoy_class(root: Any, module: nn.Module | list, path: str) -> type:
+    """The Envoy class for ``module`` at ``path``, by nnsight's rule: the first ``envoys=`` entry of
+    the root whose class key names the module's class (by name too, so transformers' class names
+    select the HF-view modules); else the first string key that ends a spelling of the path (the
+    native spelling first, then those the ``rename=`` aliases give; ``*`` matches one component);
+    else ``Envoy``."""
     entries = getattr(root, "_envoy_classes", ())
-    for key, cls in entries:  # native spellings first: they stand over alias spellings, as in nnsight
-        if isinstance(key, type) and module_is(module, key) or isinstance(key, str) and path_ends_with(path, key):
-            return cls
+    if not entries:
+        return Envoy
     for key, cls in entries:
-        for spelled in _native_spellings(key, getattr(root, "_rename", {})):
-            if isinstance(spelled, type) and module_is(module, spelled) or (
-                    isinstance(spelled, str) and path_ends_with(path, spelled)):
+        if isinstance(key, type) and module_is(module, key):
+            return cls
+    for spelled in spellings(getattr(root, "_rename", None), _join("model", path), module):
+        for key, cls in entries:
+            if isinstance(key, str) and path_ends_with(spelled, key):
                 return cls
     return Envoy
 
 
-def _native_spellings(key: Any, rename: dict) -> list[Any]:
-    """``key`` written with ``rename=`` aliases, spelled in native names: an alias component becomes
-    the path (or module class) it stands for (``"ffn"`` -> ``"mlp"``, ``"layers.*"`` -> ``"transformer.h.*"``)."""
-    if not isinstance(key, str) or not rename:
-        return []
-    natives: dict[str, list[Any]] = {}
-    for native, alias in rename.items():
-        natives.setdefault(alias.split(".")[-1], []).append(native.strip(".") if isinstance(native, str) else native)
-    parts = key.strip(".").split(".")
+def spellings(rename: dict | None, path: str, module: Any = None) -> list[str]:
+    """Every spelling of the dotted ``path`` under the ``rename`` aliases, the native one first.
+
+    nnsight's rule: a path is spelled as any spelling of its parent plus its last component, or,
+    where a ``rename`` key names it from an ancestor, as any spelling of the envoy the alias binds on
+    plus the alias's last component (a dotted alias binds further down, on the envoy its prefix
+    names). So spellings compose through ancestors: under ``{"transformer.h": "layers", "attn":
+    "self_attn"}``, ``model.transformer.h.0.attn`` is also ``model.layers.0.self_attn``. A class key
+    names ``module`` itself by type, so its alias spells that module and not what is under it."""
+    parts = path.split(".")
     if len(parts) == 1:
-        return list(natives.get(parts[0], ()))
-    # spellings compose: every alias component may stand for its native path ("layers.0.self_attn"
-    # -> "transformer.h.0.attn"); a class names one module, so it spells a one-component key only
-    options = [[part] + [n for n in natives.get(part, ()) if not isinstance(n, type)] for part in parts]
-    return [".".join(combo) for combo in itertools.product(*options) if list(combo) != parts]
+        return [path]
+    found = [f"{head}.{parts[-1]}" for head in spellings(rename, ".".join(parts[:-1]))]
+    for key, aliases in (rename or {}).items():
+        if isinstance(key, type):
+            if module is None or not module_is(module, key):
+                continue
+            length = 1
+        else:
+            length = len(key.strip(".").split("."))  # a key is relative to an ancestor: shorter than the path
+            if length >= len(parts) or not path_ends_with(path, key):
+                continue
+        for alias in [aliases] if isinstance(aliases, str) else aliases:
+            *prefix, name = alias.split(".")
+            if len(prefix) < length:
+                host = ".".join(parts[:len(parts) - length + len(prefix)])
+                found += [f"{head}.{name}" for head in spellings(rename, host)]
+    return found
 
 
 def module_is(module: nn.Module, cls: type) -> bool:
     """Whether ``module`` is a ``cls`` as a script means it: an instance, or, for a transformers class
     (``GPT2MLP``), the HF-view module standing for it (``MLP``: the family prefix dropped)."""
+    if isinstance(module, (list, tuple)):  # MLX holds a ModuleList as a plain list of modules
+        return cls.__name__ == "ModuleList"
     if isinstance(module, cls):
         return True
     name, own = cls.__name__, type(module).__name__
@@ -311,39 +380,34 @@ def _indent(prefix: str, lines: list[str]) -> list[str]:
     return ["  " + prefix + lines[0]] + ["  " + line for line in lines[1:]]
 
 
-def _list_repr(label: str, envoys: "EnvoyList", aliases: dict) -> list[str]:
-    """``(layers): ModuleList(`` with runs of identically printed items as ``(0-3): 4 x Block(``."""
-    lines = [f"  ({label}): ModuleList("]
-    items = [e._repr_lines() for e in envoys]
+def _list_repr(envoy: Envoy) -> list[str]:
+    """``ModuleList(`` with runs of identically printed entries as ``(0-3): 4 x Block(``."""
+    lines = ["ModuleList("]
+    items = [e._repr_lines() for e in envoy]
     i = 0
     while i < len(items):
         j = i
         while j + 1 < len(items) and items[j + 1] == items[i]:
             j += 1
-        if j > i:
-            lines += ["  " + line for line in _indent(f"({i}-{j}): {j - i + 1} x ", items[i])]
-        else:
-            lines += ["  " + line for line in _indent(f"({i}): ", items[i])]
+        lines += _indent(f"({i}-{j}): {j - i + 1} x " if j > i else f"({i}): ", items[i])
         i = j + 1
-    return lines + ["  )"]
+    return lines + [")"]
 
 
-def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
-    """Envoys reached from ``envoy`` by path components (``*`` matches any one child)."""
-    found = [envoy]
+def _resolve(envoy: Envoy, parts: list[str]) -> list[tuple[str, Envoy]]:
+    """``(path, envoy)`` for each envoy reached from ``envoy`` by path components, ``path`` spelled
+    as walked from it (``*`` matches any one child, an alias bound earlier its envoy)."""
+    found = [("", envoy)]
     for part in parts:
         nxt = []
-        for e in found:
+        for path, e in found:
             if part == "*":
-                nxt.extend(e if isinstance(e, EnvoyList) else [e._child(n) for n in e._child_names()])
-            elif isinstance(e, EnvoyList):
-                if part.isdigit() and int(part) < len(e):
-                    nxt.append(e[int(part)])
+                nxt.extend((_join(path, n), e._child(n)) for n in e._child_names())
             else:
                 # a component may be spelled by an alias bound earlier: spellings compose
                 child = e._child(part) or e.__dict__.get("_alias_table", {}).get(part)
                 if child is not None:
-                    nxt.append(child)
+                    nxt.append((_join(path, part), child))
         found = nxt
     return found
 
@@ -351,37 +415,39 @@ def _resolve(envoy: Any, parts: list[str]) -> list[Any]:
 def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
     """Bind ``alias`` for ``key`` where it resolves from ``envoy`` (nnsight's ``rename=`` rules)."""
     if isinstance(key, type):
-        if isinstance(envoy, EnvoyList):
+        if envoy._is_list:
             return  # a class key names a module's child by type; a list's entries are bound by index
-        targets = [envoy._child(n) for n in envoy._child_names()
-                   if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._module, key)]
+        children = [(n, envoy._child(n)) for n in envoy._child_names()]
+        targets = [(n, c) for n, c in children if not c._is_list and module_is(c._module, key)]
     else:
         targets = _resolve(envoy, key.lstrip(".").split("."))  # a leading dot changes nothing
     if not targets:
         return
+    relative, target = targets[0]
     *prefix, name = alias.split(".")
     if prefix:
         # A dotted alias binds on the envoy its prefix names, which must be an ancestor of the key's
         # module as the key spells it or natively (nnsight's rule): anything else has no host.
         spelled = ".".join(prefix) + "."
-        native = targets[0]._path[len(envoy._path) + 1:] if envoy._path else targets[0]._path
-        if "*" in spelled or not (native.startswith(spelled) or key.lstrip(".").startswith(spelled)):
+        native = target._path[len(envoy._path) + 1:] if envoy._path else target._path
+        if "*" in spelled or not (native.startswith(spelled) or relative.startswith(spelled)):
             raise ValueError(
                 f"`rename` alias {alias!r} for {key!r} names no ancestor of it on `{envoy.path}`: a "
                 f"dotted alias binds on the envoy its prefix names, so the prefix spells the start "
                 f"of the key's path, without `*`")
-    holders = _resolve(envoy, prefix) if prefix else [envoy]
+        relative = (relative if relative.startswith(spelled) else native)[len(spelled):]
+    holders = [h for _, h in _resolve(envoy, prefix)] if prefix else [envoy]
     for holder in holders:
-        if isinstance(holder, EnvoyList) and holder is not envoy:
+        if holder._is_list and holder is not envoy:
             continue
-        taken = name.lstrip("-").isdigit() if isinstance(holder, EnvoyList) else holder._child(name) is not None
+        taken = name.lstrip("-").isdigit() if holder._is_list else holder._child(name) is not None
         if taken or name in ("output", "input", "inputs", "source", "path"):
             raise ValueError(f"rename alias {alias!r} would shadow {holder.path}.{name}")
-        table = holder.__dict__.get("_alias_table")
-        if table is None:
-            table = {}
-            object.__setattr__(holder, "_alias_table", table)
-        table[name] = targets[0]
+        if "_alias_table" not in holder.__dict__:
+            object.__setattr__(holder, "_alias_table", {})
+            object.__setattr__(holder, "_alias_paths", {})
+        holder._alias_table[name] = target
+        holder._alias_paths[name] = relative
 
 
 class _BoundModuleMethod:
@@ -397,60 +463,6 @@ class _BoundModuleMethod:
                 _refuse_foreign_call(f"{self.envoy.path}.{self.name}", (args, kwargs))
             return tracer.recorder.call_module(self.envoy._path, self.name, args, kwargs)
         return self.fn(*args, **kwargs)
-
-
-class EnvoyList:
-    """A list of modules (``model.model.layers``): index, slice, iterate, ``len``."""
-
-    def __init__(self, modules: list, path: str, root: "NNsight") -> None:
-        self._modules = modules
-        self._path = path
-        self._root = root
-        self._items: dict[int, Envoy] = {}
-
-    @property
-    def path(self) -> str:
-        return _join("model", self._path)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(len(self))[index]]
-        if isinstance(index, str):
-            if not index.lstrip("-").isdigit():
-                return self.__getattr__(index)
-            index = int(index)
-        n = len(self._modules)
-        if not -n <= index < n:
-            raise IndexError(f"{self.path} has {n} modules; index {index} is out of range")
-        index %= n
-        if index not in self._items:
-            module, path = self._modules[index], f"{self._path}.{index}"
-            self._items[index] = envoy_class(self._root, module, path)(module, path, self._root)
-        return self._items[index]
-
-    def __iter__(self) -> Iterator[Envoy]:
-        return (self[i] for i in range(len(self)))
-
-    def __getattr__(self, name: str) -> Any:
-        """A ``rename=`` alias bound on this list (``{"1": "second_layer"}``)."""
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if getattr(self._root, "_rename", None):
-            self._root._aliases()  # binds every alias at once, this list's too
-        table = self.__dict__.get("_alias_table", {})
-        if name in table:
-            return table[name]
-        raise AttributeError(f"{self.path} has no module or alias {name!r}")
-
-    def __bool__(self) -> bool:
-        return bool(self._modules)
-
-    def __repr__(self) -> str:
-        kinds = sorted({type(m).__name__ for m in self._modules})
-        return f"{self.path}: {len(self)} x {'/'.join(kinds)}"
 
 
 class SourceEnvoy:

@@ -13,6 +13,9 @@ line. The opcodes are a closed set (``OPCODES``; ``Graph.create`` refuses any ot
   ``(module_path, method)``; args may contain nodes anywhere (see ``map_nodes``).
 - ``grad``   target: ``(kind, point, views)``; args: (value, loss): d loss / d value, where ``kind``
   "slot" means the value the forward continues with at ``point`` and ``views`` narrow the result.
+  It fires in the backward of ``loss``, when the cotangent reaches the value.
+- ``set_grad`` target: as ``grad``; args: (value, loss, new): the cotangent that flows on from the
+  value (to earlier values and to later ``grad`` reads of it) becomes ``new`` (``x.grad = new``).
 
 ``print(graph)`` shows it as code, one node a line, with the source line of each.
 """
@@ -28,7 +31,7 @@ from .tree import find_all, map_matching
 
 
 OPCODES = frozenset({"read", "write", "skip", "view", "put", "call_function", "call_method", "call_module",
-                     "grad"})
+                     "grad", "set_grad"})
 POINT_OPS = frozenset({"read", "write", "skip"})  # the opcodes whose target is a hook point
 
 
@@ -105,7 +108,7 @@ class Graph:
                                         "that made it (save it there; saved values leave as plain arrays)", where)
         node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
         self.nodes.append(node)
-        point = target if op in POINT_OPS else (target[:2] if op == "grad" else None)
+        point = target if op in POINT_OPS else (target[:2] if op in ("grad", "set_grad") else None)
         self.shape.append((op, point, tuple(d.index for d in deps)))
         return node
 
@@ -119,7 +122,7 @@ class Graph:
         rows = []
         for node in self.nodes:
             text = format_node(node)
-            text = text if node.op in ("write", "skip") else f"{node.name} = {text}"
+            text = text if node.op in ("write", "skip", "set_grad") else f"{node.name} = {text}"
             if node.index in self.outputs:
                 text += f"  -> {self.outputs[node.index]}"
             loc = f"{os.path.basename(node.where.file)}:{node.where.line}" if node.where else ""
@@ -165,10 +168,11 @@ def format_node(node: Node) -> str:
     if op == "skip":
         rows = node.kwargs.get("rows")
         return f"{t.module}.skip({format_arg(node.args[0])}{f', rows={rows}' if rows else ''})"
-    if op == "grad":
+    if op in ("grad", "set_grad"):
         kind, point, chain = t
         wrt = point.label() if kind == "slot" else format_arg(node.args[0])
-        return f"grad({format_arg(node.args[1])}, wrt={wrt}){''.join(str(c) for c in chain)}"
+        text = f"grad({format_arg(node.args[1])}, wrt={wrt}){''.join(str(c) for c in chain)}"
+        return text if op == "grad" else f"{text} = {format_arg(node.args[2])}"
     if op == "view":
         return f"{format_arg(node.args[0])}{t}"
     if op == "put":

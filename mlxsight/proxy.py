@@ -346,8 +346,13 @@ class Proxy:
 
     @property
     def grad(self) -> "Proxy":
-        """d(loss)/d(this value), computed by one backward pass after the forward."""
+        """d(loss)/d(this value) in the latest ``backward()``'s pass."""
         return self._recorder.grad_of(self)
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        """Replace the gradient flowing on from this value (to earlier values and later reads)."""
+        self._recorder.set_grad(self, value)
 
     def retain_grad(self) -> None:
         return None  # every proxied value can give its gradient

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
@@ -26,6 +26,14 @@ from .source import SEP
 
 if TYPE_CHECKING:
     from .tracer import Invoke, Tracer
+
+
+class GradBind(NamedTuple):
+    """What a ``.grad`` proxy's in-place edits reach: that gradient, in that backward pass."""
+
+    target: tuple
+    dep: Node
+    loss: Node
 
 
 class StopTrace(Exception):
@@ -251,6 +259,8 @@ class Recorder:
         """Propagate an in-place edit of ``proxy`` to what it is bound to (a hook point or a base)."""
         if isinstance(bind, HookPoint):
             self.emit("write", bind, (proxy.node,), invoke=self._invoke_index())
+        elif isinstance(bind, GradBind):
+            self.record("set_grad", bind.target, (NodeRef(bind.dep), NodeRef(bind.loss), proxy), meta=proxy._meta)
         else:
             base, spec = bind
             base._assign(base._record("put", spec, (base, proxy)))
@@ -277,8 +287,8 @@ class Recorder:
 
     # -- gradients -----------------------------------------------------------------------------
     def set_loss(self, loss: Proxy, gradient: Any = None) -> None:
-        if self.loss is not None:
-            raise TraceError("one backward pass per trace is supported", where_now())
+        """``loss.backward()``: later ``.grad`` reads and writes belong to this loss's backward pass.
+        Each call is its own backward (gradients do not accumulate across them)."""
         if gradient is not None:
             loss = (loss * gradient).sum()
         elif isinstance(loss._meta, mx.array) and loss._meta.size != 1:
@@ -286,9 +296,9 @@ class Recorder:
                              f"{tuple(loss._meta.shape)}", where_now())
         self.loss = loss.node
 
-    def grad_of(self, proxy: Proxy) -> Proxy:
-        """A proxy for d(loss)/d(proxy). For a module value (or a view of one) the gradient is taken
-        at the hook point, with respect to the value the forward continues with."""
+    def _grad_target(self, proxy: Proxy) -> tuple[tuple, Node]:
+        """What ``proxy.grad`` differentiates with respect to: for a module value (or a view of one)
+        the value the forward continues with at the hook point, narrowed by the views; else the node."""
         if self.loss is None:
             raise TraceError("read .grad after calling backward() on a loss in this trace", where_now())
         chain, root = [], proxy
@@ -298,12 +308,25 @@ class Recorder:
             root = base
         points = [b for b in root._binds if isinstance(b, HookPoint)]
         if points:
-            target = ("slot", points[0], tuple(reversed(chain)))
             dep = next(n for n in self.graph.nodes if n.op == "read" and n.target == points[0])
-        else:
-            target, dep = ("node", None, ()), proxy.node
-        return self.record("grad", target, (NodeRef(dep), NodeRef(self.loss)), label=f"{proxy._label}.grad",
+            return ("slot", points[0], tuple(reversed(chain))), dep
+        return ("node", None, ()), proxy.node
+
+    def grad_of(self, proxy: Proxy) -> Proxy:
+        """A proxy for d(loss)/d(proxy) in the latest backward pass."""
+        target, dep = self._grad_target(proxy)
+        grad = self.record("grad", target, (NodeRef(dep), NodeRef(self.loss)), label=f"{proxy._label}.grad",
                            meta=proxy._meta)
+        grad._binds.append(GradBind(target, dep, self.loss))  # ``x.grad[:, 0] = 0`` edits the gradient
+        return grad
+
+    def set_grad(self, proxy: Proxy, value: Any) -> None:
+        """``proxy.grad = value``: the gradient flowing on from ``proxy`` becomes ``value``."""
+        target, dep = self._grad_target(proxy)
+        value = self.as_proxy(value)
+        _check_same_shape(f"{proxy._label}.grad", proxy, value)
+        self.record("set_grad", target, (NodeRef(dep), NodeRef(self.loss), value), label=f"{proxy._label}.grad",
+                    meta=value._meta)
 
     # -- edits ---------------------------------------------------------------------------------
     def replay(self, edit: Graph) -> None:

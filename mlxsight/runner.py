@@ -19,7 +19,7 @@ from .graph import HookPoint, Node, map_nodes
 from .hooks import active, observing, suspended
 from .source import module_of
 from .structure import CallCounter
-from .tree import map_tree, zip_tree
+from .tree import find_all, map_matching, map_tree, zip_tree
 
 
 class _NeverReached:
@@ -72,7 +72,7 @@ class Evaluator:
     def read(self, node: Node, args: tuple, kwargs: dict) -> Any:
         raise TypeError("a read has a value only while the forward runs")
 
-    write = skip = grad = read
+    write = skip = grad = set_grad = read
 
 
 class Runner(CallCounter, Evaluator):
@@ -92,10 +92,11 @@ class Runner(CallCounter, Evaluator):
         self.batch_size = batch_size
         self.skips: dict[tuple[str, int], list[tuple[tuple[int, int] | None, Any]]] = {}
         self.deltas: dict[Any, mx.array] = {}
-        self.grads: dict[Any, mx.array] = {}
+        self.backward: Any = None  # the BackwardPass running, if any
+        self.gslot: Any = None  # the cotangent at the gradient target being fired
 
     def run(self, forward: Callable[[], Any]) -> dict[int, Any]:
-        if self.schedule.loss is not None:
+        if self.schedule.backward:
             return self._run_with_grad(forward)
         self._forward(forward)
         self._warn_unreached()
@@ -114,38 +115,77 @@ class Runner(CallCounter, Evaluator):
                     pass
 
     def _run_with_grad(self, forward: Callable[[], Any]) -> dict[int, Any]:
-        """One forward and one backward: gradients w.r.t. activations via zero perturbations.
+        """The forward, then one backward per ``backward()`` of the trace, each its own gradient
+        computation (nothing accumulates across them).
 
-        d loss / d h equals d loss / d delta at delta = 0 for h + delta. The forward runs as a
-        function of one zero array per gradient target inside ``mx.value_and_grad``: a hook point's
-        delta is added to the value the forward continues with, a node's to the node's value."""
-        schedule = self.schedule
-        keys = [grad_key(g) for g in schedule.grad_targets]
+        Each pass runs the forward as a function of one zero perturbation per gradient target inside
+        ``mx.value_and_grad``: a hook point's perturbation is added to the value the forward continues
+        with, a node's to the node's value, so every target lies on the differentiated path. Right
+        after it, the value passes an identity whose vector-Jacobian product fires the pass's nodes for
+        that target on the cotangent arriving there (``grad`` reads it, ``set_grad`` replaces the
+        cotangent that flows further back): a torch tensor hook, in MLX."""
         # The targets' real (batched, padded) shapes are known only by building the forward; MLX
         # builds it lazily, so this costs graph construction, not computation.
         self._forward(forward)
-        shapes = [_follow(self.env[g.args[0].index], key[2]) if key[0] == "slot" else self.env[g.args[0].index]
-                  for g, key in zip(schedule.grad_targets, keys)]
-        # a structured value (a tuple output, a module's (args, kwargs)) is perturbed leaf by leaf
-        zeros = [map_tree(v, _zero_like) for v in shapes]
-        forward_env: dict[Any, Any] = {}
+        shapes = self.env
+        carried: dict[int, Any] = {}  # what earlier passes computed (a later pass may use it)
+        forward_env: dict[int, Any] = {}
+        for backward in self.schedule.backward:
+            keys = list(backward.at)
+            # a structured value (a tuple output, a module's (args, kwargs)) is perturbed leaf by leaf
+            zeros = [map_tree(self._target_value(shapes, key, backward), _zero_like) for key in keys]
 
-        def loss_fn(deltas: list) -> tuple:
-            self.env = {}
-            self.deltas = dict(zip(keys, deltas))
-            self._forward(forward)
-            forward_env.clear()
-            forward_env.update(self.env)
-            return self.env[schedule.loss.index].sum(), [v for v in self.env.values() if isinstance(v, mx.array)]
+            def loss_fn(deltas: list, backward=backward, keys=keys) -> tuple:
+                self.env = dict(carried)
+                self.deltas = dict(zip(keys, deltas))
+                self.backward = backward
+                self._forward(forward)
+                forward_env.clear()
+                forward_env.update(self.env)
+                return self.env[backward.loss.index].sum(), [v for v in self.env.values() if isinstance(v, mx.array)]
 
-        _, grads = mx.value_and_grad(loss_fn)(zeros)
-        self.deltas = {}
-        self.env = forward_env
-        self.grads = dict(zip(keys, grads))
-        for node in schedule.after:
-            self._fire(node)
+            try:
+                mx.value_and_grad(loss_fn)(zeros)
+                for key, zero in zip(keys, zeros):
+                    if any(n.index not in self.env for n in backward.at[key]):
+                        self._backward_at(key, zero)  # the loss does not depend on it: a zero gradient
+            finally:
+                self.deltas, self.backward = {}, None
+            carried.update((n.index, self.env[n.index]) for nodes in backward.at.values() for n in nodes)
+        self.env = {**forward_env, **carried}
         self._warn_unreached()
         return self.env
+
+    def _target_value(self, env: dict[int, Any], key: Any, backward: Any) -> Any:
+        """The value a gradient target ``key`` differentiates with respect to, in ``env``."""
+        node = next(n for n in backward.at[key] if n.op in ("grad", "set_grad")).args[0]
+        return _follow(env[node.index], key[2]) if key[0] == "slot" else env[node.index]
+
+    def _hooked(self, key: Any, value: Any) -> Any:
+        """``value`` through an identity whose backward fires the nodes of ``key`` (see _run_with_grad)."""
+        leaves = find_all(value, mx.array)
+        if not leaves:
+            return value
+
+        @mx.custom_function
+        def identity(*arrays: mx.array) -> tuple:
+            return arrays
+
+        @identity.vjp
+        def fire(primals: tuple, cotangents: Any, outputs: tuple) -> tuple:
+            cotangents = list(cotangents) if isinstance(cotangents, (tuple, list)) else [cotangents]
+            edited = self._backward_at(key, _with_leaves(value, cotangents))
+            return tuple(find_all(edited, mx.array))
+
+        return _with_leaves(value, list(identity(*leaves)))
+
+    def _backward_at(self, key: Any, cotangent: Any) -> Any:
+        """Fire the current pass's nodes of ``key`` on ``cotangent``; the cotangent that flows on."""
+        self.gslot = cotangent
+        for node in self.backward.at[key] if self.backward is not None else ():
+            self._fire(node)
+        cotangent, self.gslot = self.gslot, None
+        return cotangent
 
     def _warn_unreached(self) -> None:
         missed = [p for p, nodes in self.schedule.at.items() if any(n.index not in self.env for n in nodes)]
@@ -178,7 +218,7 @@ class Runner(CallCounter, Evaluator):
         if self.deltas:
             for key, delta in self.deltas.items():
                 if key[0] == "slot" and key[1] == point:
-                    value = _add_at(value, key[2], delta)
+                    value = _map_at(value, key[2], lambda v, k=key, d=delta: self._hooked(k, _perturbed(v, d)))
         if point == self.schedule.stop_after:
             raise _StopForward
         return value
@@ -197,8 +237,9 @@ class Runner(CallCounter, Evaluator):
         except Exception as e:
             error = IndexOutOfRangeError if isinstance(e, IndexError) else TraceError
             raise error(f"{type(e).__name__} while running the trace: {e}", node.where) from e
-        delta = self.deltas.get(("node", node.index)) if self.deltas else None
-        self.env[node.index] = value if delta is None else _perturbed(value, delta)
+        key = ("node", node.index)
+        delta = self.deltas.get(key) if self.deltas else None
+        self.env[node.index] = value if delta is None else self._hooked(key, _perturbed(value, delta))
 
     # -- the opcodes that need the forward -------------------------------------------------------
     def read(self, node: Node, args: tuple, kwargs: dict) -> Any:
@@ -213,12 +254,13 @@ class Runner(CallCounter, Evaluator):
         self.skips.setdefault((point.path, point.call), []).append((kwargs.get("rows"), args[0]))
         return args[0]
 
+    # -- the opcodes that need the backward ------------------------------------------------------
     def grad(self, node: Node, args: tuple, kwargs: dict) -> Any:
-        key = grad_key(node)
-        value = self.grads[key]
-        for spec in node.target[2][len(key[2]) if key[0] == "slot" else 0:]:  # the key holds the first lookups
-            value = spec.get(value)
-        return value
+        return _follow(self.gslot, _view_tail(node))
+
+    def set_grad(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        self.gslot = _put_chain(self.gslot, _view_tail(node), args[2])
+        return args[2]
 
 
 def _follow(value: Any, items: tuple) -> Any:
@@ -227,11 +269,28 @@ def _follow(value: Any, items: tuple) -> Any:
     return value
 
 
-def _add_at(value: Any, items: tuple, delta: mx.array) -> Any:
-    """``value`` with ``delta`` added to the array that ``items`` reach inside it."""
+def _map_at(value: Any, items: tuple, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with the part that ``items`` reach inside it replaced by ``fn(part)``."""
     if not items:
-        return _perturbed(value, delta)
-    return items[0].put(value, _add_at(items[0].get(value), items[1:], delta))
+        return fn(value)
+    return items[0].put(value, _map_at(items[0].get(value), items[1:], fn))
+
+
+def _put_chain(base: Any, specs: tuple, value: Any) -> Any:
+    """``base`` with the view that ``specs`` reach replaced by ``value``."""
+    return _map_at(base, specs, lambda _: value)
+
+
+def _view_tail(node: Node) -> tuple:
+    """The views of a gradient node's value beyond its target (its ``grad_key``)."""
+    kind, _, chain = node.target
+    return chain[len(grad_key(node)[2]):] if kind == "slot" else chain
+
+
+def _with_leaves(value: Any, leaves: list) -> Any:
+    """``value`` with its array leaves replaced, in order, by ``leaves``."""
+    it = iter(leaves)
+    return map_matching(value, mx.array, lambda _: next(it))
 
 
 def _zero_like(leaf: Any) -> mx.array:

@@ -24,6 +24,7 @@ from .context import (  # noqa: F401 - the public names stay importable from her
     set_value_transform, torch_semantics,
 )
 from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
+from .blocks import BlockInfo
 from .frames import FrameSnapshot, holds
 from .graph import Graph, Node
 from .proxy import Proxy, apply, map_proxies  # noqa: F401 - apply: importable from here as before
@@ -170,6 +171,7 @@ class Tracer:
         self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
         self._frame = FrameSnapshot(None)
+        self.info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
         self._locals: dict = {}
         self._structure: tuple | None = None
 
@@ -184,7 +186,9 @@ class Tracer:
                                    where_now())
         self._acquire()
         try:
-            self._frame = FrameSnapshot(user_frame(2))
+            frame = user_frame(2)
+            self._frame = FrameSnapshot(frame)
+            self.info = BlockInfo(frame)
             self._session = current_session()
             implicit = self._implicit_invoke()  # encoded before the trace is open: a bad input fails alone
             self._open = True
@@ -218,6 +222,8 @@ class Tracer:
     def _close(self) -> None:
         """Leave nothing behind: the trace is closed, off this thread's stack, the model unlocked."""
         self._open = False
+        if self.info is not None:
+            self.info.frame = None  # as nnsight: the live frame is only the block's while it runs
         try:
             context.pop_tracer(self)
         finally:

@@ -211,6 +211,14 @@ def test_tuple_output_and_input_gradients_crosscheck_against_nnsight():
     assert "2 values: 2 match" in proc.stdout
 
 
+def test_gradient_edits_and_two_backward_passes_crosscheck_against_nnsight():
+    """``x.grad = x.grad * 3`` in a batch's second invoke, read back and at an earlier layer, then a
+    second backward of another loss: every value equals nnsight's (torch hooks, same checkpoint)."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "grad_edits.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "5 values: 5 match" in proc.stdout
+
+
 def test_session_body_holds_torch_values_and_saves(tmp_path):
     """Inside a session, values saved by one trace are torch tensors in the body (nnsight's session
     holds real tensors), `.save()` works in the body, and they flow into the next trace."""

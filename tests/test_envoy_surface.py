@@ -56,3 +56,75 @@ def test_repr_mirrors_the_tree_with_collapsed_runs_and_aliases(renamed):
     assert "(layers): ModuleList(" in text and "(0-4): 5 x TransformerBlock(" in text
     assert "(attn/self_attn): Attention(" in text
     assert text.count("TransformerBlock(") == 1
+
+
+# -- a list of modules is an Envoy; aliases and spellings as nnsight states them ---------------------
+def test_a_module_list_is_an_envoy_with_list_behaviour(stories):
+    from mlxsight.envoy import Envoy
+
+    layers = stories.model.layers
+    modules = stories.mlx_model.model.layers
+    assert type(layers) is Envoy and len(layers) == len(modules) == 5 and bool(layers)
+    assert [e._module for e in layers] == list(modules)  # iteration: the entries, in order
+    assert layers[-1] is layers[4] is layers["4"] is getattr(layers, "4") is getattr(layers, "-1")
+    assert not hasattr(layers, "5")
+    assert layers[1:3] == [layers[1], layers[2]] and layers[4].parent is layers
+    assert layers.path == "model.model.layers" and layers[2].path == "model.model.layers.2"
+    assert stories.get("model.layers.-1") is layers[4]
+    with pytest.raises(IndexError, match="out of range"):
+        layers[5]
+    with pytest.raises(TypeError, match="has no len"):
+        len(stories.model)  # a module has no length, as in torch
+    assert bool(stories.model)
+    text = repr(layers)
+    assert text.startswith("ModuleList(") and "(0-4): 5 x TransformerBlock(" in text
+    assert layers not in stories.modules() and layers[0] in stories.modules()
+
+
+def test_envoys_map_applies_to_module_lists(stories_path):
+    from mlxsight.envoy import Envoy
+
+    class Layers(Envoy):
+        pass
+
+    class Block(Envoy):
+        pass
+
+    model = mlxsight.LanguageModel(stories_path, view="mlx", rename={"model.layers": "blocks"},
+                                   envoys={"blocks": Layers, "model.layers.*": Block})
+    assert type(model.blocks) is Layers and model.blocks is model.model.layers
+    assert all(type(b) is Block for b in model.model.layers) and type(model.model.layers[0].mlp) is Envoy
+    with model.trace("Once upon a time"):
+        out = model.blocks[2].output.save()
+    with model.trace("Once upon a time"):
+        ref = model.model.layers[2].output.save()
+    assert mx.array_equal(out, ref)
+
+
+def test_aliases_record_the_path_they_name_from_their_host(renamed):
+    assert renamed._aliases == {"h": "model.layers", "layers": "model.layers"}
+    assert renamed.model.layers[0]._aliases == {"attn": "self_attn"}
+    assert renamed.model.layers[0].mlp._aliases == {"c_proj": "down_proj"}
+    assert renamed.model.layers[0].self_attn._aliases == {}
+
+
+def test_spellings_compose_through_ancestors():
+    from mlxsight.envoy import spellings
+
+    rename = {"transformer.h": "layers", "attn": "self_attn", "attn.c_proj": "attn.o_proj"}
+    assert spellings(rename, "model.transformer.h.0.attn.c_proj") == [
+        "model.transformer.h.0.attn.c_proj", "model.layers.0.attn.c_proj",
+        "model.transformer.h.0.self_attn.c_proj", "model.layers.0.self_attn.c_proj",
+        "model.transformer.h.0.attn.o_proj", "model.layers.0.attn.o_proj",
+        "model.transformer.h.0.self_attn.o_proj", "model.layers.0.self_attn.o_proj"]
+    assert spellings(None, "model.a.b") == ["model.a.b"] and spellings(rename, "model") == ["model"]
+    assert spellings({"*.h": "layers"}, "model.transformer.h") == ["model.transformer.h", "model.layers"]
+
+
+def test_a_class_key_alias_spells_only_its_module():
+    import mlx.nn as nn
+
+    from mlxsight.envoy import spellings
+
+    assert spellings({nn.Linear: "proj"}, "model.mlp.fc", nn.Linear(2, 2)) == ["model.mlp.fc", "model.mlp.proj"]
+    assert spellings({nn.Linear: "proj"}, "model.mlp.fc.inner") == ["model.mlp.fc.inner"]

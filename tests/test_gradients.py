@@ -116,3 +116,132 @@ def test_array_on_the_left_of_a_proxy_is_a_clear_error(stories):
     with pytest.raises(TypeError, match="put the proxy first"):
         with stories.trace(PROMPT):
             (x - stories.model.layers[0].output).save()
+
+
+# -- editing gradients and several backward passes ---------------------------------------------------
+def eager_grad_through(lm, text, earlier, later, cotangent):
+    """The gradient at layer ``earlier``'s output when ``cotangent`` flows back from layer ``later``'s
+    output: the vector-Jacobian product of the hand-written forward between them. Every path from
+    an earlier layer to the logits passes through a later layer's output (the residual stream), so
+    this is what a torch tensor hook returning ``cotangent`` at ``later`` leaves at ``earlier``."""
+    ids = token_ids(lm, text)
+    _, outs, _ = llama_forward(lm.mlx_model, ids)
+
+    def later_output(delta):
+        return llama_forward(lm.mlx_model, ids, lambda i, h: h + delta if i == earlier else h)[1][later]
+
+    return mx.vjp(later_output, [mx.zeros_like(outs[earlier])], [cotangent])[1][0]
+
+
+def eager_metric_grad(lm, text, layer, token):
+    ids = token_ids(lm, text)
+    _, outs, _ = llama_forward(lm.mlx_model, ids)
+
+    def metric(delta):
+        return llama_forward(lm.mlx_model, ids, lambda i, h: h + delta if i == layer else h)[2][0, -1, token]
+
+    return mx.grad(metric)(mx.zeros_like(outs[layer]))
+
+
+@pytest.mark.parametrize("form", ["assign", "in_place"])
+def test_an_edited_gradient_flows_back_to_earlier_layers(stories, form):
+    token = target_id(stories)
+    weights = mx.random.normal((64,), key=mx.random.key(1))
+    with stories.trace(PROMPT):
+        early = stories.model.layers[1].output
+        late = stories.model.layers[3].output
+        with stories.output[0, -1, token].backward():
+            before = late.grad.save()
+            if form == "assign":
+                late.grad = late.grad * weights
+            else:
+                late.grad[:, :-3] = 0
+            after = late.grad.save()
+            early_grad = early.grad.save()
+    g3 = eager_metric_grad(stories, PROMPT, 3, token)
+    edited = g3 * weights if form == "assign" else mx.concatenate([mx.zeros_like(g3[:, :-3]), g3[:, -3:]], axis=1)
+    np.testing.assert_allclose(np.array(before), np.array(g3), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(after), np.array(edited), rtol=1e-4, atol=1e-6)
+    reference = eager_grad_through(stories, PROMPT, 1, 3, edited)
+    np.testing.assert_allclose(np.array(early_grad), np.array(reference), rtol=1e-3, atol=1e-6)
+    unedited = eager_metric_grad(stories, PROMPT, 1, token)
+    assert not np.allclose(np.array(early_grad), np.array(unedited), atol=1e-4)  # the edit did reach it
+
+
+def test_an_edited_gradient_in_one_invoke_of_a_batch(stories):
+    short, long = "Lily", PROMPT  # the longer prompt needs no padding: its rows equal a solo forward
+    token = target_id(stories)
+    with stories.trace() as tracer:
+        with tracer.invoke(short):
+            stories.output.save()
+        with tracer.invoke(long):
+            early = stories.model.layers[0].output
+            late = stories.model.layers[2].output
+            with stories.output[0, -1, token].backward():
+                before = late.grad.clone().save()
+                late.grad = late.grad * 3.0
+                after = late.grad.save()
+                early_grad = early.grad.save()
+    g2 = eager_metric_grad(stories, long, 2, token)
+    assert before.shape == after.shape == (1, *g2.shape[1:])
+    np.testing.assert_allclose(np.array(before), np.array(g2), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(after), np.array(g2 * 3.0), rtol=1e-4, atol=1e-6)
+    reference = eager_grad_through(stories, long, 0, 2, g2 * 3.0)
+    np.testing.assert_allclose(np.array(early_grad), np.array(reference), rtol=1e-3, atol=1e-6)
+
+
+def test_each_backward_is_its_own_gradient_computation(stories):
+    a, b = target_id(stories), stories.tokenizer.convert_tokens_to_ids("▁He")
+    with stories.trace(PROMPT):
+        h = stories.model.layers[2].output
+        logits = stories.output
+        with logits[0, -1, a].backward(retain_graph=True):
+            first = h.grad.save()
+            h.grad = h.grad * 0  # an edit in one pass does not reach the next
+        with logits[0, -1, b].backward():
+            second = h.grad.save()
+        difference = (first - second).save()  # values of both passes combine after them
+    ga, gb = eager_metric_grad(stories, PROMPT, 2, a), eager_metric_grad(stories, PROMPT, 2, b)
+    np.testing.assert_allclose(np.array(first), np.array(ga), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(second), np.array(gb), rtol=1e-4, atol=1e-6)  # not ga + gb
+    np.testing.assert_allclose(np.array(difference), np.array(ga - gb), rtol=1e-4, atol=1e-6)
+
+
+def test_a_gradient_edit_after_a_later_reached_read_is_out_of_order(stories):
+    with pytest.raises(mlxsight.OutOfOrderError, match="reaches later"):
+        with stories.trace(PROMPT):
+            early = stories.model.layers[1].output
+            late = stories.model.layers[3].output
+            with stories.output[0, -1, 5].backward():
+                early.grad.save()
+                late.grad = late.grad * 2
+    with pytest.raises(mlxsight.OutOfOrderError, match="reaches later"):
+        with stories.trace(PROMPT):
+            early = stories.model.layers[1].output
+            late = stories.model.layers[3].output
+            with stories.output[0, -1, 5].backward():
+                late.grad = early.grad[:, :1] * late.grad
+
+
+def test_gradients_are_requested_from_the_loss_back(stories):
+    """nnsight's rule: an earlier value's gradient requested before a later one's is out of order;
+    reads may opt out (their values do not depend on the order), and then equal the ordered ones."""
+    def read(first, second):
+        with stories.trace(PROMPT):
+            hs = [stories.model.layers[i].output for i in range(5)]
+            with stories.output[0, -1, 5].backward():
+                a = hs[first].grad.save()
+                b = hs[second].grad.save()
+        return a, b
+
+    with pytest.raises(mlxsight.OutOfOrderError, match="reverse forward order"):
+        read(1, 3)
+    late, early = read(3, 1)
+    mlxsight.set_relaxed_order(True)
+    try:
+        relaxed = read(1, 3)
+    finally:
+        mlxsight.set_relaxed_order(False)
+    assert mx.array_equal(relaxed[0], early) and mx.array_equal(relaxed[1], late)
+    with pytest.raises(mlxsight.OutOfOrderError, match="reverse forward order"):
+        read(1, 3)  # a schedule compiled while relaxed is not reused when strict

@@ -81,7 +81,7 @@ def test_the_opcode_set_is_closed_and_every_opcode_has_a_runner_method():
     for op in OPCODES:
         assert callable(getattr(Runner, op)) and callable(getattr(Evaluator, op))
     assert OPCODES == {"read", "write", "skip", "view", "put", "call_function", "call_method", "call_module",
-                       "grad"}
+                       "grad", "set_grad"}
 
 
 def test_structure_caches_are_bounded(lm):

@@ -176,3 +176,24 @@ def test_tracer_graph_prints_as_code_with_lines(stories, prompt):
     first = test_tracer_graph_prints_as_code_with_lines.__code__.co_firstlineno
     assert f"test_tracing.py:{first + src_line}" in line[0]
     assert out.shape[-1] == 512
+
+
+def test_tracer_info_is_the_block_as_nnsight_gives_it(stories, prompt):
+    import contextlib
+    import sys
+
+    with (
+        stories.trace(prompt) as tracer,
+        contextlib.nullcontext(),
+    ):
+        running = tracer.info.frame is sys._getframe()
+        hidden = stories.model.layers[0].output.save()
+    info = tracer.info
+    assert running and info.frame is None  # the live frame while the block runs, dropped after
+    assert info.filename == __file__
+    assert info.line == test_tracer_info_is_the_block_as_nnsight_gives_it.__code__.co_firstlineno + 4  # `with (`
+    # the block's body compiled: its first statement is the line after the header
+    lines = {line for _, _, line in info.code.co_lines() if line}
+    assert info.code.co_filename == __file__ and min(lines) == info.line + 4 and max(lines) == info.line + 5
+    names = set(info.code.co_names)
+    assert {"tracer", "sys", "stories"} <= names and hidden.shape[-1] == 64
