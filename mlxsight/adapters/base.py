@@ -224,8 +224,9 @@ def check_attn_implementation(name: Any, sdpa_refusal: str | None = None) -> str
                          "arguments are `attn_implementation=\"eager\"` and `\"sdpa\"` (mlxsight runs MLX's "
                          "fused attention or the explicit one; it has no flash or flex attention)")
     if name == "sdpa" and sdpa_refusal is not None:
-        raise ValueError(f"this model does not support attn_implementation='sdpa': {sdpa_refusal} (as in "
-                         "transformers); use attn_implementation='eager'")
+        raise ValueError("this model does not support an attention implementation through "
+                         f"scaled_dot_product_attention (attn_implementation='sdpa'): {sdpa_refusal}, as in "
+                         "transformers; use attn_implementation='eager'")
     return name
 
 

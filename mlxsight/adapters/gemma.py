@@ -52,7 +52,9 @@ class Attention(base.AttentionModule):
             self.q_norm, self.k_norm = src.q_norm, src.k_norm
         self.num_heads, self.num_key_value_heads = src.n_heads, src.n_kv_heads
         self.scaling = config["query_pre_attn_scalar"] ** -0.5
-        self.attn_logit_softcapping = config.get("attn_logit_softcapping")
+        # Only Gemma 2 soft-caps: transformers' Gemma 3 (and mlx-lm's) never applies the config value.
+        self.attn_logit_softcapping = (config.get("attn_logit_softcapping")
+                                       if config["model_type"] == "gemma2" else None)
 
     def __call__(self, hidden_states: mx.array, position_embeddings: tuple[mx.array, mx.array],
                  attention_mask: mx.array | None = None, past_key_values: Any = None,
@@ -154,7 +156,7 @@ def hf_view(src: nn.Module, config: dict) -> nn.Module:
                  else "full_attention" for i, layer in enumerate(src.model.layers)]
     model = Model(src.model, config, types, windows)
     # transformers' Gemma 2 has `_supports_sdpa = False`: it resolves to eager and refuses sdpa.
-    refusal = ("Gemma 2 soft-caps its attention logits, which scaled_dot_product_attention cannot"
+    refusal = ("Gemma 2 soft-caps its attention logits, which the fused kernel cannot"
                if config["model_type"] == "gemma2" else None)
     return base.ForCausalLM("model", model, lm_head(src, model.embed_tokens),
                             len(model.layers), config.get("final_logit_softcapping"),
