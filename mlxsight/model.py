@@ -269,7 +269,8 @@ class LanguageModel(NNsight):
     @property
     def attn_implementation(self) -> str:
         """The attention every layer runs: ``"sdpa"`` or ``"eager"`` (``config._attn_implementation``)."""
-        return getattr(self._module, "attn_implementation", "sdpa") if self.view == "hf" else "sdpa"
+        # the driver's module is the HF view itself, whatever `_module` presents (compat's torch view)
+        return self._driver.module.attn_implementation if self.view == "hf" else "sdpa"
 
     def set_attn_implementation(self, attn_implementation: str | None) -> None:
         """Switch the attention of every layer, as transformers' ``model.set_attn_implementation``:
@@ -279,7 +280,7 @@ class LanguageModel(NNsight):
         transformers: sdpa gives them zeros, eager an even average). ``ValueError`` names an
         implementation the model cannot run."""
         if self.view == "hf":
-            self._module.set_attn_implementation(attn_implementation)
+            self._driver.module.set_attn_implementation(attn_implementation)
             return
         from .adapters.base import check_attn_implementation
 

@@ -221,3 +221,20 @@ def test_compat_switching_crosschecks_against_nnsight():
                           capture_output=True, text=True, timeout=600, env=env, cwd=root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "6 values: 6 match, 0 mismatch" in proc.stdout
+
+
+def test_a_saved_none_reports_only_its_own_name():
+    """``output[1].save()`` under sdpa saves ``None``; exit listeners (compat's capture) get that name
+    alone, not every variable that already held ``None``."""
+    model = mlxsight.LanguageModel(cached_checkpoint("llama"))
+    seen = []
+    listener = lambda info, values: seen.append(sorted(values))  # noqa: E731
+    mlxsight.add_exit_listener(listener)
+    try:
+        earlier = None
+        with model.trace("Hello"):
+            weights = mlxsight.save(model.model.layers[0].self_attn.output[1])
+    finally:
+        mlxsight.remove_exit_listener(listener)
+    assert weights is None and earlier is None
+    assert seen == [["weights"]]

@@ -54,7 +54,7 @@ class TransformersModel(mlxsight.LanguageModel):
         is what the view runs, as transformers resolves it at load."""
         implementation = super().attn_implementation
         if self.view == "hf":
-            object.__setattr__(self._module, "config", self.config)
+            object.__setattr__(self._driver.module, "config", self.config)
         self.config._attn_implementation = implementation
 
     @property
