@@ -205,9 +205,7 @@ def test_generation_under_eager():
     assert pads > 0 and float(mx.abs(step_weights[1, :, 0, :pads]).max()) == 0.0
 
 
-def test_compat_switching_crosschecks_against_nnsight():
-    """nnsight's TransformersModel API (attn_implementation=, _remoteable_get_env/_set_env) on both
-    backends: eager weights, attention output and logits, sdpa's None and logits, pad rows included."""
+def _compat(*args):
     import os
     import subprocess
     import sys
@@ -217,8 +215,23 @@ def test_compat_switching_crosschecks_against_nnsight():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     script = root / "tests" / "compat_scripts" / "attn_implementation.py"
-    proc = subprocess.run([sys.executable, "-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama"))],
+    return subprocess.run([sys.executable, "-m", "compat", *args, str(script), str(cached_checkpoint("llama"))],
                           capture_output=True, text=True, timeout=600, env=env, cwd=root)
+
+
+@pytest.mark.slow  # the default run has nnsight's own test of it (tests/conformance subset)
+def test_compat_switching_runs_unchanged():
+    """nnsight's TransformersModel API (attn_implementation=, _remoteable_get_env/_set_env) through
+    compat on mlxsight: the script's own asserts (env, config, sdpa's None, an unknown name refused)."""
+    proc = _compat("run", "--backend", "mlx")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_compat_switching_crosschecks_against_nnsight():
+    """The same script on both backends: eager weights, attention output and logits, sdpa's None and
+    logits, pad rows included, equal nnsight's."""
+    proc = _compat("crosscheck")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "6 values: 6 match, 0 mismatch" in proc.stdout
 
