@@ -3,7 +3,8 @@
 MLX's fused ``scaled_dot_product_attention`` never materialises the ``[B, H, T, S]`` weights. They
 are recomputed here from the same (RoPE-applied) queries and keys, scale and mask, in float32:
 ``softmax(q @ k^T * scale + mask)``. Inside a trace, pass proxies (e.g. from ``.source``): the
-computation is recorded like any other operation.
+computation is recorded like any other operation. (An HF-view model loaded or switched to
+``attn_implementation="eager"`` returns them directly: ``self_attn.output[1]``.)
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ def is_container(value: Any) -> bool:
     return type(value) in (list, dict)
 
 
+def _shared(value: Any) -> bool:
+    """A value Python shares between unrelated names (``None``, small ints, interned strings): saving
+    it (``attn.output[1].save()`` under sdpa is ``None``) says nothing of names that held it before."""
+    return value is None or type(value) in (bool, int, float, str, bytes)
+
+
 class FrameSnapshot:
     """The caller's variables at block entry (by identity), and how big its containers were."""
 
@@ -51,7 +57,7 @@ class FrameSnapshot:
         before, sizes = self.values, self.sizes
         pushes, containers, unchecked = [], [], []
         for name, value in list(locals_.items()):
-            if id(value) in saved:
+            if id(value) in saved and not (_shared(value) and before.get(name, _MISSING) is value):
                 pushes.append((name, value))
             elif before.get(name, _MISSING) is not value:  # bound or rebound in the block
                 if hand_all and owns(value):

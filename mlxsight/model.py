@@ -203,11 +203,17 @@ class LanguageModel(NNsight):
     configures a copy of the tokenizer inside it. ``view="hf"`` (default) presents
     transformers' module paths and output structures where an adapter exists; ``view="mlx"`` the
     plain mlx-lm tree.
+
+    ``attn_implementation`` is transformers' choice of attention: ``"sdpa"`` (the default where the
+    model can run it: MLX's fused kernel; attention modules return no weights) or ``"eager"`` (the
+    probabilities are computed explicitly and each attention module returns ``(attn_output,
+    attn_weights)``); see ``set_attn_implementation``.
     """
 
     def __init__(self, model: str | Path | nn.Module, *, tokenizer: Any = None, view: str = "hf",
                  dtype: Any = None, torch_dtype: Any = None, tokenizer_kwargs: dict | None = None,
-                 config: dict | None = None, **kwargs: Any) -> None:
+                 config: dict | None = None, attn_implementation: str | None = None,
+                 **kwargs: Any) -> None:
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
         if isinstance(model, (str, Path)):
@@ -248,6 +254,39 @@ class LanguageModel(NNsight):
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
         object.__setattr__(self, "_driver", LanguageModelDriver(self._module, module, tok, self.view, self.config))
+        self._attach_attn_implementation(hf_module, attn_implementation)
+
+    # -- attention implementation ---------------------------------------------------------------
+    def _attach_attn_implementation(self, hf_module: nn.Module | None, name: str | None) -> None:
+        """The HF view carries the model's config, as transformers' model does, and runs ``name``."""
+        if hf_module is None:
+            self.set_attn_implementation(name)
+            self.config._attn_implementation = "sdpa"
+            return
+        object.__setattr__(hf_module, "config", self.config)
+        hf_module.set_attn_implementation(name)
+
+    @property
+    def attn_implementation(self) -> str:
+        """The attention every layer runs: ``"sdpa"`` or ``"eager"`` (``config._attn_implementation``)."""
+        # the driver's module is the HF view itself, whatever `_module` presents (compat's torch view)
+        return self._driver.module.attn_implementation if self.view == "hf" else "sdpa"
+
+    def set_attn_implementation(self, attn_implementation: str | None) -> None:
+        """Switch the attention of every layer, as transformers' ``model.set_attn_implementation``:
+        ``"eager"`` makes each attention module return ``(attn_output, attn_weights)`` with the
+        ``[B, heads, T, S]`` probabilities, ``"sdpa"`` ``(attn_output, None)``; ``None`` is the default.
+        The values of every module are the same under both (left-pad query rows aside, as in
+        transformers: sdpa gives them zeros, eager an even average). ``ValueError`` names an
+        implementation the model cannot run."""
+        if self.view == "hf":
+            self._driver.module.set_attn_implementation(attn_implementation)
+            return
+        from .adapters.base import check_attn_implementation
+
+        if check_attn_implementation(attn_implementation or "sdpa") != "sdpa":
+            raise ValueError("view='mlx' runs mlx-lm's own attention (sdpa); attn_implementation='eager' "
+                             "needs the HF view (view='hf')")
 
     @property
     def generator(self) -> "GeneratorEnvoy":
@@ -312,7 +351,9 @@ class LanguageModelDriver(ModuleDriver):
                              f"embedding has {self.positions} rows)")
 
     def signature(self, batch: Batch) -> Any:
-        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding))
+        # The attention implementation decides what attention modules return (weights or None).
+        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding),
+                getattr(self.module, "attn_implementation", None))
 
     def forward(self, batch: Batch) -> Callable[[], Any]:
         module, ids = self.module, batch.input_ids

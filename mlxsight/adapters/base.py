@@ -190,6 +190,46 @@ def causal_mask(T: int, offset: int, attention_mask: mx.array | None = None,
 
 # -- attention --------------------------------------------------------------------------------
 
+# What ``attn_implementation`` may name, as transformers spells them: "sdpa" runs MLX's fused
+# kernel and returns no weights; "eager" computes the probabilities and returns them.
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+class AttentionModule(nn.Module):
+    """An HF-view attention module: it runs the implementation its model set (``attn_implementation``,
+    transformers' ``config._attn_implementation``) and returns ``(attn_output, attn_weights)``."""
+
+    attn_implementation: str = "sdpa"
+
+
+def attend(module: AttentionModule, q: mx.array, k: mx.array, v: mx.array,
+           attention_mask: mx.array | None, scaling: float,
+           softcap: float | None = None) -> tuple[mx.array, mx.array | None]:
+    """Attention over ``[B, H, T, hd]`` under ``module.attn_implementation``: ``(out, weights)``
+    with the ``[B, H, T, S]`` weights under "eager" and ``None`` under "sdpa", as transformers'
+    attention functions return them."""
+    if module.attn_implementation == "eager":
+        return eager_attention(q, k, v, scaling, attention_mask, softcap)
+    if softcap is not None:  # transformers' sdpa_attention_forward refuses it the same way
+        raise ValueError("`sdpa` attention does not support `softcap`. Try using `eager`")
+    return attention(q, k, v, scaling, attention_mask), None
+
+
+def check_attn_implementation(name: Any, sdpa_refusal: str | None = None) -> str:
+    """``name`` if this model can run it, else transformers' ``ValueError`` (naming it).
+
+    ``sdpa_refusal``: why the model cannot run sdpa (Gemma 2's soft-capping), or ``None``."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"Specified `attn_implementation={name!r}` is not supported. The only possible "
+                         "arguments are `attn_implementation=\"eager\"` and `\"sdpa\"` (mlxsight runs MLX's "
+                         "fused attention or the explicit one; it has no flash or flex attention)")
+    if name == "sdpa" and sdpa_refusal is not None:
+        raise ValueError("this model does not support an attention implementation through "
+                         f"scaled_dot_product_attention (attn_implementation='sdpa'): {sdpa_refusal}, as in "
+                         "transformers; use attn_implementation='eager'")
+    return name
+
+
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float,
               mask: mx.array | None) -> mx.array:
     """transformers' sdpa path: ``softmax(q k^T * scale + mask) v`` over ``[B, H, T, hd]``
@@ -253,7 +293,8 @@ class ForCausalLM(nn.Module):
 
     def __init__(self, backbone_name: str, backbone: nn.Module, lm_head: nn.Module,
                  num_layers: int, final_softcap: float | None = None,
-                 ids_positional: bool = False, extra_keywords: tuple[str, ...] = ()):
+                 ids_positional: bool = False, extra_keywords: tuple[str, ...] = (),
+                 sdpa_refusal: str | None = None):
         super().__init__()
         setattr(self, backbone_name, backbone)
         self.lm_head = lm_head
@@ -263,6 +304,29 @@ class ForCausalLM(nn.Module):
         # how this family's transformers class calls its backbone (what `.inputs` shows)
         self._ids_positional = ids_positional
         object.__setattr__(self, "_extra_keywords", tuple(extra_keywords))
+        self._sdpa_refusal = sdpa_refusal
+        self._attn_implementation = None
+        self.set_attn_implementation(None)
+
+    # -- attention implementation (transformers' PreTrainedModel API) ---------------------------
+    @property
+    def attn_implementation(self) -> str:
+        """What every attention module runs: ``"sdpa"`` or ``"eager"``."""
+        return self._attn_implementation
+
+    def set_attn_implementation(self, attn_implementation: str | None) -> None:
+        """Switch every attention module to ``attn_implementation`` (``None``: the default,
+        "sdpa" where the model can run it, as transformers resolves it); ``config._attn_implementation``
+        follows when the model carries a config. Raises ``ValueError`` for one it cannot run."""
+        default = "sdpa" if self._sdpa_refusal is None else "eager"
+        name = check_attn_implementation(attn_implementation or default, self._sdpa_refusal)
+        for module in self.modules():
+            if isinstance(module, AttentionModule):
+                module.attn_implementation = name
+        self._attn_implementation = name
+        config = getattr(self, "config", None)
+        if config is not None:
+            config._attn_implementation = name
 
     def make_cache(self) -> KVCaches:
         return make_cache(self.num_layers)

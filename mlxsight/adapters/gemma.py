@@ -3,8 +3,8 @@
 What differs from Llama: ``embed_tokens`` returns embeddings times ``sqrt(hidden_size)`` (scaled
 inside transformers' ``GemmaTextScaledWordEmbedding``); each layer has ``input_layernorm``,
 ``post_attention_layernorm``, ``pre_feedforward_layernorm`` and ``post_feedforward_layernorm``;
-the MLP's ``act_fn`` is the tanh GELU. Gemma 2 runs transformers' eager attention (logit
-softcapping; ``self_attn`` returns the weights) and softcaps the final logits. Gemma 3 adds
+the MLP's ``act_fn`` is the tanh GELU. Gemma 2 soft-caps the attention logits, so it runs eager
+attention only (transformers refuses sdpa for it too), and soft-caps the final logits. Gemma 3 adds
 ``q_norm``/``k_norm`` and one ``rotary_emb`` called once per layer type
 (``rotary_emb(x, position_ids, layer_type)``), sliding layers with their own RoPE base.
 """
@@ -43,8 +43,8 @@ class ScaledEmbedding(nn.Module):
         return self._kind.as_linear(self, x)
 
 
-class Attention(nn.Module):
-    def __init__(self, src: nn.Module, config: dict, eager: bool):
+class Attention(base.AttentionModule):
+    def __init__(self, src: nn.Module, config: dict):
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
             src.q_proj, src.k_proj, src.v_proj, src.o_proj)
@@ -52,8 +52,9 @@ class Attention(nn.Module):
             self.q_norm, self.k_norm = src.q_norm, src.k_norm
         self.num_heads, self.num_key_value_heads = src.n_heads, src.n_kv_heads
         self.scaling = config["query_pre_attn_scalar"] ** -0.5
-        self.attn_logit_softcapping = config.get("attn_logit_softcapping")
-        self._eager = eager
+        # Only Gemma 2 soft-caps: transformers' Gemma 3 (and mlx-lm's) never applies the config value.
+        self.attn_logit_softcapping = (config.get("attn_logit_softcapping")
+                                       if config["model_type"] == "gemma2" else None)
 
     def __call__(self, hidden_states: mx.array, position_embeddings: tuple[mx.array, mx.array],
                  attention_mask: mx.array | None = None, past_key_values: Any = None,
@@ -68,18 +69,15 @@ class Attention(nn.Module):
         q, k = base.apply_rotary(q, cos, sin), base.apply_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update_and_fetch(k, v)
-        if self._eager or self.attn_logit_softcapping is not None:
-            out, weights = base.eager_attention(q, k, v, self.scaling, attention_mask,
-                                                self.attn_logit_softcapping)
-        else:
-            out, weights = base.attention(q, k, v, self.scaling, attention_mask), None
-        return self.o_proj(base.merge_heads(out)), weights if self._eager else None
+        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling,
+                                                softcap=self.attn_logit_softcapping)
+        return self.o_proj(base.merge_heads(attn_output)), attn_weights
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, src: nn.Module, config: dict, eager: bool):
+    def __init__(self, src: nn.Module, config: dict):
         super().__init__()
-        self.self_attn = Attention(src.self_attn, config, eager)
+        self.self_attn = Attention(src.self_attn, config)
         self.mlp = MLP(src.mlp, config.get("hidden_activation", "gelu_pytorch_tanh"))
         self.input_layernorm = src.input_layernorm
         self.post_attention_layernorm = src.post_attention_layernorm
@@ -116,10 +114,10 @@ class LayerTypeRotaryEmbedding(nn.Module):
 
 class Model(nn.Module):
     def __init__(self, src: nn.Module, config: dict, types: list[str],
-                 windows: dict[str, int | None], eager: bool):
+                 windows: dict[str, int | None]):
         super().__init__()
         self.embed_tokens = ScaledEmbedding(src.embed_tokens, config["hidden_size"] ** 0.5)
-        self.layers = [DecoderLayer(layer, config, eager) for layer in src.layers]
+        self.layers = [DecoderLayer(layer, config) for layer in src.layers]
         self.norm = src.norm
         ropes = {kind: src.layers[types.index(kind)].self_attn.rope
                  for kind in dict.fromkeys(types)}
@@ -156,7 +154,10 @@ def hf_view(src: nn.Module, config: dict) -> nn.Module:
     if not config.get("layer_types"):  # older configs: Gemma 2 alternates, Gemma 3 has a pattern
         types = ["sliding_attention" if getattr(layer.self_attn, "is_sliding", i % 2 == 0)
                  else "full_attention" for i, layer in enumerate(src.model.layers)]
-    eager = config["model_type"] == "gemma2"  # transformers' default for Gemma 2
-    model = Model(src.model, config, types, windows, eager)
+    model = Model(src.model, config, types, windows)
+    # transformers' Gemma 2 has `_supports_sdpa = False`: it resolves to eager and refuses sdpa.
+    refusal = ("Gemma 2 soft-caps its attention logits, which the fused kernel cannot"
+               if config["model_type"] == "gemma2" else None)
     return base.ForCausalLM("model", model, lm_head(src, model.embed_tokens),
-                            len(model.layers), config.get("final_logit_softcapping"))
+                            len(model.layers), config.get("final_logit_softcapping"),
+                            sdpa_refusal=refusal)

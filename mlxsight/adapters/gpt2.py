@@ -15,8 +15,8 @@ import mlx.nn as nn
 from . import base
 
 
-class Attention(nn.Module):
-    """Called as transformers does (``hidden_states`` positional); returns ``(out, None)``."""
+class Attention(base.AttentionModule):
+    """Called as transformers does (``hidden_states`` positional); returns ``(out, weights)``."""
 
     def __init__(self, src: nn.Module):
         super().__init__()
@@ -26,13 +26,13 @@ class Attention(nn.Module):
 
     def __call__(self, hidden_states: mx.array, past_key_values: Any = None,
                  attention_mask: mx.array | None = None,
-                 **kwargs: Any) -> tuple[mx.array, None]:
+                 **kwargs: Any) -> tuple[mx.array, mx.array | None]:
         q, k, v = mx.split(self.c_attn(hidden_states), 3, axis=-1)
         q, k, v = (base.split_heads(t, self.num_heads) for t in (q, k, v))
         if past_key_values is not None:
             k, v = past_key_values.update_and_fetch(k, v)
-        out = base.attention(q, k, v, self.scaling, attention_mask)
-        return self.resid_dropout(self.c_proj(base.merge_heads(out))), None
+        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling)
+        return self.resid_dropout(self.c_proj(base.merge_heads(attn_output))), attn_weights
 
 
 class MLP(nn.Module):

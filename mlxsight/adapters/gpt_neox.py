@@ -16,7 +16,7 @@ import mlx.nn as nn
 from . import base
 
 
-class Attention(nn.Module):
+class Attention(base.AttentionModule):
     def __init__(self, src: nn.Module):
         super().__init__()
         self.query_key_value, self.dense = src.query_key_value, src.dense
@@ -25,7 +25,7 @@ class Attention(nn.Module):
     def __call__(self, hidden_states: mx.array, attention_mask: mx.array | None,
                  layer_past: Any = None,
                  position_embeddings: tuple[mx.array, mx.array] | None = None,
-                 **kwargs: Any) -> tuple[mx.array, None]:
+                 **kwargs: Any) -> tuple[mx.array, mx.array | None]:
         # [B, T, H, 3 * hd] -> [B, H, T, 3 * hd], then q | k | v along the last axis
         qkv = base.split_heads(self.query_key_value(hidden_states), self.num_heads)
         q, k, v = mx.split(qkv, 3, axis=-1)
@@ -33,8 +33,8 @@ class Attention(nn.Module):
         q, k = base.apply_rotary(q, cos, sin), base.apply_rotary(k, cos, sin)
         if layer_past is not None:
             k, v = layer_past.update_and_fetch(k, v)
-        out = base.attention(q, k, v, self.scaling, attention_mask)
-        return self.dense(base.merge_heads(out)), None
+        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling)
+        return self.dense(base.merge_heads(attn_output)), attn_weights
 
 
 class MLP(nn.Module):

@@ -15,8 +15,8 @@ import mlx.nn as nn
 from . import base
 
 
-class Attention(nn.Module):
-    """Called with keywords only, returns ``(attn_output, None)`` as transformers' sdpa path."""
+class Attention(base.AttentionModule):
+    """Called with keywords only, returns ``(attn_output, attn_weights)`` as transformers does."""
 
     def __init__(self, src: nn.Module):
         super().__init__()
@@ -29,7 +29,7 @@ class Attention(nn.Module):
 
     def __call__(self, hidden_states: mx.array, position_embeddings: tuple[mx.array, mx.array],
                  attention_mask: mx.array | None = None, past_key_values: Any = None,
-                 **kwargs: Any) -> tuple[mx.array, None]:
+                 **kwargs: Any) -> tuple[mx.array, mx.array | None]:
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).reshape(B, T, self.num_heads, -1)
         k = self.k_proj(hidden_states).reshape(B, T, self.num_key_value_heads, -1)
@@ -41,8 +41,8 @@ class Attention(nn.Module):
         q, k = base.apply_rotary(q, cos, sin), base.apply_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update_and_fetch(k, v)
-        out = base.attention(q, k, v, self.scaling, attention_mask)
-        return self.o_proj(base.merge_heads(out)), None
+        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling)
+        return self.o_proj(base.merge_heads(attn_output)), attn_weights
 
 
 class MLP(nn.Module):

@@ -14,7 +14,7 @@ from . import base
 from .llama import MLP, Model, layer_types, lm_head
 
 
-class Attention(nn.Module):
+class Attention(base.AttentionModule):
     def __init__(self, src: nn.Module):
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
@@ -25,7 +25,7 @@ class Attention(nn.Module):
 
     def __call__(self, hidden_states: mx.array, position_embeddings: tuple[mx.array, mx.array],
                  attention_mask: mx.array | None, past_key_values: Any = None,
-                 **kwargs: Any) -> tuple[mx.array, None]:
+                 **kwargs: Any) -> tuple[mx.array, mx.array | None]:
         q = base.split_heads(self.q_norm(self.q_proj(hidden_states)), self.num_heads)
         k = base.split_heads(self.k_norm(self.k_proj(hidden_states)), self.num_key_value_heads)
         v = base.split_heads(self.v_proj(hidden_states), self.num_key_value_heads)
@@ -33,8 +33,8 @@ class Attention(nn.Module):
         q, k = base.apply_rotary(q, cos, sin), base.apply_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update_and_fetch(k, v)
-        out = base.attention(q, k, v, self.scaling, attention_mask)
-        return self.o_proj(base.merge_heads(out)), None
+        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling)
+        return self.o_proj(base.merge_heads(attn_output)), attn_weights
 
 
 class DecoderLayer(nn.Module):

@@ -15,7 +15,7 @@ from . import base
 from .llama import Model, layer_types, lm_head
 
 
-class Attention(nn.Module):
+class Attention(base.AttentionModule):
     def __init__(self, src: nn.Module):
         super().__init__()
         self.o_proj, self.qkv_proj = src.o_proj, src.qkv_proj
@@ -24,7 +24,7 @@ class Attention(nn.Module):
 
     def __call__(self, hidden_states: mx.array, position_embeddings: tuple[mx.array, mx.array],
                  attention_mask: mx.array | None, past_key_values: Any = None,
-                 **kwargs: Any) -> tuple[mx.array, None]:
+                 **kwargs: Any) -> tuple[mx.array, mx.array | None]:
         qkv = self.qkv_proj(hidden_states)
         q_end = self.num_heads * self.head_dim
         k_end = q_end + self.num_key_value_heads * self.head_dim
@@ -35,8 +35,8 @@ class Attention(nn.Module):
         q, k = base.apply_rotary(q, cos, sin), base.apply_rotary(k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update_and_fetch(k, v)
-        out = base.attention(q, k, v, self.scaling, attention_mask)
-        return self.o_proj(base.merge_heads(out)), None
+        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling)
+        return self.o_proj(base.merge_heads(attn_output)), attn_weights
 
 
 class MLP(nn.Module):

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.conformance
 
 NNSIGHT = [
     "tests/test_language.py::TestActivationModification::test_inplace_zeroing",
+    "tests/test_language.py::TestAttnImplementation::test_set_env_switches_the_implementation",
     "tests/test_language.py::TestCache::test_cache_captures_intervention",
     "tests/test_language.py::TestCustomEnvoys::test_custom_eproperty_reads_per_head_view",
     "tests/test_language.py::TestGeneration::test_generator_output_matches_result",

@@ -46,6 +46,42 @@ class TransformersModel(mlxsight.LanguageModel):
             # nnsight's wrapped module is transformers' model, which carries the config too; the
             # module was loaded here, so giving it the attribute changes nothing the caller owns.
             object.__setattr__(self._module, "config", self.config)
+        self._share_attn_config()
+
+    # -- attention implementation (nnsight's TransformersModel API) -----------------------------
+    def _share_attn_config(self) -> None:
+        """The HF view (always built here) carries transformers' config, whose ``_attn_implementation``
+        is what the view runs, as transformers resolves it at load."""
+        implementation = super().attn_implementation
+        if self.view == "hf":
+            object.__setattr__(self._driver.module, "config", self.config)
+        self.config._attn_implementation = implementation
+
+    @property
+    def attn_implementation(self) -> str | None:
+        """The attention implementation the model runs with (``"sdpa"`` or ``"eager"``), read off
+        the wrapped module's config as nnsight reads it."""
+        return getattr(getattr(self._module, "config", None), "_attn_implementation", None)
+
+    def _remoteable_get_env(self) -> dict:
+        """What a remote request carries: the resolved attention implementation, always (the
+        server's model is shared, and the last request may have moved it off the default)."""
+        return {"attn_implementation": self.attn_implementation}
+
+    def _remoteable_set_env(self, env: dict | None) -> None:
+        """Apply a request's environment as nnsight's server does: no implementation named (an
+        older client) or the current one changes nothing; another goes through the module's
+        ``set_attn_implementation`` and is checked, since a switch that does not take would run
+        without the attention weights the request asked for."""
+        requested = (env or {}).get("attn_implementation")
+        if requested is None or requested == self.attn_implementation:
+            return
+        self._module.set_attn_implementation(requested)
+        if self.attn_implementation != requested:
+            raise ValueError(
+                f"{type(self._module).__name__} cannot switch its attention implementation to "
+                f"{requested!r}: it does not follow transformers' attention interface, so it keeps "
+                f"{self.attn_implementation!r}.")
 
     @property
     def dispatched(self) -> bool:
@@ -99,6 +135,7 @@ def _hf_config(model: Any, fallback: Any) -> Any:
 
         return AutoConfig.from_pretrained(resolve(model))
     values = dict(vars(fallback)) if not isinstance(fallback, dict) else dict(fallback)
+    values.pop("_attn_implementation", None)  # the model's own, set on the config afterwards
     kind = values.pop("model_type", None)
     if kind is not None:
         try:
