@@ -109,31 +109,37 @@ def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_e
 
 def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
            targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
-    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``.
+    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor, this call's to use) at
+    input ``positions``.
 
-    The logits are read in place (an MLX array is not copied), and each pass over them is one
-    vectorised numpy pass: on CPU, numpy's exp and partition run many times faster than MLX's CPU
-    kernels (measured: ``exp`` over ``[8, 128, 8192]`` 11 ms against 230 ms, ``argpartition`` 34 ms
-    against 210 ms). Besides the logits only ``probs`` is materialised; top-k partitions a few
-    blocks per row (``top_k_ids``), not the whole vocabulary."""
+    Everything runs as vectorised numpy passes over the logits' own memory (an MLX array is not
+    copied): top-k, target scores and ranks read them, then the softmax overwrites them with the
+    probabilities, so no other ``[rows, P, vocab]`` array is allocated (on Linux a fresh 32 MB
+    array costs more in page faults than the exp that fills it). On CPU numpy's exp and partition
+    run many times faster than MLX's CPU kernels (measured over ``[8, 128, 8192]``: ``exp`` 11 ms
+    against 230 ms, ``argpartition`` 34 ms against 210 ms); top-k partitions a few blocks per row
+    (``top_k_ids``), not the whole vocabulary."""
     with backend.no_grad(std.model):
-        z = _as_numpy(logits)
-    probs, log_total, shift = softmax(z)
+        z = _writable_numpy(logits)
     top_ids = top_k_ids(z, top_k)
-    top_p = np.take_along_axis(probs, top_ids, -1)
-    k = top_ids.shape[-1]
-    strings = token_strings(std.model, top_ids)
-    R, P = top_ids.shape[:2]
-    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
+    R, P, k = top_ids.shape
     target_list = _targets(targets, ids, positions)
-    nll = rank = None
     if target_list is not None:
         t = np.asarray(target_list)
         valid = t >= 0
         index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
         target_z = np.take_along_axis(z, index, -1)
-        nll = np.where(valid, log_total - (target_z - shift)[..., 0], np.nan).astype(np.float32)
         rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
+    log_total, shift = softmax_(z)
+    probs = z  # overwritten in place
+    top_p = np.take_along_axis(probs, top_ids, -1)
+    nll = None
+    if target_list is not None:
+        nll = np.where(valid, log_total - (target_z - shift)[..., 0], np.nan).astype(np.float32)
+    else:
+        rank = None
+    strings = token_strings(std.model, top_ids)
+    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
     return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
                       input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
@@ -146,30 +152,34 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
 SAFE_EXP = 60.0
 
 
-def softmax(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(probs, log_total, shift)``: ``softmax(z)`` over the last axis, with ``log_total`` the
-    log-normaliser of ``z - shift`` (``log p = z - shift - log_total``).
+def softmax_(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Overwrite ``z`` with ``softmax(z)`` over the last axis; return ``(log_total, shift)``, the
+    log-normaliser of ``z - shift`` (``log p = z - shift - log_total`` for the original ``z``).
 
     Rows are shifted by their maximum only when some ``|maximum|`` exceeds ``SAFE_EXP``; otherwise
     ``exp(z)`` is exact to float32 rounding and a pass over the logits is saved."""
     peak = z.max(axis=-1, keepdims=True)
     if np.abs(peak).max(initial=0.0) > SAFE_EXP:
         shift = peak
-        probs = np.exp(np.subtract(z, shift))
+        np.subtract(z, shift, out=z)
     else:
         shift = np.zeros_like(peak)
-        probs = np.exp(z)
-    total = probs.sum(axis=-1, keepdims=True)
-    probs /= total
-    return probs, np.log(total)[..., 0], shift
+    np.exp(z, out=z)
+    total = z.sum(axis=-1, keepdims=True)
+    z /= total
+    return np.log(total)[..., 0], shift
 
 
-def _as_numpy(logits: Any) -> np.ndarray:
-    """float32 logits as numpy, without a copy where the backend allows (read only: never written)."""
+def _writable_numpy(logits: Any) -> np.ndarray:
+    """float32 logits as a numpy array this call may overwrite: an MLX array's own memory (the
+    caller hands over a fresh array), else a copy or a fresh conversion."""
     if isinstance(logits, mx.array) and logits.dtype == mx.float32:
         mx.eval(logits)
-        return np.asarray(logits)
-    return backend.to_numpy(logits, np.float32)
+        z = np.asarray(logits)
+        if z.flags.writeable and z.flags.c_contiguous:
+            return z
+    z = backend.to_numpy(logits, np.float32)
+    return z if z.flags.writeable and z.flags.c_contiguous and z.flags.owndata else np.array(z, np.float32)
 
 
 BLOCK = 32  # top-k partitions only the k blocks of this many ids with the largest maxima
