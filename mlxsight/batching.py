@@ -255,7 +255,7 @@ def continued_cache(datas: list, batch: Batch, n_layers: int) -> list | None:
     """The one ``past_key_values`` every invoke of ``datas`` continues (``None`` if none gives one).
 
     Raises unless all invokes give the same cache, one mlx-lm ``KVCache`` per decoder layer with
-    one row or a row per batch row, and no row is padded (a cache holds no padding mask)."""
+    one row per batch row, and no row is padded (a cache holds no padding mask)."""
     from mlx_lm.models.cache import KVCache
 
     caches = [getattr(d, "cache", None) for d in datas]

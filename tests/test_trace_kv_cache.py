@@ -106,3 +106,9 @@ def test_misuse_is_refused(model):
             with tracer.invoke([ids]):
                 pass
     assert cache[0].offset == 0
+    with model.trace([ids[:4]], past_key_values=cache):
+        out = model.output.save()
+    with pytest.raises(ValueError, match=r"holds \[1\] row\(s\); the trace has 2"):
+        with model.trace([ids[4:6], ids[6:8]], past_key_values=cache):
+            pass
+    assert cache[0].offset == 4
