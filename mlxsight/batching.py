@@ -26,6 +26,7 @@ class Batch:
     attention_mask: mx.array | None  # [B, T], 1 for real tokens; None when nothing is padded
     left_padding: list[int]
     right_padding: list[int]
+    cache: list | None = None  # past_key_values: one mlx-lm KVCache per layer, continued by the forward
 
     @property
     def size(self) -> int:
@@ -240,6 +241,66 @@ class PaddingMask:
 
     def empty(self) -> bool:
         return True
+
+
+class CachedRows(list):
+    """One invoke's token-id rows that continue ``past_key_values`` (the invoke's ``cache``)."""
+
+    def __init__(self, rows: list, cache: Any) -> None:
+        super().__init__(rows)
+        self.cache = cache
+
+
+def continued_cache(datas: list, batch: Batch, n_layers: int) -> list | None:
+    """The one ``past_key_values`` every invoke of ``datas`` continues (``None`` if none gives one).
+
+    Raises unless all invokes give the same cache, one mlx-lm ``KVCache`` per decoder layer with
+    one row per batch row, and no row is padded (a cache holds no padding mask)."""
+    from mlx_lm.models.cache import KVCache
+
+    caches = [getattr(d, "cache", None) for d in datas]
+    if all(c is None for c in caches):
+        return None
+    cache = caches[0]
+    if any(c is not cache for c in caches):
+        raise ValueError("past_key_values: every invoke of a trace must continue the same cache (or none)")
+    if not isinstance(cache, (list, tuple)) or len(cache) != n_layers or \
+            not all(type(c) is KVCache for c in cache):
+        raise TypeError(f"past_key_values must be a list of {n_layers} mlx_lm KVCache objects (one per decoder "
+                        f"layer, e.g. mlx_lm.models.cache.make_prompt_cache(model.mlx_model) for a model "
+                        f"without sliding windows), got {type(cache).__name__}")
+    if batch.attention_mask is not None:
+        raise ValueError("past_key_values continues rows of one length: these rows would be padded, and a "
+                         "cache holds no padding mask")
+    offsets = {c.offset for c in cache}
+    if len(offsets) != 1:
+        raise ValueError(f"past_key_values: the layers' caches hold different numbers of positions {sorted(offsets)}")
+    rows = {c.keys.shape[0] for c in cache if c.keys is not None}
+    if rows - {batch.size}:
+        raise ValueError(f"past_key_values holds {sorted(rows)} row(s); the trace has {batch.size}")
+    return list(cache)
+
+
+class CacheReader:
+    """Stands in a ``KVCache`` slot while a forward's structure is learned: reads its keys and values,
+    never writes them, so learning the structure leaves the caller's cache as it was."""
+
+    def __init__(self, cache: Any) -> None:
+        self.offset = cache.offset
+        self._kv = (cache.keys[..., :self.offset, :], cache.values[..., :self.offset, :]) if self.offset else None
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> Any:
+        from mlx_lm.models.cache import create_attention_mask
+
+        return create_attention_mask(n, self.offset, return_array, window_size)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self._kv is None:
+            return keys, values
+        return mx.concatenate([self._kv[0], keys], axis=2), mx.concatenate([self._kv[1], values], axis=2)
+
+    def empty(self) -> bool:
+        return self._kv is None
 
 
 class BatchSize:

@@ -246,7 +246,7 @@ def word_tokenizer(vocab: int):
 def bench_logit_lens(repeats: int, tokens: int) -> dict[str, float]:
     """``tools.logit_lens`` over all layers (all positions, and the last one) vs one plain forward,
     and the compute floor: the forward plus every layer's final norm and unembedding in plain MLX,
-    copied to numpy (what a full ``[layers, T, vocab]`` lens must do before normalising)."""
+    evaluated (the matmuls any ``[layers, T, vocab]`` lens must do before normalising)."""
     import numpy as np
 
     from .tools import logit_lens  # the bench measures the toolkit too; the core never imports it
@@ -266,7 +266,7 @@ def bench_logit_lens(repeats: int, tokens: int) -> dict[str, float]:
         for layer in inner.layers:
             h = layer(h, "causal", None)
             states.append(h[0])
-        np.array(module.lm_head(inner.norm(mx.stack(states))))
+        mx.eval(module.lm_head(inner.norm(mx.stack(states))))
 
     variants = {"plain": plain, "floor": floor, "lens_all": lambda: logit_lens(model, ids),
                 "lens_last": lambda: logit_lens(model, ids, positions=[-1])}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from .batching import Batch, PaddingMask, pad, rows_of
+from .batching import Batch, CachedRows, CacheReader, PaddingMask, continued_cache, pad, rows_of
 from .compiler import Compiler
 from .context import current_tracer
 from .envoy import Envoy
@@ -328,6 +328,11 @@ class LanguageModelDriver(ModuleDriver):
         self.positions = _position_limit(mlx_model, vars(config), self.vocab_size)
 
     def encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
+        if "past_key_values" in kwargs:  # continue a KV cache (see ``batch`` and ``forward``)
+            kwargs = dict(kwargs)
+            cache = kwargs.pop("past_key_values")
+            rows = rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
+            return rows if cache is None else CachedRows(rows, cache)
         return rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
 
     def edit_example(self) -> tuple:
@@ -339,7 +344,8 @@ class LanguageModelDriver(ModuleDriver):
     def batch(self, datas: list) -> Batch:
         rows = [r for d in datas for r in d]
         batch = pad(rows, getattr(self.tokenizer, "padding_side", "left"), self.pad_id)
-        self.check_length(batch.input_ids.shape[1])
+        batch.cache = continued_cache(datas, batch, len(getattr(self.mlx_model, "layers", [])))
+        self.check_length(batch.input_ids.shape[1] + (batch.cache[0].offset if batch.cache else 0))
         return batch
 
     def check_length(self, tokens: int, new_tokens: int = 0) -> None:
@@ -352,10 +358,31 @@ class LanguageModelDriver(ModuleDriver):
 
     def signature(self, batch: Batch) -> Any:
         # The attention implementation decides what attention modules return (weights or None).
-        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding),
+        cached = batch.cache[0].offset if batch.cache else None
+        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding), cached,
                 getattr(self.module, "attn_implementation", None))
 
+    def structure(self, batch: Batch, instrumented: frozenset = frozenset()) -> Structure:
+        if batch.cache is None:
+            return super().structure(batch, instrumented)
+        # Learning the structure runs the forward lazily once more: on readers, so the cache is
+        # continued by the traced run only.
+        readers = [CacheReader(c) for c in batch.cache]
+        return self.structures.get((self.signature(batch), instrumented),
+                                   lambda: record_structure(self.modules(), self._continue(batch, readers),
+                                                            instrumented))
+
+    def _continue(self, batch: Batch, cache: list) -> Callable[[], Any]:
+        """The forward of ``batch``'s rows after the positions ``cache`` holds (mlx-lm's ``cache=``)."""
+        module, ids = self.module, batch.input_ids
+        if self.view == "hf":
+            mask = mx.ones(ids.shape, mx.int32)
+            return lambda: module(input_ids=ids, attention_mask=mask, past_key_values=cache)
+        return lambda: module(ids, cache=cache)
+
     def forward(self, batch: Batch) -> Callable[[], Any]:
+        if batch.cache is not None:
+            return self._continue(batch, batch.cache)
         module, ids = self.module, batch.input_ids
         if self.view == "hf":
             # As transformers is called under nnsight: keywords, with a mask even when nothing is
@@ -376,6 +403,8 @@ class LanguageModelDriver(ModuleDriver):
 
     def decoder(self, batch: Batch) -> tuple[Callable[[mx.array, Any], Any], Any]:
         """A step function ``(ids, cache) -> logits`` and a fresh KV cache for ``batch``."""
+        if batch.cache is not None:
+            raise NotImplementedError("past_key_values continues a model.trace; model.generate starts its own cache")
         module = self.module
         if self.view == "hf":
             cache = module.make_cache()

@@ -165,3 +165,56 @@ def test_smollm2_converges_late(smollm2_path):
         logits = model.lm_head.output.save()
     final = np.exp(np.array(logits[0]) - np.array(logits[0]).max(-1, keepdims=True))
     assert np.abs(r.probs[-1] - final / final.sum(-1, keepdims=True)).max() < 1e-5
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 4), vocab=st.sampled_from([7, 300, 1024, 1100, 4099]), k=st.integers(1, 12),
+       levels=st.sampled_from([3, 50, None]), seed=st.integers(0, 2 ** 16))
+def test_top_k_ids_is_a_full_sort(rows, vocab, k, levels, seed):
+    """The blockwise top-k equals sorting every row (value descending, then id), with ties
+    (``levels``: few distinct values) and vocabularies that are no multiple of the block."""
+    from mlxsight.tools.lens import top_k_ids
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(rows, 2, vocab)).astype(np.float32)
+    if levels is not None:
+        z = np.round(z * levels / 4) / levels
+    got = top_k_ids(z, k)
+    want = np.argsort(-z, axis=-1, kind="stable")[..., :min(k, vocab)]
+    assert got.shape == want.shape
+    assert np.array_equal(np.take_along_axis(z, got, -1), np.take_along_axis(z, want, -1))
+    if levels is None:  # distinct values: the same ids; with ties, any ids of the k largest values
+        assert np.array_equal(got, want)
+
+
+def test_token_strings_follow_the_tokenizer(stories_path):
+    """Remembered strings equal decoding each id, and are dropped when the tokenizer changes."""
+    from mlxsight.tools.inputs import token_strings
+
+    model = mlxsight.LanguageModel(stories_path, view="mlx")  # its own tokenizer: this test adds a token
+    tok = model.tokenizer
+    ids = [[1, 403, 13], [300, 13, 500]]
+    want = [tok.decode([i]) for row in ids for i in row]
+    assert token_strings(model, ids) == want and token_strings(model, ids) == want  # the second: remembered
+    before = len(tok)
+    tok.add_tokens(["<zz_new>"])
+    assert token_strings(model, [before]) == ["<zz_new>"] and token_strings(model, ids) == want
+
+
+@settings(max_examples=30, deadline=None)
+@given(scale=st.sampled_from([0.1, 5.0, 30.0, 200.0]), offset=st.sampled_from([0.0, -70.0, 55.0, 1000.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_softmax_against_float64(scale, offset, seed):
+    """probs and log-probabilities against float64, also where exp(z) alone would overflow or underflow."""
+    from mlxsight.tools.lens import softmax_
+
+    z = (np.random.default_rng(seed).normal(size=(3, 700)) * scale + offset).astype(np.float32)
+    probs = z.copy()
+    log_total, shift = softmax_(probs)  # in place
+    z64 = z.astype(np.float64)
+    ref = np.exp(z64 - z64.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    assert np.isfinite(probs).all() and np.allclose(probs, ref, rtol=1e-5, atol=1e-7)
+    logp = z64 - shift - log_total[..., None]
+    ref_logp = z64 - z64.max(-1, keepdims=True) - np.log(np.exp(z64 - z64.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    assert np.allclose(logp, ref_logp, atol=1e-4 * max(1.0, scale / 10))

@@ -4,6 +4,7 @@ import mlxsight
 import mlx.core as mx  # noqa: F401  (mlx before nnsight/transformers, always)
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mlxsight import tools
 
@@ -103,6 +104,43 @@ def test_kl_metric_and_mlx_view(stories, names):
     assert res.clean == pytest.approx(0, abs=1e-6) and res.corrupted > 0.1
     assert res.scores[0, 0] == pytest.approx(0, abs=1e-5)  # layer 0, the name: all of the clean run
     assert res.scores[:, 1] == pytest.approx([res.corrupted] * 2)  # position 3: identical tokens, no effect
+
+
+def test_patched_runs_continue_the_corrupted_cache(hf, names, monkeypatch):
+    """On MLX a forward whose patches all lie at or after position p runs positions p..T-1 only,
+    continuing the corrupted run's KV cache (values: the tests against the naive loop)."""
+    from mlxsight.tools import backend
+
+    runs = []
+    run = backend.run
+
+    def spy(model, inputs, read, **kw):
+        runs.append((len(inputs[0]), "past_key_values" in kw))
+        return run(model, inputs, read, **kw)
+
+    monkeypatch.setattr(backend, "run", spy)
+    tools.activation_patching(hf, CLEAN, CORRUPT, tools.logit_diff(*names), positions=[-1], progress=False)
+    assert runs and all(r == (1, True) for r in runs if r[1]) and any(r[1] for r in runs)
+    runs.clear()
+    tools.activation_patching(hf, CLEAN, CORRUPT, tools.logit_diff(*names), layers=[1, 2], positions=[20, 16],
+                              progress=False)
+    assert (8, True) in runs  # positions 16.. (a layer's two cells in one forward)
+
+
+@settings(max_examples=6, deadline=None)
+@given(component=st.sampled_from(["resid", "attn", "mlp", "heads"]),
+       layers=st.lists(st.integers(0, 4), min_size=1, max_size=2, unique=True),
+       positions=st.lists(st.integers(1, 23), min_size=1, max_size=2, unique=True))
+def test_any_cells_equal_naive_loop(hf, names, component, layers, positions):
+    lily, tim = names
+    heads = [6] if component == "heads" else None
+    res = tools.activation_patching(hf, CLEAN, CORRUPT, tools.logit_diff(lily, tim), component=component,
+                                    layers=layers, positions=positions, heads=heads, progress=False)
+    for i, layer in enumerate(layers):
+        for j, pos in enumerate(positions):
+            logits = naive_cell(hf, component, layer, pos, 6)
+            got = res.scores[(i, j, 0) if heads else (i, j)]
+            assert got == pytest.approx(logits[lily] - logits[tim], abs=2e-5), (layer, pos)
 
 
 def test_callable_metric(hf, names):

@@ -3,6 +3,7 @@ token strings. Shared by every tool so that they tokenize, count and label alike
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -52,10 +53,24 @@ def position_indices(positions: list[int] | None, T: int) -> list[int]:
     return out
 
 
+# Per tokenizer: the strings of ids decoded so far (decoding is ~10 us of Python per id, and a
+# logit lens shows thousands), dropped when its size or clean-up setting changes.
+_DECODED: "weakref.WeakKeyDictionary[Any, tuple[tuple, dict[int, str]]]" = weakref.WeakKeyDictionary()
+
+
 def token_strings(model: Any, ids: Any) -> list[str]:
-    """Each id decoded on its own (one string per id), through a per-call cache."""
+    """Each id decoded on its own (one string per id), remembered per tokenizer."""
     tokenizer = model.tokenizer
     flat = np.asarray(ids).reshape(-1).tolist()
-    unique = sorted(set(flat))
-    decoded = dict(zip(unique, tokenizer.batch_decode([[i] for i in unique])))
+    key = (len(tokenizer), getattr(tokenizer, "clean_up_tokenization_spaces", None))
+    try:
+        known_key, decoded = _DECODED.get(tokenizer, (None, {}))
+        if known_key != key:
+            decoded = {}
+            _DECODED[tokenizer] = (key, decoded)
+    except TypeError:  # not weakly referenceable: decode for this call only
+        decoded = {}
+    new = sorted(set(flat).difference(decoded))
+    if new:
+        decoded.update(zip(new, tokenizer.batch_decode([[i] for i in new])))
     return [decoded[i] for i in flat]

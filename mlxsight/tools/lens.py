@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import mlx.core as mx
 import numpy as np
 
 from . import backend
@@ -108,41 +109,113 @@ def read_residuals(std: Standardized, ids: list[int], rows: list[int], include_e
 
 def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], top_k: int,
            targets: list[int] | str | None, kind: str, positions: list[int]) -> LensResult:
-    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor) at input ``positions``.
+    """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor, this call's to use) at
+    input ``positions``.
 
-    The logits cross to numpy once; softmax, top-k and target ranks run there (on CPU numpy's
-    vectorised exp and partition beat MLX's CPU kernels several times over)."""
+    Everything runs as vectorised numpy passes over the logits' own memory (an MLX array is not
+    copied): top-k, target scores and ranks read them, then the softmax overwrites them with the
+    probabilities, so no other ``[rows, P, vocab]`` array is allocated (on Linux a fresh 32 MB
+    array costs more in page faults than the exp that fills it). On CPU numpy's exp and partition
+    run many times faster than MLX's CPU kernels (measured over ``[8, 128, 8192]``: ``exp`` 11 ms
+    against 230 ms, ``argpartition`` 34 ms against 210 ms); top-k partitions a few blocks per row
+    (``top_k_ids``), not the whole vocabulary."""
     with backend.no_grad(std.model):
-        z = backend.to_numpy(logits, np.float32)
-    z -= z.max(axis=-1, keepdims=True)  # z is this call's own copy of the logits
-    probs = np.exp(z)
-    total = probs.sum(axis=-1, keepdims=True)
-    probs /= total
-    log_total = np.log(total)[..., 0]
-    V = probs.shape[-1]
-    k = min(top_k, V)
-    top_ids = np.argpartition(z, V - k, axis=-1)[..., V - k:] if k < V else \
-        np.broadcast_to(np.arange(V), probs.shape).copy()
-    order = np.argsort(-np.take_along_axis(z, top_ids, axis=-1), axis=-1, kind="stable")
-    top_ids = np.take_along_axis(top_ids, order, -1).astype(np.int64)
-    top_p = np.take_along_axis(probs, top_ids, -1)
-    strings = token_strings(std.model, top_ids)
-    R, P = top_ids.shape[:2]
-    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
+        z = _writable_numpy(logits)
+    top_ids = top_k_ids(z, top_k)
+    R, P, k = top_ids.shape
     target_list = _targets(targets, ids, positions)
-    nll = rank = None
     if target_list is not None:
         t = np.asarray(target_list)
         valid = t >= 0
         index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
         target_z = np.take_along_axis(z, index, -1)
-        nll = np.where(valid, log_total - target_z[..., 0], np.nan).astype(np.float32)
         rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
+    log_total, shift = softmax_(z)
+    probs = z  # overwritten in place
+    top_p = np.take_along_axis(probs, top_ids, -1)
+    nll = None
+    if target_list is not None:
+        nll = np.where(valid, log_total - (target_z - shift)[..., 0], np.nan).astype(np.float32)
+    else:
+        rank = None
+    strings = token_strings(std.model, top_ids)
+    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
     return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
                       input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
                       top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
                       positions=list(positions))
+
+
+# |row maximum| up to which exp(z) needs no shift: exp(60) * vocab stays far below float32's 3e38,
+# and a row's largest term exp(-60) = 9e-27 far above its smallest normal number.
+SAFE_EXP = 60.0
+
+
+def softmax_(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Overwrite ``z`` with ``softmax(z)`` over the last axis; return ``(log_total, shift)``, the
+    log-normaliser of ``z - shift`` (``log p = z - shift - log_total`` for the original ``z``).
+
+    Rows are shifted by their maximum only when some ``|maximum|`` exceeds ``SAFE_EXP``; otherwise
+    ``exp(z)`` is exact to float32 rounding and a pass over the logits is saved."""
+    peak = z.max(axis=-1, keepdims=True)
+    if np.abs(peak).max(initial=0.0) > SAFE_EXP:
+        shift = peak
+        np.subtract(z, shift, out=z)
+    else:
+        shift = np.zeros_like(peak)
+    np.exp(z, out=z)
+    total = z.sum(axis=-1, keepdims=True)
+    z /= total
+    return np.log(total)[..., 0], shift
+
+
+def _writable_numpy(logits: Any) -> np.ndarray:
+    """float32 logits as a numpy array this call may overwrite: an MLX array's own memory (the
+    caller hands over a fresh array), else a copy or a fresh conversion."""
+    if isinstance(logits, mx.array) and logits.dtype == mx.float32:
+        mx.eval(logits)
+        z = np.asarray(logits)
+        if z.flags.writeable and z.flags.c_contiguous:
+            return z
+    z = backend.to_numpy(logits, np.float32)
+    return z if z.flags.writeable and z.flags.c_contiguous and z.flags.owndata else np.array(z, np.float32)
+
+
+BLOCK = 32  # top-k partitions only the k blocks of this many ids with the largest maxima
+
+
+def top_k_ids(z: np.ndarray, k: int) -> np.ndarray:
+    """``[..., k]`` int64 ids of the ``k`` largest values of each row of ``z`` (``k`` capped at
+    its width), largest first; equal values in order of id among those kept (which of several
+    equal values at the k-th place are kept is unspecified, as with a partition).
+
+    The ``k`` largest values lie in the ``k`` blocks whose maxima are largest (each lies in a block
+    whose maximum is at least the k-th largest value, and at most ``k`` blocks have one), so only
+    those blocks are partitioned. Block ``j`` holds ids ``j, j + n, j + 2n, ...`` (``n`` blocks):
+    their maxima are one elementwise maximum over ``BLOCK`` contiguous slices of the row, about
+    twice as fast as partitioning the whole row. Ids past the last whole block are always kept."""
+    V = z.shape[-1]
+    k = min(k, V)
+    rows = z.reshape(-1, V)
+    n = V // BLOCK
+    if n <= 4 * k:
+        candidates = np.broadcast_to(np.arange(V), rows.shape)
+    else:
+        maxima = rows[:, :n * BLOCK].reshape(len(rows), BLOCK, n).max(axis=1)
+        blocks = np.argpartition(maxima, n - k, axis=-1)[:, n - k:]
+        candidates = (blocks[:, :, None] + n * np.arange(BLOCK)).reshape(len(rows), -1)
+        if V % BLOCK:
+            tail = np.broadcast_to(np.arange(n * BLOCK, V), (len(rows), V % BLOCK))
+            candidates = np.concatenate([candidates, tail], axis=1)
+    values = np.take_along_axis(rows, candidates, -1)
+    width = values.shape[-1]
+    pick = np.argpartition(values, width - k, axis=-1)[:, width - k:] if k < width else \
+        np.broadcast_to(np.arange(width), values.shape)
+    ids = np.take_along_axis(candidates, pick, -1)
+    best = np.take_along_axis(values, pick, -1)
+    order = np.lexsort((ids, -best), axis=-1)  # by value, descending; then by id
+    return np.take_along_axis(ids, order, -1).astype(np.int64).reshape(z.shape[:-1] + (k,))
 
 
 def _targets(targets: list[int] | str | None, ids: list[int], positions: list[int]) -> list[int] | None:

@@ -10,6 +10,11 @@ How it is fast, with the values of a loop of one patched trace per cell:
   corrupted run's residual stream entering each layer.
 - A patched run that starts at layer ``l`` does not recompute layers ``0..l-1``: those layers are
   skipped (``envoy.skip``) with the stored corrupted residual as their output.
+- On MLX it does not recompute the positions before its first patched one either: those are the
+  corrupted run's at every layer, so the run continues the corrupted run's KV cache (filled by the
+  baseline trace; ``model.trace(..., past_key_values=...)``) over positions ``p..T-1`` only. A
+  last-position sweep runs one position per row. nnsight models, and forwards patching position 0
+  or every position (``heads`` with ``positions=None``), run every position.
 - Cells run as rows of one batched forward: all positions (and heads) of a layer together, and
   consecutive layers together when the per-trace overhead outweighs the compute that costs
   (small models, few rows); both costs are measured on the model (fitted to its recent patched
@@ -31,6 +36,7 @@ from typing import Any, Callable, Sequence
 import time
 import weakref
 
+import mlx.core as mx
 import numpy as np
 
 from . import backend
@@ -132,12 +138,13 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, metric: Callable
         for cell, value in zip(rows, values):
             scores[cell] = value
         depth = std.n_layers - min(grid.layers[cell[0]] for cell in rows)
-        history.append((len(rows) * depth * len(corrupt_ids), time.perf_counter() - start))
+        tokens = len(corrupt_ids) - (first_patched(grid, rows) if corrupt_run.kv is not None else 0)
+        history.append((len(rows) * depth * tokens, time.perf_counter() - start))
         del history[:-HISTORY_SIZE]
 
     several_layers = len({cell[0] for cell in todo}) > 1
     costs = _costs(std, corrupt_ids, corrupt_run, baseline_seconds) if several_layers else (0.0, 1.0)
-    forwards = _plan(grid, todo, batch_size, std.n_layers, costs)
+    forwards = _plan(grid, todo, batch_size, std.n_layers, costs, cached=corrupt_run.kv is not None)
     bar = _bar(progress, f"activation patching ({component})", total=len(forwards))
     for rows in forwards:
         run(rows)
@@ -229,11 +236,12 @@ def _indices(given: Sequence[int] | None, n: int, what: str) -> list[int]:
 
 
 def _plan(grid: Grid, cells: list[tuple[int, ...]], batch_size: int, n_layers: int,
-          costs: tuple[float, float]) -> list[list[tuple[int, ...]]]:
+          costs: tuple[float, float], cached: bool = False) -> list[list[tuple[int, ...]]]:
     """Cells into forwards of at most ``batch_size`` rows, grouping consecutive layers when that is cheaper.
 
     A forward starting at layer ``a`` costs ``overhead + per_row_layer * rows * (n_layers - a)``
-    (``costs``, measured): a row patched at a later layer of a shared forward recomputes the layers
+    (``costs``, measured), times the share of positions it runs (``cached``: from its first
+    patched position on): a row patched at a later layer of a shared forward recomputes the layers
     in between, which pays off only while a trace's fixed overhead outweighs that compute. The
     cheapest grouping is found by dynamic programming over the layers in order."""
     by_layer: dict[int, list] = {}
@@ -243,14 +251,18 @@ def _plan(grid: Grid, cells: list[tuple[int, ...]], batch_size: int, n_layers: i
     overhead, per_row_layer = costs
     # best[j]: the cheapest plan for layers[:j]; cut[j]: where its last forward starts
     best, cut = [0.0] + [float("inf")] * len(layers), [0] * (len(layers) + 1)
+    T = grid.n_tokens
+    first = {layer: first_patched(grid, group) if cached else 0 for layer, group in by_layer.items()}
     for j in range(1, len(layers) + 1):
-        rows = 0
+        rows, start = 0, T
         for i in range(j - 1, -1, -1):
             rows += len(by_layer[layers[i]])
+            start = min(start, first[layers[i]])
             if rows > batch_size and i < j - 1:
                 break
             n_forwards = -(-rows // batch_size)
-            cost = best[i] + n_forwards * overhead + per_row_layer * rows * (n_layers - layers[i])
+            share = (T - start) / T
+            cost = best[i] + n_forwards * overhead + per_row_layer * rows * (n_layers - layers[i]) * share
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     forwards: list[list] = []
@@ -327,6 +339,7 @@ class Baseline:
     logits: Any
     like: Any  # a backend tensor of the activations' dtype and device
     tuple_out: bool
+    kv: list | None = None  # per layer (keys, values) [1, heads, T, d_head] of this run (MLX only)
 
 
 def site(std: Standardized, component: str, layer: int) -> Any:
@@ -376,16 +389,47 @@ def _baselines(std: Standardized, clean_ids: list[int], corrupt_ids: list[int], 
         out["last"] = backend.first(std.layers[-1].output)[:, -1]
         return out
 
+    # On MLX the trace also fills a KV cache: the corrupted run's keys and values, which patched
+    # runs continue instead of recomputing the positions before their patch.
+    cache = _empty_cache(std)
+    kw = {} if cache is None else {"past_key_values": cache}
     with backend.no_grad(model):
         with model.trace() as tracer:
-            with tracer.invoke([clean_ids]):
+            with tracer.invoke([clean_ids], **kw):
                 clean = backend.save(model, read())
-            with tracer.invoke([corrupt_ids]):
+            with tracer.invoke([corrupt_ids], **kw):
                 corrupt = backend.save(model, read())
-    return _as_baseline(std, clean, wanted), _as_baseline(std, corrupt, wanted)
+    kv = None if cache is None else [(c.keys[1:2, :, :c.offset], c.values[1:2, :, :c.offset]) for c in cache]
+    return _as_baseline(std, clean, wanted), _as_baseline(std, corrupt, wanted, kv)
 
 
-def _as_baseline(std: Standardized, run: dict, wanted: set[int]) -> Baseline:
+def _empty_cache(std: Standardized) -> list | None:
+    """Fresh KV caches to fill in the baseline trace, where patched runs can continue one (MLX)."""
+    if std.backend != backend.MLX:
+        return None  # nnsight models: patched runs recompute every position
+    from mlx_lm.models.cache import KVCache
+
+    return [KVCache() for _ in range(std.n_layers)]
+
+
+def _continued(kv: list, start: int, rows: int) -> list:
+    """KV caches holding the corrupted run's first ``start`` positions, for ``rows`` rows.
+
+    Their buffers are the whole corrupted run's (``offset = start``), so the forward writes the
+    positions it runs into them instead of growing a buffer (mlx-lm's 256-position steps)."""
+    from mlx_lm.models.cache import KVCache
+
+    caches = []
+    for k, v in kv:
+        cache = KVCache()
+        cache.keys = mx.broadcast_to(k, (rows,) + k.shape[1:])
+        cache.values = mx.broadcast_to(v, (rows,) + v.shape[1:])
+        cache.offset = start
+        caches.append(cache)
+    return caches
+
+
+def _as_baseline(std: Standardized, run: dict, wanted: set[int], kv: list | None = None) -> Baseline:
     tuple_out = any(isinstance(v, (tuple, list)) for v in run["acts"].values())
     acts = {k: backend.first(v) for k, v in run["acts"].items()} or dict(run["resid"])
     with backend.no_grad(std.model):
@@ -393,7 +437,7 @@ def _as_baseline(std: Standardized, run: dict, wanted: set[int]) -> Baseline:
     like = next(iter(acts.values()))
     return Baseline(acts={k: backend.to_numpy(v, np.float32) for k, v in acts.items() if k in wanted},
                     resid={k: backend.to_numpy(v, np.float32) for k, v in run["resid"].items()},
-                    logits=logits, like=like, tuple_out=tuple_out)
+                    logits=logits, like=like, tuple_out=tuple_out, kv=kv)
 
 
 def _patched_forward(std: Standardized, grid: Grid, rows: list[tuple[int, ...]], ids: list[int],
@@ -403,6 +447,9 @@ def _patched_forward(std: Standardized, grid: Grid, rows: list[tuple[int, ...]],
     n, t = len(rows), grid.n_tokens
     layers = sorted({grid.layers[cell[0]] for cell in rows})
     start = layers[0]
+    # Positions before the first patched one are the corrupted run's at every layer: with its KV
+    # cache, the forward runs positions ``first..T-1`` only (``first = 0``: all, no cache).
+    first = first_patched(grid, rows) if corrupt.kv is not None else 0
     edits = {}
     for layer in layers:
         act = clean.acts[layer][0]
@@ -415,12 +462,14 @@ def _patched_forward(std: Standardized, grid: Grid, rows: list[tuple[int, ...]],
             pos, feat = grid.region(cell)
             keep[(r, pos) + ((feat,) if grid.heads is not None else ())] = 0.0
             patch[r, pos, feat] = act[pos, feat]
-        edits[layer] = (backend.from_numpy(model, keep, like=clean.like),
-                        backend.from_numpy(model, patch, like=clean.like))
+        edits[layer] = (backend.from_numpy(model, keep[:, first:], like=clean.like),
+                        backend.from_numpy(model, patch[:, first:], like=clean.like))
     skip_value = None
     if start > 0:
-        resid = np.broadcast_to(corrupt.resid[start], (n,) + corrupt.resid[start].shape[1:])
+        resid = corrupt.resid[start][:, first:]
+        resid = np.broadcast_to(resid, (n,) + resid.shape[1:])
         skip_value = backend.from_numpy(model, np.ascontiguousarray(resid), like=clean.like)
+    kw = {"past_key_values": _continued(corrupt.kv, first, n)} if first else {}
 
     def read(m: Any) -> Any:
         if skip_value is not None:
@@ -431,10 +480,17 @@ def _patched_forward(std: Standardized, grid: Grid, rows: list[tuple[int, ...]],
             edit_site(std, grid.component, layer, lambda x, k=keep, p=patch: x * k + p, clean.tuple_out)
         return backend.first(std.layers[-1].output)[:, -1]
 
-    last = backend.run(model, [ids] * n, read)
+    last = backend.run(model, [ids[first:]] * n, read, **kw)
     with backend.no_grad(model):
         values = metric(std.logits(last))
     return [float(v) for v in backend.to_numpy(values, np.float64).reshape(-1)]
+
+
+def first_patched(grid: Grid, cells: list[tuple[int, ...]]) -> int:
+    """The first position any of ``cells`` patches (0 when one patches every position)."""
+    if grid.positions is None:
+        return 0
+    return min(grid.positions[cell[1]] for cell in cells)
 
 
 def _scalar(value: Any) -> float:
