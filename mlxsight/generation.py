@@ -129,9 +129,14 @@ class GenerationTracer(Tracer):
             if self.streamer is not None and hasattr(self.streamer, "end"):
                 self.streamer.end()
             result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
+        result = self.returned(result, ids.shape[1])
         if runner is not None and RESULT in runner.schedule.at:
             return runner.fire_point(RESULT, result)
         return result
+
+    def returned(self, ids: mx.array, prompt_width: int) -> Any:
+        """What the call returns for the generated ``ids`` (prompts ``prompt_width`` wide): the ids."""
+        return ids
 
     def _stream(self, ids: mx.array, call: int, runner: Runner | None) -> None:
         """Hand ``ids`` to the caller's streamer and to ``model.generator.streamer``'s reads; the

@@ -283,6 +283,21 @@ class LanguageModel(NNsight):
         return _handed_back(tracer.decode(tracer.batcher.batch()))
 
 
+    def pipe(self, *inputs: Any, **kwargs: Any) -> Any:
+        """``with model.pipe(prompt, max_new_tokens=N) as tracer:``: nnsight's ``pipe``, transformers'
+        text-generation pipeline on this model; ``tracer.result`` is its records (one list of
+        ``{"generated_text": ...}`` per prompt; a chat gets the reply as an assistant message).
+
+        Traced like ``generate``; called outside a ``with`` statement it returns the records."""
+        from .pipeline import PipeTracer
+
+        kwargs.pop("remote", None) and self.trace(remote=True)
+        tracer = PipeTracer(self, inputs, kwargs)
+        if _called_in_with_statement():
+            return tracer
+        return _handed_back(tracer.run())
+
+
 class LanguageModelDriver(ModuleDriver):
     """The driver of an mlx-lm language model: inputs are token-id rows, padded together; it decodes."""
 
