@@ -97,11 +97,11 @@ class GenerationTracer(Tracer):
     def forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
         return lambda: self.decode(batch, runner)
 
-    def forwards(self) -> int:
-        """How many forwards the loop may make: all of them, or up to the step a ``tracer.stop()``
-        fired at (nnsight ends the generation there)."""
+    def stop_at(self) -> int | None:
+        """The step a ``tracer.stop()`` ends the generation in (nnsight: that step's forward is the
+        last, no token is chosen from it, nothing is returned); ``None`` when the loop runs out."""
         stop = self.recorder.stop
-        return self.max_new_tokens if stop is None else min(self.max_new_tokens, stop.call + 1)
+        return None if stop is None or stop == RESULT else stop.call
 
     def decode(self, batch: Any, runner: Runner | None = None) -> mx.array:
         """Generate from ``batch``; the token ids, prompt first (fired as ``result`` when traced)."""
@@ -109,23 +109,24 @@ class GenerationTracer(Tracer):
         ids = batch.input_ids
         driver.check_length(ids.shape[1], self.max_new_tokens)
         step_fn, cache = driver.decoder(batch)
-        forwards = self.forwards()
+        stop_at = self.stop_at()
         if self.num_beams > 1:
             result = beam_search(step_fn, cache, ids, self.num_beams, self.max_new_tokens, self.eos_ids,
                                  self.pad_id, length_penalty=self.length_penalty, early_stopping=self.early_stopping,
                                  num_return_sequences=self.num_return_sequences,
-                                 min_new_tokens=self.min_new_tokens, forwards=forwards)
+                                 min_new_tokens=self.min_new_tokens, stop_at=stop_at)
             if result is None:  # stopped: the generation never returned
                 return None
         else:
             self._stream(ids, 0, runner)
             new_tokens = []
-            for token in generate_step(step_fn, cache, ids, self.sampler, self.max_new_tokens, self.eos_ids,
-                                       self.pad_id, self.min_new_tokens, forwards):
-                new_tokens.append(token)
-                self._stream(token, len(new_tokens), runner)
-            if len(new_tokens) == forwards < self.max_new_tokens:
-                return None  # stopped: the generation never returned
+            try:
+                for token in generate_step(step_fn, cache, ids, self.sampler, self.max_new_tokens, self.eos_ids,
+                                           self.pad_id, self.min_new_tokens, stop_at):
+                    new_tokens.append(token)
+                    self._stream(token, len(new_tokens), runner)
+            except GenerationStopped:
+                return None  # the generation never returned
             if self.streamer is not None and hasattr(self.streamer, "end"):
                 self.streamer.end()
             result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
@@ -153,17 +154,19 @@ class GenerationTracer(Tracer):
 
 def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Callable[[mx.array], mx.array],
                   max_new_tokens: int, eos_ids: list[int], pad_id: int, min_new_tokens: int = 0,
-                  forwards: int | None = None) -> Iterator[mx.array]:
+                  stop_at: int | None = None) -> Iterator[mx.array]:
     """Yield each step's new token per row (``[rows]``), greedy or sampled, as transformers does:
     a row that produced an end-of-sequence token is padded afterwards; the loop ends when every
     row has ended or after ``max_new_tokens`` steps (mlx-lm's ``generate_step`` shape). Before
-    ``min_new_tokens`` no end-of-sequence token is chosen; ``forwards`` caps the model calls (a stop)."""
+    ``min_new_tokens`` no end-of-sequence token is chosen. A stop at step ``stop_at`` ends the loop
+    after that step's forward (``GenerationStopped``)."""
     rows = ids.shape[0]
     finished = mx.zeros((rows,), dtype=mx.bool_)
     eos = mx.array(eos_ids)[None] if eos_ids else None
-    forwards = max_new_tokens if forwards is None else forwards
     logits = step_fn(ids, cache)
     for step in range(max_new_tokens):
+        if stop_at is not None and step >= stop_at:
+            raise GenerationStopped
         last = _last(logits)
         if step < min_new_tokens and eos_ids:
             last = _forbid(last, eos_ids)
@@ -173,9 +176,13 @@ def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Cal
             finished = finished | mx.any(token[:, None] == eos, axis=1)
         mx.eval(token, finished)
         yield token
-        if bool(finished.all()) or step == max_new_tokens - 1 or step + 1 >= forwards:
+        if bool(finished.all()) or step == max_new_tokens - 1:
             return
         logits = step_fn(token[:, None], cache)
+
+
+class GenerationStopped(Exception):
+    """A ``tracer.stop()`` ended the generation mid-loop: nothing is returned."""
 
 
 _NEG = np.float32(-1.0e9)  # transformers' beam search marks an excluded candidate with this score
@@ -183,7 +190,8 @@ _NEG = np.float32(-1.0e9)  # transformers' beam search marks an excluded candida
 
 def beam_search(step_fn: StepFunction, cache: Any, ids: mx.array, num_beams: int, max_new_tokens: int,
                 eos_ids: list[int], pad_id: int, *, length_penalty: float = 1.0, early_stopping: bool | str = False,
-                num_return_sequences: int = 1, min_new_tokens: int = 0, forwards: int | None = None) -> mx.array | None:
+                num_return_sequences: int = 1, min_new_tokens: int = 0,
+                stop_at: int | None = None) -> mx.array | None:
     """Beam search as transformers 5 runs it (``do_sample=False``); the best ``num_return_sequences``
     sequences per prompt, prompt first, padded to the longest.
 
@@ -193,15 +201,14 @@ def beam_search(step_fn: StepFunction, cache: Any, ids: mx.array, num_beams: int
     ended ones among the top ``num_beams`` as finished with score ``logprob / new_length **
     length_penalty``. The loop ends at ``max_new_tokens``, when no running beam can beat the finished
     ones (transformers' heuristics per ``early_stopping``), or when ``early_stopping=True`` and every
-    prompt has ``num_beams`` finished. The KV cache follows the surviving beams. ``None`` when
-    ``forwards`` (a stop) ends the loop before it returns."""
+    prompt has ``num_beams`` finished. The KV cache follows the surviving beams. ``None`` when a
+    stop fires in step ``stop_at``'s forward (nnsight: the generation never returns)."""
     flat, prompt_len = ids.shape
     batch, k = flat // num_beams, num_beams
     max_len = prompt_len + max_new_tokens
     keep = max(2, 1 + len(eos_ids)) * k
     eos = np.array(eos_ids, dtype=np.int64)
     fill = (pad_id or eos_ids[0]) if eos_ids else -1  # transformers' fill of unwritten positions
-    forwards = max_new_tokens if forwards is None else forwards
 
     running = np.full((batch, k, max_len), fill, dtype=np.int64)
     running[:, :, :prompt_len] = np.array(ids, dtype=np.int64).reshape(batch, k, prompt_len)
@@ -218,6 +225,8 @@ def beam_search(step_fn: StepFunction, cache: Any, ids: mx.array, num_beams: int
 
     logits = step_fn(ids, cache)
     for step in range(max_new_tokens):
+        if stop_at is not None and step >= stop_at:
+            return None  # a stop fired in this step's forward
         cur = prompt_len + step
         last = _last(logits).astype(mx.float32)
         log_probs = last - mx.logsumexp(last, axis=-1, keepdims=True)
@@ -265,8 +274,6 @@ def beam_search(step_fn: StepFunction, cache: Any, ids: mx.array, num_beams: int
         done = (not improvable.any()) or (bool(is_finished.all()) and early_stopping is True) or bool(ends.all())
         if done:
             break
-        if step + 1 >= forwards:
-            return None
         _reorder(cache, mx.array(running_origin[:, :, step].reshape(-1)))
         logits = step_fn(mx.array(running[:, :, cur].reshape(-1, 1)), cache)
 
@@ -288,7 +295,7 @@ def _reorder(cache: Any, index: mx.array) -> None:
     the old row ``index[i]``: the KV cache follows the beams that survive a step."""
     rows = index.shape[0]
     for holder in [cache, *cache] if isinstance(cache, list) else [cache]:
-        for name, value in list(vars(holder).items()):
+        for name, value in list(getattr(holder, "__dict__", {}).items()):
             if isinstance(value, mx.array) and value.ndim and value.shape[0] == rows:
                 setattr(holder, name, value[index])
 
