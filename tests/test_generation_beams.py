@@ -247,3 +247,25 @@ def test_a_stopped_generation_streams_no_token_after_the_stop(stories):
     # the prompt, then the tokens of steps 0 and 1: step 2's forward was the last, nothing ended it
     assert len(seen) == 3
     assert len(streamer.puts) == 3 and "end" not in streamer.puts
+
+
+def test_beams_stop_and_pipe_crosscheck_against_nnsight(tmp_path):
+    """The same nnsight script on both backends (``compat crosscheck``): per-step beam hidden states
+    after the cache follows the beams, the beam ids of a batch, a stop's sibling served that step
+    (with the warning) and pipe's records."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "table.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, "-m", "compat", "crosscheck", str(root / "tests/compat_scripts/beams_pipe.py"),
+                           str(cached_checkpoint("llama")), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = json.dumps(json.loads(out.read_text()))
+    assert "beam_ids" in text and "sibling" in text and "generated_text" in text
