@@ -35,7 +35,7 @@ class GenerationTracer(Tracer):
     stop_early = False  # every step runs: later steps, streaming and the result need them
 
     def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
-                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,
                  streamer: Any = None, eos_token_id: Any = None, num_return_sequences: int = 1,
                  num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
                  min_new_tokens: int | None = None, pad_token_id: int | None = None, **unused: Any) -> None:
@@ -306,11 +306,13 @@ def _last(logits: Any) -> mx.array:
 
 
 def _sampler(do_sample: bool, temperature: float, top_p: float, top_k: int) -> Callable[[mx.array], mx.array]:
+    """Greedy, or sampling as transformers' defaults have it (the 50 likeliest tokens unless
+    ``top_k`` says otherwise; 0 or None: all of them)."""
     if not do_sample or temperature == 0:
         return lambda logits: mx.argmax(logits, axis=-1)
     from mlx_lm.sample_utils import make_sampler
 
-    sample = make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0, top_k=top_k)
+    sample = make_sampler(temp=temperature, top_p=top_p if top_p < 1.0 else 0.0, top_k=top_k or 0)
     return lambda logits: sample(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
 
 

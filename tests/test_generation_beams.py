@@ -269,3 +269,19 @@ def test_beams_stop_and_pipe_crosscheck_against_nnsight(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = json.dumps(json.loads(out.read_text()))
     assert "beam_ids" in text and "sibling" in text and "generated_text" in text
+
+
+def test_sampling_keeps_transformers_default_top_k_of_50(stories):
+    """Sampling with no ``top_k`` anywhere draws from the 50 likeliest tokens, as transformers'
+    default; ``top_k=0`` lifts it (near-uniform at a high temperature: almost surely outside)."""
+    with stories.trace("Once upon a time"):
+        first = stories.output[0, -1].save()
+    top50 = set(np.argsort(-np.array(first))[:50].tolist())
+    n = len(stories.tokenizer("Once upon a time")["input_ids"])
+    mx.random.seed(0)
+    drawn = stories.generate("Once upon a time", max_new_tokens=1, do_sample=True, temperature=100.0,
+                             num_return_sequences=64)[:, n].tolist()
+    assert set(drawn) <= top50 and len(set(drawn)) > 10
+    free = stories.generate("Once upon a time", max_new_tokens=1, do_sample=True, temperature=100.0,
+                            num_return_sequences=64, top_k=0)[:, n].tolist()
+    assert not set(free) <= top50
