@@ -45,6 +45,22 @@ class GenerationConfig:
         """The settings that are set (not ``None``)."""
         return {k: v for k, v in vars(self).items() if v is not None}
 
+    to_diff_dict = set_values  # transformers' name for what a checkpoint sets
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, unset ones as ``None``."""
+        return dict(vars(self))
+
+    def update(self, **values: Any) -> dict[str, Any]:
+        """Set the known settings among ``values``; the rest are returned (as transformers' ``update``)."""
+        unused = {}
+        for name, value in values.items():
+            if hasattr(self, name):
+                setattr(self, name, value)
+            else:
+                unused[name] = value
+        return unused
+
     def __repr__(self) -> str:
         return f"GenerationConfig({json.dumps(self.set_values(), indent=2, default=str)})"
 

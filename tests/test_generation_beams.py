@@ -285,3 +285,14 @@ def test_sampling_keeps_transformers_default_top_k_of_50(stories):
     free = stories.generate("Once upon a time", max_new_tokens=1, do_sample=True, temperature=100.0,
                             num_return_sequences=64, top_k=0)[:, n].tolist()
     assert not set(free) <= top50
+
+
+def test_generation_config_reads_like_transformers():
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    ours, theirs = GenerationConfig(num_beams=3, eos_token_id=2), HFGenerationConfig(num_beams=3, eos_token_id=2)
+    assert all(getattr(ours, k) == getattr(theirs, k) for k in ("num_beams", "eos_token_id", "do_sample",
+                                                                 "max_new_tokens", "length_penalty"))
+    assert ours.to_diff_dict() == {k: v for k, v in theirs.to_diff_dict().items() if k != "transformers_version"}
+    assert ours.update(num_beams=2, nonsense=1) == theirs.update(num_beams=2, nonsense=1) == {"nonsense": 1}
+    assert ours.num_beams == theirs.num_beams == 2
