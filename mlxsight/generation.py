@@ -291,13 +291,21 @@ def _forbid(logits: mx.array, token_ids: list[int]) -> mx.array:
 
 
 def _reorder(cache: Any, index: mx.array) -> None:
-    """Make row ``i`` of every per-row array in ``cache`` (mlx-lm caches, a kept attention mask)
-    the old row ``index[i]``: the KV cache follows the beams that survive a step."""
+    """Make row ``i`` of every per-row array in ``cache`` (mlx-lm caches, also quantized and
+    recurrent ones, a kept attention mask) the old row ``index[i]``: the KV cache follows the beams
+    that survive a step."""
     rows = index.shape[0]
+
+    def take(value: Any) -> Any:
+        if isinstance(value, mx.array):
+            return value[index] if value.ndim and value.shape[0] == rows else value
+        if isinstance(value, (list, tuple)) and not hasattr(value, "__dict__"):
+            return type(value)(take(v) for v in value)
+        return value
+
     for holder in [cache, *cache] if isinstance(cache, list) else [cache]:
         for name, value in list(getattr(holder, "__dict__", {}).items()):
-            if isinstance(value, mx.array) and value.ndim and value.shape[0] == rows:
-                setattr(holder, name, value[index])
+            setattr(holder, name, take(value))
 
 
 def _last(logits: Any) -> mx.array:

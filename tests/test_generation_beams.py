@@ -296,3 +296,24 @@ def test_generation_config_reads_like_transformers():
     assert ours.to_diff_dict() == {k: v for k, v in theirs.to_diff_dict().items() if k != "transformers_version"}
     assert ours.update(num_beams=2, nonsense=1) == theirs.update(num_beams=2, nonsense=1) == {"nonsense": 1}
     assert ours.num_beams == theirs.num_beams == 2
+
+
+def test_the_cache_follows_the_beams_for_every_mlx_lm_cache_kind():
+    from mlx_lm.models.cache import ArraysCache, KVCache, QuantizedKVCache
+
+    from mlxsight.generation import _reorder
+
+    index = mx.array([2, 0, 0])
+    plain = KVCache()
+    plain.update_and_fetch(mx.random.normal((3, 2, 4, 8)), mx.random.normal((3, 2, 4, 8)))
+    quantized = QuantizedKVCache(group_size=32, bits=8)
+    quantized.update_and_fetch(mx.random.normal((3, 2, 4, 64)), mx.random.normal((3, 2, 4, 64)))
+    recurrent = ArraysCache(2)
+    recurrent[0], recurrent[1] = mx.random.normal((3, 5)), mx.random.normal((3, 2))
+    before = [np.array(plain.keys), [np.array(a) for a in quantized.keys], [np.array(a) for a in recurrent.cache]]
+    _reorder([plain, quantized, recurrent], index)
+    rows = [2, 0, 0]
+    assert np.array_equal(np.array(plain.keys), before[0][rows])
+    assert all(np.array_equal(np.array(a), b[rows]) for a, b in zip(quantized.keys, before[1]))
+    assert all(np.array_equal(np.array(a), b[rows]) for a, b in zip(recurrent.cache, before[2]))
+    assert plain.offset == 4  # what is not per row stays
