@@ -1,10 +1,12 @@
 """Generation with interventions: a KV-cached step loop run as one traced computation.
 
 Each step is one forward of the model, so a module's n-th call is step n: plain reads bind to
-step 0 and ``for step in tracer.iter[...]`` binds them to other steps, as in nnsight. The loop
-follows transformers' greedy semantics where scripts can see them: every row stops at EOS and is
-padded afterwards, the loop ends when all rows have, and ``tracer.result`` holds the prompt (with
-its padding) followed by the new tokens.
+step 0 and ``for step in tracer.iter[...]`` binds them to other steps, as in nnsight. The loops
+follow transformers 5 where scripts can see it. Greedy and sampled (``generate_step``): every row
+stops at EOS and is padded afterwards, the loop ends when all rows have. Beam search
+(``beam_search``): the beams are the batch's rows, the KV cache follows the surviving beams, and
+the best sequences come back. ``tracer.result`` holds the prompt (with its padding) followed by the
+new tokens.
 """
 
 from __future__ import annotations
