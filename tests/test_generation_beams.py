@@ -96,6 +96,7 @@ def test_traced_beams_are_the_rows_and_the_result_is_transformers(pair):
 
 
 def test_each_invoke_sees_its_own_beams(pair):
+    """mlxsight's choice (docs/compatibility.md): nnsight serves every invoke all the beams."""
     lm = pair[0]
     with lm.generate(max_new_tokens=3, num_beams=2) as tracer:
         with tracer.invoke(PROMPTS[0]):
