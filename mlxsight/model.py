@@ -210,12 +210,10 @@ class LanguageModel(NNsight):
                  config: dict | None = None, **kwargs: Any) -> None:
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
-        root = None
         if isinstance(model, (str, Path)):
-            from .loading import load, resolve
+            from .loading import load
 
             module, loaded_tok, saved = load(model, kwargs.get("revision"), kwargs.get("trust_remote_code"))
-            root = resolve(model, kwargs.get("revision"))
             passed = tokenizer is not None
             tokenizer = tokenizer if passed else loaded_tok
             config = config or saved
@@ -247,10 +245,8 @@ class LanguageModel(NNsight):
             setattr(tok, key, value)
         object.__setattr__(self, "tokenizer", tok)
         object.__setattr__(self, "config", SimpleNamespace(**config))
-        from .generation_config import GenerationConfig
-
-        # the checkpoint's generation settings: generate() takes its defaults from them
-        object.__setattr__(self, "generation_config", GenerationConfig.from_checkpoint(root, config))
+        # the checkpoint's generation settings (generation_config.json): generate() takes its defaults from them
+        object.__setattr__(self, "generation_config", _generation_config(model, kwargs.get("revision"), config))
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
         object.__setattr__(self, "_driver", LanguageModelDriver(self._module, module, tok, self.view, self.config))
@@ -281,7 +277,6 @@ class LanguageModel(NNsight):
             return tracer
         tracer.batcher.add(inputs, forward_kwargs)  # each row repeated as the loop needs (beams, sequences)
         return _handed_back(tracer.decode(tracer.batcher.batch()))
-
 
     def pipe(self, *inputs: Any, **kwargs: Any) -> Any:
         """``with model.pipe(prompt, max_new_tokens=N) as tracer:``: nnsight's ``pipe``, transformers'
@@ -446,6 +441,15 @@ def _handed_back(value: Any) -> Any:
 
     transform = context.settings.value_transform
     return transform(value) if transform is not None else value
+
+
+def _generation_config(model: Any, revision: str | None, config: dict) -> Any:
+    """The checkpoint's ``GenerationConfig`` (from the model config's token ids for a wrapped module)."""
+    from .generation_config import GenerationConfig
+    from .loading import resolve
+
+    root = resolve(model, revision) if isinstance(model, (str, Path)) else None
+    return GenerationConfig.from_checkpoint(root, config)
 
 
 def _config_from_args(module: nn.Module) -> dict:
