@@ -264,8 +264,9 @@ def test_beams_stop_and_pipe_crosscheck_against_nnsight(tmp_path):
     out = tmp_path / "table.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, "-m", "compat", "crosscheck", str(root / "tests/compat_scripts/beams_pipe.py"),
-                           str(cached_checkpoint("llama")), "--json", str(out)],
+    script = root / "tests" / "compat_scripts" / "beams_pipe.py"
+    proc = subprocess.run([sys.executable, "-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama")),
+                           "--json", str(out)],
                           capture_output=True, text=True, timeout=600, env=env, cwd=root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = json.dumps(json.loads(out.read_text()))
