@@ -66,5 +66,8 @@ class Decoder(Driver, Protocol):
     def check_length(self, tokens: int, new_tokens: int = 0) -> None:
         """Raise if ``tokens`` (+ ``new_tokens`` to generate) need more positions than the model has."""
 
-    def generation_structure(self, batch: Any, steps: int, instrumented: frozenset = frozenset()) -> Structure:
-        """Hook points of ``steps`` generation steps on ``batch`` (cached, bounded)."""
+    def generation_structure(self, batch: Any, steps: int, instrumented: frozenset = frozenset(),
+                             streams: bool = True, result_rows: int | None = None) -> Structure:
+        """Hook points of ``steps`` generation steps on ``batch`` (cached, bounded); ``streams``: with
+        the streamer's points (beam search has none); ``result_rows``: rows of the returned ids when
+        they differ from the batch's (beam search returns ``num_return_sequences`` per prompt)."""

@@ -251,6 +251,8 @@ class LanguageModel(NNsight):
             setattr(tok, key, value)
         object.__setattr__(self, "tokenizer", tok)
         object.__setattr__(self, "config", SimpleNamespace(**config))
+        # the checkpoint's generation settings (generation_config.json): generate() takes its defaults from them
+        object.__setattr__(self, "generation_config", _generation_config(model, kwargs.get("revision"), config))
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
         object.__setattr__(self, "_driver", LanguageModelDriver(self._module, module, tok, self.view, self.config))
@@ -293,27 +295,41 @@ class LanguageModel(NNsight):
         """nnsight's ``model.generator``: ``.output`` (deprecated) is the generated ids."""
         return GeneratorEnvoy(self)
 
-    def generate(self, *inputs: Any, max_new_tokens: int = 20, **kwargs: Any) -> Any:
+    def generate(self, *inputs: Any, max_new_tokens: int | None = None, **kwargs: Any) -> Any:
         """``with model.generate(prompt, max_new_tokens=N) as tracer:`` traces every step.
 
-        Called outside a ``with`` statement it just generates and returns the token ids."""
+        Settings the call leaves out come from ``model.generation_config`` (the checkpoint's), else
+        transformers' defaults (20 new tokens, greedy, one beam). Called outside a ``with`` statement
+        it just generates and returns the token ids."""
         from .generation import GenerationTracer
+        from .generation_config import resolve
 
-        config = kwargs.pop("generation_config", None)
-        if config is not None:  # transformers' GenerationConfig: its settings, the call's own win
-            for name in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams",
-                         "eos_token_id", "pad_token_id"):
-                value = getattr(config, name, None)
-                if value is not None and name not in kwargs:
-                    kwargs[name] = value
-            max_new_tokens = kwargs.pop("max_new_tokens", max_new_tokens)
+        # the call's own settings, then a passed GenerationConfig's, then the checkpoint's (as transformers)
+        if max_new_tokens is not None:
+            kwargs["max_new_tokens"] = max_new_tokens
+        kwargs = resolve(kwargs, kwargs.pop("generation_config", None), self.generation_config)
+        max_new_tokens = kwargs.pop("max_new_tokens", 20)
         forward_kwargs = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
         kwargs.pop("remote", None) and self.trace(remote=True)
         tracer = GenerationTracer(self, inputs, forward_kwargs, max_new_tokens=max_new_tokens, **kwargs)
         if _called_in_with_statement():
             return tracer
-        driver = self._driver
-        return _handed_back(tracer.decode(driver.batch([driver.encode(inputs, forward_kwargs)])))
+        tracer.batcher.add(inputs, forward_kwargs)  # each row repeated as the loop needs (beams, sequences)
+        return _handed_back(tracer.decode(tracer.batcher.batch()))
+
+    def pipe(self, *inputs: Any, **kwargs: Any) -> Any:
+        """``with model.pipe(prompt, max_new_tokens=N) as tracer:``: nnsight's ``pipe``, transformers'
+        text-generation pipeline on this model; ``tracer.result`` is its records (one list of
+        ``{"generated_text": ...}`` per prompt; a chat gets the reply as an assistant message).
+
+        Traced like ``generate``; called outside a ``with`` statement it returns the records."""
+        from .pipeline import PipeTracer
+
+        kwargs.pop("remote", None) and self.trace(remote=True)
+        tracer = PipeTracer(self, inputs, kwargs)
+        if _called_in_with_statement():
+            return tracer
+        return _handed_back(tracer.run())
 
 
 class LanguageModelDriver(ModuleDriver):
@@ -426,12 +442,13 @@ class LanguageModelDriver(ModuleDriver):
             cache = self.mlx_model.make_cache()
         return (lambda ids, cache: module(ids, cache=cache)), cache
 
-    def generation_structure(self, batch: Batch, steps: int, instrumented: frozenset = frozenset()) -> Structure:
+    def generation_structure(self, batch: Batch, steps: int, instrumented: frozenset = frozenset(),
+                             streams: bool = True, result_rows: int | None = None) -> Structure:
         from .generation import generation_structure
 
-        key = ("generate", steps, self.signature(batch), instrumented)
+        key = ("generate", steps, self.signature(batch), instrumented, streams, result_rows)
         return self.structures.get(key, lambda: generation_structure(self.modules(), batch, self.decoder, steps,
-                                                                     instrumented))
+                                                                     instrumented, streams, result_rows))
 
 
 class GeneratorEnvoy:
@@ -494,6 +511,15 @@ def _handed_back(value: Any) -> Any:
 
     transform = context.settings.value_transform
     return transform(value) if transform is not None else value
+
+
+def _generation_config(model: Any, revision: str | None, config: dict) -> Any:
+    """The checkpoint's ``GenerationConfig`` (from the model config's token ids for a wrapped module)."""
+    from .generation_config import GenerationConfig
+    from .loading import resolve
+
+    root = resolve(model, revision) if isinstance(model, (str, Path)) else None
+    return GenerationConfig.from_checkpoint(root, config)
 
 
 def _config_from_args(module: nn.Module) -> dict:

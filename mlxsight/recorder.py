@@ -61,6 +61,8 @@ class Recorder:
         # per invoke: the furthest hook point requested so far (its forward position, the point, where)
         self._furthest: dict[int, tuple[int, HookPoint, Where | None]] = {}
         self._skipped: dict[int, set[str]] = {}  # per invoke: the modules skipped
+        # where a tracer.stop() ends the run: (forward position, hook point); nothing later is reached
+        self._stop: tuple[int, HookPoint | None] | None = None
         self._evaluator = Evaluator(tracer.driver.modules())
 
     # -- what proxies ask of their trace -------------------------------------------------------
@@ -153,6 +155,38 @@ class Recorder:
         node = self.emit("call_function", constant, (value,), invoke=self._invoke_index())
         return Proxy(self, node, value)
 
+    # -- tracer.stop() ---------------------------------------------------------------------------
+    @property
+    def stop(self) -> HookPoint | None:
+        """The hook point a ``tracer.stop()`` ends the run after (``None``: no stop, or before any)."""
+        return self._stop[1] if self._stop is not None else None
+
+    def record_stop(self) -> None:
+        """``tracer.stop()`` in the current invoke: as in nnsight, the run ends after the point this
+        invoke last asked for; that visit completes (siblings parked there are served), no later one
+        happens. The earliest of several stops wins."""
+        if not self.invokes:
+            return  # outside every invoke: the block just ends
+        furthest = self._furthest.get(self.current_invoke().index)
+        stop = (furthest[0], furthest[1]) if furthest is not None else (-1, None)
+        if self._stop is None or stop[0] < self._stop[0]:
+            self._stop = stop
+
+    def _check_before_stop(self, position: int | None, point: HookPoint) -> None:
+        """A request the stopped run never serves: nnsight's verdict on a worker left waiting. A loop
+        past step 0 was cut short (a warning; the code after the loop does not run); anything else
+        is an ``OutOfOrderError``."""
+        if self._stop is None or position is None or position <= self._stop[0]:
+            return
+        if self.step > 0:
+            warnings.warn(f"'{point}' was never reached: the loop asked for a step the run did not make, so it "
+                          f"was cut short (a tracer.stop() ended the run at '{self._stop[1]}') - values saved "
+                          f"inside the loop are kept, and the statements after it did not run", UserWarning,
+                          stacklevel=4)
+            raise LoopEnded()
+        raise OutOfOrderError(f"'{point}' was requested but the model already ran past it: a tracer.stop() ends "
+                              f"the run at '{self._stop[1]}'", where_now())
+
     # -- module values -------------------------------------------------------------------------
     def slot(self, point: HookPoint) -> Proxy:
         """The whole-batch proxy of ``point`` (one ``read`` node, recorded on first use)."""
@@ -189,6 +223,7 @@ class Recorder:
                                           f"forward (or not that many times)", where_now())
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
+            self._check_before_stop(structure.order.get(point), point)
             self._check_order(invoke.index, structure.order.get(point), point)
             meta = structure.meta(point)
             slot = self.slot(point)

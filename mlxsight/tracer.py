@@ -136,8 +136,9 @@ class Invoke:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self.tracer.recorder.invokes.pop()
-        # An open iter loop ends its own invoke only: in nnsight each invoke is its own worker.
-        return exc_type is not None and issubclass(exc_type, LoopEnded)
+        # An open iter loop or a tracer.stop() ends its own invoke only: in nnsight each invoke is its
+        # own worker (a stop also ends the run there, which the recorder holds its siblings to).
+        return exc_type is not None and issubclass(exc_type, StopTrace)
 
 
 class Tracer:
@@ -280,7 +281,10 @@ class Tracer:
         return self.recorder.read("", "output")
 
     def stop(self) -> None:
-        """End the block here; the forward itself already stops after the last value needed."""
+        """End this invoke's block here, and the run after the value it last asked for (as nnsight:
+        sibling invokes are served up to that point, not past it)."""
+        self.check_open()
+        self.recorder.record_stop()
         raise StopTrace()
 
     def barrier(self, n: int) -> Barrier:

@@ -107,9 +107,14 @@ class TransformersModel(mlxsight.LanguageModel):
         name = str(params[0][1].dtype).removeprefix("mlx.core.") if params else "float32"
         return getattr(torch, name)
 
-    def pipe(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("TransformersModel.pipe() runs the transformers pipeline on nnsight; use "
-                                  "model.generate() (token ids) on mlxsight")
+    def _batch_size(self, *inputs: Any, **kwargs: Any) -> int:
+        """nnsight's batch rows of one invoke's input: a prompt or a chat conversation is one row, a
+        list of prompts or of conversations one per entry, token ids one per row; none for no input."""
+        data = {k: kwargs[k] for k in ("input_ids", "attention_mask") if kwargs.get(k) is not None}
+        if not inputs and not data:
+            return 0
+        driver = self._driver
+        return driver.rows(driver.encode(inputs, data))
 
 
 class LanguageModel(TransformersModel):
