@@ -31,6 +31,7 @@ class Schedule:
     stop_after: HookPoint | None = None
     loss: Node | None = None
     grad_targets: list[Node] = field(default_factory=list)
+    whole: bool = False  # run the whole forward even with nothing to compute (it is observed)
 
     @property
     def hooked_paths(self) -> set[str]:
@@ -40,15 +41,15 @@ class Schedule:
         """This schedule with node indices for nodes: what another graph of the same shape reuses."""
         ids = lambda nodes: [n.index for n in nodes]  # noqa: E731
         return (ids(self.before), {p: ids(ns) for p, ns in self.at.items()}, ids(self.after), self.stop_after,
-                None if self.loss is None else self.loss.index, ids(self.grad_targets))
+                None if self.loss is None else self.loss.index, ids(self.grad_targets), self.whole)
 
     @classmethod
     def from_indices(cls, indices: tuple, graph: Graph) -> "Schedule":
-        before, at, after, stop_after, loss, grads = indices
+        before, at, after, stop_after, loss, grads, whole = indices
         nodes = graph.nodes
         pick = lambda ids: [nodes[i] for i in ids]  # noqa: E731
         return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, pick(after), stop_after,
-                   None if loss is None else nodes[loss], pick(grads))
+                   None if loss is None else nodes[loss], pick(grads), whole)
 
 
 class Compiler:
@@ -61,16 +62,17 @@ class Compiler:
         self.hits = self.misses = 0
 
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
-                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True,
+                whole: bool = False) -> Schedule:
         key = (tuple(graph.shape), tuple(n.index for n in outputs),
-               tuple((n.index, before) for n, before, _ in materialized), stop_early)
+               tuple((n.index, before) for n, before, _ in materialized), stop_early, whole)
         with self.lock:
             entry = self.cache.get(key)
             if entry is not None and entry[0] is structure:
                 self.cache.move_to_end(key)
                 self.hits += 1
                 return Schedule.from_indices(entry[1], graph)
-        schedule = compile_graph(graph, structure, outputs, materialized, stop_early)
+        schedule = compile_graph(graph, structure, outputs, materialized, stop_early, whole)
         with self.lock:
             self.misses += 1
             self.cache[key] = (structure, schedule.indices())
@@ -80,7 +82,10 @@ class Compiler:
 
 
 def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
-                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True,
+                  whole: bool = False) -> Schedule:
+    """The schedule computing ``outputs``; with ``whole``, every write and skip too and the
+    forward runs to its end even with no output (something outside observes it)."""
     order = structure.order
     # For each node: the latest hook point it depends on, and the node that reads it there.
     origin: dict[int, tuple[HookPoint, Node] | None] = {}
@@ -108,7 +113,7 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
     after = _after_backward(graph, order, origin)
 
     rank = lambda n: order[origin[n.index][0]] if origin.get(n.index) else -1  # noqa: E731
-    horizon = max((rank(n) for n in outputs), default=-1)
+    horizon = max(order.values(), default=-1) if whole else max((rank(n) for n in outputs), default=-1)
     needed: set[int] = set()
     stack = list(outputs) + [n for n in graph if n.op in ("write", "skip") and order[n.target] <= horizon]
     while stack:
@@ -117,7 +122,7 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
             needed.add(node.index)
             stack.extend(node.inputs())
 
-    schedule = Schedule()
+    schedule = Schedule(whole=whole)
     for node in graph:
         if node.index not in needed:
             continue

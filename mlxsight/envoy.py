@@ -59,12 +59,23 @@ class Envoy:
     """A module of the traced model, addressed by its path."""
 
     def __init__(self, module: nn.Module, path: str, root: "NNsight | None") -> None:
-        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_mlx", module)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_root", root if root is not None else self)
         object.__setattr__(self, "_envoys", {})
 
     # -- navigation --------------------------------------------------------------------------
+    @property
+    def mlx_module(self) -> nn.Module:
+        """The MLX module this envoy stands for (what mlxsight itself reads and calls)."""
+        return self._mlx
+
+    @property
+    def _module(self) -> Any:
+        """The wrapped module as nnsight scripts see it: the MLX module, or the view the root model
+        presents of it (``NNsight.module_view``: under compat, a ``torch.nn.Module``)."""
+        return self._root.module_view(self._mlx)
+
     @property
     def path(self) -> str:
         """nnsight-style path: ``model.model.layers.0``."""
@@ -78,10 +89,20 @@ class Envoy:
         head, _, _ = self._path.rpartition(".")
         return self._root.get(head) if head else self._root
 
+    @property
+    def root(self) -> "NNsight":
+        """The model this envoy belongs to, as nnsight's ``.root``."""
+        return self._root
+
+    @property
+    def _children(self) -> list["Envoy | EnvoyList"]:
+        """The envoys directly under this one (nnsight's ``Envoy._children``)."""
+        return [self._child(name) for name in self._child_names()]
+
     def _child(self, name: str) -> "Envoy | EnvoyList | None":
         if name in self._envoys:
             return self._envoys[name]
-        module = self._module
+        module = self._mlx
         value = module.get(name) if isinstance(module, dict) else None
         if isinstance(value, nn.Module):
             path = _join(self._path, name)
@@ -94,7 +115,7 @@ class Envoy:
         return child
 
     def _child_names(self) -> list[str]:
-        module = self._module
+        module = self._mlx
         return [k for k, v in module.items() if isinstance(v, nn.Module)
                 or (isinstance(v, (list, tuple)) and v and all(isinstance(x, nn.Module) for x in v))]
 
@@ -122,14 +143,14 @@ class Envoy:
         if name in aliases:
             return aliases[name]
         try:
-            attr = getattr(self._module, name)
+            attr = getattr(self._mlx, name)
         except AttributeError:
-            options = self._child_names() + [k for k in dir(self._module) if not k.startswith("_")]
+            options = self._child_names() + [k for k in dir(self._mlx) if not k.startswith("_")]
             close = difflib.get_close_matches(name, options, n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise AttributeError(f"{self.path} ({type(self._module).__name__}) has no module or "
+            raise AttributeError(f"{self.path} ({type(self._mlx).__name__}) has no module or "
                                  f"attribute {name!r}{hint}") from None
-        if callable(attr) and not isinstance(attr, (nn.Module, type)) and getattr(attr, "__self__", None) is self._module:
+        if callable(attr) and not isinstance(attr, (nn.Module, type)) and getattr(attr, "__self__", None) is self._mlx:
             return _BoundModuleMethod(self, name, attr)
         return attr
 
@@ -138,11 +159,11 @@ class Envoy:
             object.__setattr__(self, name, value)  # the _Served descriptors, a custom envoy's properties
             return
         if isinstance(value, nn.Module):
-            setattr(self._module, name, value)
+            setattr(self._mlx, name, value)
             self._envoys.pop(name, None)
             self._root._forget_modules()
             return
-        setattr(self._module, name, value)
+        setattr(self._mlx, name, value)
 
     def get(self, path: str) -> Any:
         """Resolve a dotted path relative to this envoy (``"model.layers.0.mlp.output"``)."""
@@ -178,8 +199,8 @@ class Envoy:
 
     def _repr_lines(self) -> list[str]:
         """The module tree as torch prints it, runs of identical layers collapsed as nnsight does."""
-        head = f"{type(self._module).__name__}("
-        extra = self._module._extra_repr() if hasattr(self._module, "_extra_repr") else ""
+        head = f"{type(self._mlx).__name__}("
+        extra = self._mlx._extra_repr() if hasattr(self._mlx, "_extra_repr") else ""
         aliases = {id(v): k for k, v in self._aliases().items()} if getattr(self._root, "_rename", None) else {}
         body: list[str] = []
         for name in self._child_names():
@@ -243,10 +264,10 @@ class Envoy:
             # an nnsight script calls a module on torch tensors outside a trace: same in, same out
             from .torch_ops import to_mlx
 
-            out = self._module(*to_mlx(args), **to_mlx(kwargs))
+            out = self._mlx(*to_mlx(args), **to_mlx(kwargs))
             transform = context.settings.value_transform
             return transform(out) if transform is not None else out
-        return self._module(*args, **kwargs)
+        return self._mlx(*args, **kwargs)
 
 
 def _refuse_foreign_call(name: str, value: Any) -> None:
@@ -354,7 +375,7 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
         if isinstance(envoy, EnvoyList):
             return  # a class key names a module's child by type; a list's entries are bound by index
         targets = [envoy._child(n) for n in envoy._child_names()
-                   if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._module, key)]
+                   if isinstance(envoy._child(n), Envoy) and module_is(envoy._child(n)._mlx, key)]
     else:
         targets = _resolve(envoy, key.lstrip(".").split("."))  # a leading dot changes nothing
     if not targets:
@@ -412,6 +433,22 @@ class EnvoyList:
     def path(self) -> str:
         return _join("model", self._path)
 
+    @property
+    def parent(self) -> "Envoy":
+        """The envoy this list hangs under, as nnsight's ``.parent``."""
+        head, _, _ = self._path.rpartition(".")
+        return self._root.get(head) if head else self._root
+
+    @property
+    def root(self) -> "NNsight":
+        return self._root
+
+    @property
+    def _module(self) -> Any:
+        """The list as nnsight scripts see it (``NNsight.module_view``: under compat a
+        ``torch.nn.ModuleList`` view)."""
+        return self._root.module_view(self._modules)
+
     def __len__(self) -> int:
         return len(self._modules)
 
@@ -461,7 +498,7 @@ class SourceEnvoy:
         from .source import instrument
 
         self._envoy = envoy
-        self._instrumented = instrument(original_class(envoy._module))
+        self._instrumented = instrument(original_class(envoy._mlx))
 
     @property
     def operations(self) -> list[str]:

@@ -105,7 +105,7 @@ class Runner(CallCounter, Evaluator):
         self.counts.clear()
         for node in self.schedule.before:
             self._fire(node)
-        if self.schedule.at:
+        if self.schedule.at or self.schedule.whole:
             modules = [self.modules[p] for p in self.hooked]
             with observing(modules, self):
                 try:
