@@ -167,6 +167,7 @@ def load(path_or_repo: str | Path, revision: str | None = None, trust_remote_cod
             raise NotImplementedError(f"{path_or_repo} is quantized: mlxsight builds a quantized checkpoint from its "
                                       "own config only (config= would need its quantization re-derived)")
         config = {k: v for k, v in config.items() if k not in ("model_file", "auto_map")}
+        _refuse_unbuildable(path_or_repo, path, config)
         fit = Fit(path_or_repo, ignore_mismatched_sizes)
     own = config if config is not None else saved
     try:
@@ -195,6 +196,72 @@ def load(path_or_repo: str | Path, revision: str | None = None, trust_remote_cod
                       f"never runs checkpoint code, so transformers' built-in {name} is used instead", UserWarning,
                       stacklevel=3)
     return model, tokenizer, config
+
+
+# Config keys that describe no architecture (metadata, token ids, output switches).
+_NOT_ARCHITECTURE = {"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype", "use_cache",
+                     "output_attentions", "output_hidden_states", "return_dict", "bos_token_id", "eos_token_id",
+                     "pad_token_id", "id2label", "label2id", "problem_type", "tokenizer_class", "task_specific_params"}
+
+
+class _KeyLog(dict):
+    """A config dict that remembers which keys were read (what an HF-view adapter consumes)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
+
+
+def _refuse_unbuildable(source: Any, path: Path, config: dict) -> None:
+    """Refuse a ``config=`` that changes what mlx-lm's architecture (and mlxsight's HF view of it)
+    never reads: the model built would silently differ from the one transformers builds."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    reference = AutoConfig.from_pretrained(str(path)).to_dict()
+    try:  # both as transformers reads them: a partial dict means the defaults it leaves out
+        given = AutoConfig.for_model(**config).to_dict()
+    except (KeyError, ValueError, TypeError):
+        given = config
+    changed = {k for k in set(given) | set(reference)
+               if k not in _NOT_ARCHITECTURE and not k.startswith("_") and given.get(k) != reference.get(k)}
+    if not changed:
+        return
+    kind = config.get("model_type", reference.get("model_type"))
+    if kind != reference.get("model_type"):
+        raise NotImplementedError(f"config= is a {kind!r} config and {source} a {reference.get('model_type')!r} "
+                                  "checkpoint: mlxsight builds a checkpoint's own model family only")
+    full = {**config, **flat_keys(config)}
+    _, args_class = _classes(full)
+    read = {f.name for f in dataclasses.fields(args_class)} | {"model_type", "rope_parameters", "n_positions",
+                                                               "layer_types"}
+    try:
+        from .adapters import hf_view
+
+        logged = _KeyLog(full)
+        build, _ = _classes(full)
+        hf_view(build(args_class.from_dict(full)), logged)  # lazy: builds module objects, computes nothing
+        read |= logged.read
+    except ImportError:
+        pass
+    ignored = sorted(changed - read)
+    if ignored:
+        raise NotImplementedError(f"config= sets {', '.join(repr(k) for k in ignored)}, which mlx-lm's {kind!r} "
+                                  f"architecture does not read: the model would not be the one transformers builds "
+                                  f"from this config")
 
 
 def _refusal(model: Any, what: str, trust_remote_code: bool | None) -> str:

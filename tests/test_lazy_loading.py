@@ -160,3 +160,10 @@ def test_a_size_mismatch_raises_unless_ignored_as_in_transformers(neox_path, cap
         model = mlxsight.LanguageModel(str(neox_path), config=config, ignore_mismatched_sizes=True)
     assert "MISMATCH" in caplog.text
     assert model.gpt_neox.embed_in.weight.shape[0] == config["vocab_size"]
+
+
+def test_a_config_change_mlx_lm_cannot_build_is_refused_naming_the_key(neox_path):
+    config = _neox_config(neox_path).to_dict()
+    config["attention_dropout"] = 0.5 if config.get("attention_dropout") != 0.5 else 0.25  # never read here
+    with pytest.raises(NotImplementedError, match="'attention_dropout'"):
+        mlxsight.LanguageModel(str(neox_path), config=config)
