@@ -7,6 +7,11 @@ GPT-2's weights (``transformer.h.0...``) plus a tied ``lm_head.weight``. ``load`
 a config lacks and strips what mlx-lm's ``sanitize`` does not expect; everything else is mlx-lm's own
 loading.
 
+Loading is lazy: ``load`` builds the architecture and gives it the checkpoint's arrays unread (MLX's
+``mx.load`` reads a safetensors header only; the data is read when an array is first evaluated), so
+``LanguageModel`` can be "not dispatched" at no cost. ``config=`` builds from a caller's config and
+keeps the weights that fit, reported as transformers reports them (``Fit``).
+
 A checkpoint can ask for its own Python: mlx-lm's ``model_file`` (an architecture file it would
 import) and transformers' ``auto_map`` (model, config or tokenizer classes it would import from the
 checkpoint folder, after asking "run custom code? [y/N]" on a terminal). mlxsight never runs or

@@ -222,7 +222,9 @@ class LanguageModel(NNsight):
     """An mlx-lm causal language model with its tokenizer, traced like nnsight's ``LanguageModel``.
 
     ``LanguageModel(path)`` loads a local checkpoint or hub repo (saved by transformers or converted
-    for mlx-lm) through ``loading.load``;
+    for mlx-lm) through ``loading.load``, lazily as nnsight does: the module tree is built, and the
+    weights are read by ``dispatch()`` or the first trace (``dispatch=True``: at once; ``scan`` never
+    reads them); ``config=`` builds from a caller's config with the weights that fit;
     ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. A transformers tokenizer passed in
     becomes ``model.tokenizer`` and is configured in place as nnsight configures it (pad = eos when it
     has none, left padding); an mlx-lm ``TokenizerWrapper`` passed in is left as given and the model
