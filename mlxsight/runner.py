@@ -123,7 +123,11 @@ class Runner(CallCounter, Evaluator):
         keys = [grad_key(g) for g in schedule.grad_targets]
         # The targets' real (batched, padded) shapes are known only by building the forward; MLX
         # builds it lazily, so this costs graph construction, not computation.
-        self._forward(forward)
+        self.shapes_only = True
+        try:
+            self._forward(forward)
+        finally:
+            self.shapes_only = False
         shapes = [_follow(self.env[g.args[0].index], key[2]) if key[0] == "slot" else self.env[g.args[0].index]
                   for g, key in zip(schedule.grad_targets, keys)]
         # a structured value (a tuple output, a module's (args, kwargs)) is perturbed leaf by leaf

@@ -68,4 +68,14 @@ out = view.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sam
 ref_out = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False,
                        pad_token_id=model.tokenizer.pad_token_id)
 assert torch.equal(out, ref_out), (out, ref_out)
+# A trace with a backward pass runs the forward once, so a hook fires once.
+seen = []
+h1 = view.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: seen.append(o.clone()))
+with model.trace(ids):
+    hidden = model.transformer.h[1].output
+    loss = model.output.logits.sum()
+    with loss.backward():
+        grad = hidden.grad.save()
+h1.remove()
+assert len(seen) == 1 and tuple(grad.shape) == (1, 5, model.config.n_embd)
 print("VIEW OK")

@@ -9,7 +9,8 @@ presents the MLX module that way, reading everything from the MLX module when as
 - ``named_modules()`` / ``children()`` / attribute access: views of the submodules (one per module,
   so identity holds); a list of modules is a ``torch.nn.ModuleList`` view;
 - ``register_forward_hook`` / ``register_forward_pre_hook``: they fire when the MLX module really
-  runs (a trace, a generation; never while mlxsight only records shapes), on torch tensors; a value
+  runs (a trace, a generation; never while mlxsight only builds a forward to learn shapes), on torch
+  tensors; a value
   a hook returns replaces the input or output, as in torch. While a view has hooks its MLX module's
   class is swapped for a subclass that calls them (the name, ``isinstance`` and parameters are
   unchanged) and the model runs its whole forward in every trace; removing the last handle
@@ -33,7 +34,6 @@ import torch
 from mlx.utils import tree_flatten
 
 from mlxsight.hooks import active
-from mlxsight.structure import StructureRecorder
 from mlxsight.torch_ops import to_mlx
 from mlxsight.tree import map_tree
 
@@ -266,7 +266,7 @@ def _hooked_class(cls: type) -> type:
 
         def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
             view = _HOOKED_VIEWS.get(id(self))
-            if view is None or isinstance(active(), StructureRecorder):  # recording shapes: no real run
+            if view is None or getattr(active(), "shapes_only", False):  # learning shapes: no real run
                 return original(self, *args, **kwargs)
             return view._run_hooked(original, self, args, kwargs)
 
