@@ -4,7 +4,6 @@ its transformers model (transformers' own config object, torch device/dtype, ``t
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
@@ -40,7 +39,7 @@ class TransformersModel(mlxsight.LanguageModel):
         from mlxsight.model import _IGNORED_LOAD_KWARGS
 
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _OWN_KWARGS | _IGNORED_LOAD_KWARGS}
-        own_config = _copied_config(config) if isinstance(model, (str, os.PathLike)) else None
+        own_config = _copied_config(config)
         if own_config is not None:
             config = own_config.to_dict() if hasattr(own_config, "to_dict") else dict(own_config)
         super().__init__(model, config=config, **kwargs)
