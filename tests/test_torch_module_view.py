@@ -11,7 +11,7 @@ from test_conformance_causes import SCRIPTS, run
 from tiny_models import cached_checkpoint
 
 
-@pytest.mark.parametrize("backend", ["mlx", "nnsight"])
+@pytest.mark.parametrize("backend", ["mlx", pytest.param("nnsight", marks=pytest.mark.slow)])
 def test_the_wrapped_module_is_a_torch_module_on_both_backends(backend):
     proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "torch_module_view.py"),
                str(cached_checkpoint("gpt2")))
