@@ -16,7 +16,12 @@ assert all(p.device.type == "meta" for p in view.parameters())
 assert view.config is model.config
 assert isinstance(view.transformer.h, torch.nn.ModuleList)
 assert view.transformer.h[0] is model.transformer.h[0]._module
-print(len(list(view.named_modules())), len(dict(view.state_dict())))
+# The module tree and the state dict have transformers' names and count (the tied lm_head.weight
+# is listed in the state dict, once in parameters()); values are the checkpoint's after dispatch.
+reference_names = dict(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).named_modules())
+assert [n for n, _ in view.named_modules()] == list(reference_names)
+assert set(view.state_dict()) == set(AutoModelForCausalLM.from_pretrained(path).state_dict())
+assert len(list(view.parameters())) == len(list(reference_names[""].parameters()))
 model.dispatch()  # nnsight swaps in the real module here: hooks go on the dispatched one
 view = model._module
 assert model.dispatched is True and all(p.device.type == "cpu" for p in view.parameters())
@@ -32,6 +37,8 @@ with torch.no_grad():
 h1.remove(), h2.remove()
 assert len(seen) == 1 == len(expected)
 torch.testing.assert_close(seen[0], expected[0], atol=1e-4, rtol=1e-4)
+torch.testing.assert_close(view.transformer.wpe.weight, ref.transformer.wpe.weight)
+torch.testing.assert_close(view.lm_head.weight, ref.lm_head.weight)
 # A hook's return value replaces the output (as in torch), in both models alike.
 h1 = view.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: o * 0)
 h2 = ref.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: o * 0)

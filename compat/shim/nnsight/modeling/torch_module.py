@@ -129,6 +129,11 @@ class TorchModule(torch.nn.Module):
                 own.append((name, value))
             elif isinstance(value, (dict, list)) and not isinstance(value, nn.Module):
                 own += [(f"{name}.{k}", v) for k, v in tree_flatten(value) if isinstance(v, mx.array)]
+        for name in ("weight", "bias"):  # a tied parameter (the HF view's lm_head) is a property
+            if name not in self.mlx_module and isinstance(getattr(type(self.mlx_module), name, None), property):
+                value = getattr(self.mlx_module, name)
+                if isinstance(value, mx.array):
+                    own.append((name, value))
         return own
 
     def _tensor(self, array: mx.array) -> torch.nn.Parameter:
@@ -185,9 +190,10 @@ class TorchModule(torch.nn.Module):
         except AttributeError:
             pass
         try:
-            return getattr(module, name)
+            value = getattr(module, name)
         except AttributeError:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'") from None
+        return self._tensor(value) if isinstance(value, mx.array) else value
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | {k for k in self.mlx_module if isinstance(k, str)})
