@@ -18,6 +18,7 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     import numpy as np
     import torch
     from mlxsight.cache import CacheEntry
+    from mlxsight.structure import ArraySpec
 
     memo = {} if memo is None else memo
     if id(value) in memo:
@@ -27,6 +28,8 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
             out = torch.from_numpy(np.array(value.astype(mx.float32))).to(torch.bfloat16)
         else:
             out = torch.from_numpy(np.array(value))
+    elif isinstance(value, ArraySpec):  # a scan's value: a fake tensor, as nnsight's scan saves
+        out = _fake(value)
     elif isinstance(value, list):
         memo[id(value)] = value
         value[:] = [to_torch(v, memo) for v in value]
@@ -49,12 +52,26 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     return out
 
 
+def _fake(spec: Any) -> Any:
+    """A torch ``FakeTensor`` with ``spec``'s shape and dtype (no storage, nothing computed)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    name = str(spec.dtype).removeprefix("mlx.core.")
+    with FakeTensorMode():
+        return torch.empty(spec.shape, dtype=torch.bool if name == "bool_" else getattr(torch, name))
+
+
 def install_mlx(listener: Listener | None) -> None:
     """Torch semantics for nnsight scripts: proxy methods as torch reads them, saved values converted
     to torch at trace exit; report them to ``listener``."""
     import mlxsight
 
     mlxsight.set_value_transform(to_torch)
+    from mlxsight.context import set_module_view
+    from nnsight.modeling.torch_module import view_of  # the shim's: envoy._module is a torch view
+
+    set_module_view(view_of)
     if hasattr(mlxsight, "set_torch_semantics"):  # proxy methods read with torch's meaning (.max(1), .view)
         mlxsight.set_torch_semantics(True)
     if listener is not None:

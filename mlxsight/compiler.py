@@ -40,6 +40,7 @@ class Schedule:
     at: dict[HookPoint, list[Node]] = field(default_factory=dict)
     backward: list[BackwardPass] = field(default_factory=list)  # one per backward(), in recording order
     stop_after: HookPoint | None = None
+    whole: bool = False  # run the whole forward even with nothing to compute (it is observed)
 
     @property
     def hooked_paths(self) -> set[str]:
@@ -49,15 +50,15 @@ class Schedule:
         """This schedule with node indices for nodes: what another graph of the same shape reuses."""
         ids = lambda nodes: [n.index for n in nodes]  # noqa: E731
         passes = [(b.loss.index, {k: ids(ns) for k, ns in b.at.items()}) for b in self.backward]
-        return ids(self.before), {p: ids(ns) for p, ns in self.at.items()}, passes, self.stop_after
+        return ids(self.before), {p: ids(ns) for p, ns in self.at.items()}, passes, self.stop_after, self.whole
 
     @classmethod
     def from_indices(cls, indices: tuple, graph: Graph) -> "Schedule":
-        before, at, passes, stop_after = indices
+        before, at, passes, stop_after, whole = indices
         nodes = graph.nodes
         pick = lambda ids: [nodes[i] for i in ids]  # noqa: E731
         backward = [BackwardPass(nodes[loss], {k: pick(ids) for k, ids in targets.items()}) for loss, targets in passes]
-        return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, backward, stop_after)
+        return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, backward, stop_after, whole)
 
 
 class Compiler:
@@ -70,17 +71,18 @@ class Compiler:
         self.hits = self.misses = 0
 
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
-                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True,
+                whole: bool = False) -> Schedule:
         key = (tuple(graph.shape), tuple(n.index for n in outputs),
                tuple((n.index, before) for n, before, _ in materialized), stop_early,
-               context.settings.relaxed_order)  # the order checks differ
+               context.settings.relaxed_order, whole)  # the order checks differ
         with self.lock:
             entry = self.cache.get(key)
             if entry is not None and entry[0] is structure:
                 self.cache.move_to_end(key)
                 self.hits += 1
                 return Schedule.from_indices(entry[1], graph)
-        schedule = compile_graph(graph, structure, outputs, materialized, stop_early)
+        schedule = compile_graph(graph, structure, outputs, materialized, stop_early, whole)
         with self.lock:
             self.misses += 1
             self.cache[key] = (structure, schedule.indices())
@@ -90,7 +92,10 @@ class Compiler:
 
 
 def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
-                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True,
+                  whole: bool = False) -> Schedule:
+    """The schedule computing ``outputs``; with ``whole``, every write and skip too and the
+    forward runs to its end even with no output (something outside observes it)."""
     order = structure.order
     # For each node: the latest hook point it depends on, and the node that reads it there.
     origin: dict[int, tuple[HookPoint, Node] | None] = {}
@@ -118,7 +123,7 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
     backward = _backward_positions(graph, order, origin)
 
     rank = lambda n: order[origin[n.index][0]] if origin.get(n.index) else -1  # noqa: E731
-    horizon = max((rank(n) for n in outputs), default=-1)
+    horizon = max(order.values(), default=-1) if whole else max((rank(n) for n in outputs), default=-1)
     needed: set[int] = set()
     stack = list(outputs) + [n for n in graph if n.op in ("write", "skip") and order[n.target] <= horizon]
     while stack:
@@ -131,7 +136,7 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
         losses = {n.args[1].index for n in graph if n.op == "grad" and n.index in needed}
         stack = [n for n in graph if n.op == "set_grad" and n.index not in needed and n.args[1].index in losses]
 
-    schedule = Schedule()
+    schedule = Schedule(whole=whole)
     passes: dict[int, BackwardPass] = {}
     for node in graph:
         if node.index not in needed:

@@ -34,6 +34,7 @@ class Settings:
     torch_semantics: bool = False  # proxy methods read with torch's meaning (``.max(1)``, ``.view``)
     value_transform: Callable[[Any], Any] | None = None  # applied to each saved value at push
     relaxed_order: bool = False  # allow reading modules out of forward order within one invoke
+    module_view: Callable[[Any, Any], Any] | None = None  # (model, module) -> what envoy._module shows
     exit_listeners: list[ExitListener] = field(default_factory=list)
 
 
@@ -117,6 +118,12 @@ def set_relaxed_order(enabled: bool) -> None:
 def set_value_transform(fn: Callable[[Any], Any] | None) -> None:
     """Apply ``fn`` to every saved value as it is pushed to the caller (compat: mx.array -> torch)."""
     settings.value_transform = fn
+
+
+def set_module_view(fn: Callable[[Any, Any], Any] | None) -> None:
+    """Show nnsight scripts ``fn(model, module)`` as an envoy's ``_module`` (compat: a
+    ``torch.nn.Module`` view of the MLX module); mlxsight itself reads ``Envoy.mlx_module``."""
+    settings.module_view = fn
 
 
 def add_exit_listener(fn: ExitListener) -> None:

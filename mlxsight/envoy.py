@@ -67,7 +67,7 @@ class Envoy:
     """A module of the traced model (or a list of modules), addressed by its path."""
 
     def __init__(self, module: nn.Module | list, path: str, root: "NNsight | None") -> None:
-        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_mlx", module)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_root", root if root is not None else self)
         object.__setattr__(self, "_envoys", {})
@@ -87,13 +87,34 @@ class Envoy:
         return self._root.get(head) if head else self._root
 
     @property
+    def mlx_module(self) -> nn.Module | list:
+        """The MLX module (or list of modules) this envoy stands for: what mlxsight reads and calls."""
+        return self._mlx
+
+    @property
+    def _module(self) -> Any:
+        """The wrapped module as nnsight scripts see it: the MLX module, or the view the root model
+        presents of it (``NNsight.module_view``: under compat, a ``torch.nn.Module``)."""
+        return self._root.module_view(self._mlx)
+
+    @property
+    def root(self) -> "NNsight":
+        """The model this envoy belongs to, as nnsight's ``.root``."""
+        return self._root
+
+    @property
+    def _children(self) -> list["Envoy"]:
+        """The envoys directly under this one (nnsight's ``Envoy._children``)."""
+        return [self._child(name) for name in self._child_names()]
+
+    @property
     def _is_list(self) -> bool:
-        return isinstance(self._module, (list, tuple))
+        return isinstance(self._mlx, (list, tuple))
 
     def _child(self, name: str) -> "Envoy | None":
         if name in self._envoys:
             return self._envoys[name]
-        module = self._module
+        module = self._mlx
         if self._is_list:  # a list's entries are named by their index, as torch's ModuleList names them
             value = module[int(name)] if name.isdigit() and int(name) < len(module) else None
         else:
@@ -106,7 +127,7 @@ class Envoy:
         return child
 
     def _child_names(self) -> list[str]:
-        module = self._module
+        module = self._mlx
         if self._is_list:
             return [str(i) for i in range(len(module))]
         return [k for k, v in module.items() if isinstance(v, nn.Module) or _is_module_list(v)]
@@ -149,14 +170,14 @@ class Envoy:
             except IndexError as e:
                 raise AttributeError(str(e)) from None
         try:
-            attr = getattr(self._module, name)
+            attr = getattr(self._mlx, name)
         except AttributeError:
-            options = self._child_names() + [k for k in dir(self._module) if not k.startswith("_")]
+            options = self._child_names() + [k for k in dir(self._mlx) if not k.startswith("_")]
             close = difflib.get_close_matches(name, options, n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise AttributeError(f"{self.path} ({type(self._module).__name__}) has no module or "
+            raise AttributeError(f"{self.path} ({type(self._mlx).__name__}) has no module or "
                                  f"attribute {name!r}{hint}") from None
-        if callable(attr) and not isinstance(attr, (nn.Module, type)) and getattr(attr, "__self__", None) is self._module:
+        if callable(attr) and not isinstance(attr, (nn.Module, type)) and getattr(attr, "__self__", None) is self._mlx:
             return _BoundModuleMethod(self, name, attr)
         return attr
 
@@ -165,11 +186,11 @@ class Envoy:
             object.__setattr__(self, name, value)  # the _Served descriptors, a custom envoy's properties
             return
         if isinstance(value, nn.Module):
-            setattr(self._module, name, value)
+            setattr(self._mlx, name, value)
             self._envoys.pop(name, None)
             self._root._forget_modules()
             return
-        setattr(self._module, name, value)
+        setattr(self._mlx, name, value)
 
     def get(self, path: str) -> Any:
         """Resolve a dotted path relative to this envoy (``"model.layers.0.mlp.output"``)."""
@@ -206,7 +227,7 @@ class Envoy:
             return getattr(self, index)
         if not self._is_list:
             return getattr(self, str(index))
-        index, n = int(index), len(self._module)
+        index, n = int(index), len(self._mlx)
         if not -n <= index < n:
             raise IndexError(f"{self.path} has {n} modules; index {index} is out of range")
         return self._child(str(index % n))
@@ -214,11 +235,11 @@ class Envoy:
     def __len__(self) -> int:
         """A list's number of entries (a module has no length, as in torch)."""
         if not self._is_list:
-            raise TypeError(f"object of type '{type(self._module).__name__}' has no len()")
-        return len(self._module)
+            raise TypeError(f"object of type '{type(self._mlx).__name__}' has no len()")
+        return len(self._mlx)
 
     def __bool__(self) -> bool:
-        return bool(self._module) if self._is_list else True
+        return bool(self._mlx) if self._is_list else True
 
     def __repr__(self) -> str:
         return "\n".join(self._repr_lines())
@@ -232,8 +253,8 @@ class Envoy:
         """The module tree as torch prints it, runs of identical layers collapsed as nnsight does."""
         if self._is_list:
             return _list_repr(self)
-        head = f"{type(self._module).__name__}("
-        extra = self._module._extra_repr() if hasattr(self._module, "_extra_repr") else ""
+        head = f"{type(self._mlx).__name__}("
+        extra = self._mlx._extra_repr() if hasattr(self._mlx, "_extra_repr") else ""
         aliases = {id(v): k for k, v in self._alias_envoys().items()}
         body: list[str] = []
         for name in self._child_names():
@@ -294,10 +315,10 @@ class Envoy:
             # an nnsight script calls a module on torch tensors outside a trace: same in, same out
             from .torch_ops import to_mlx
 
-            out = self._module(*to_mlx(args), **to_mlx(kwargs))
+            out = self._mlx(*to_mlx(args), **to_mlx(kwargs))
             transform = context.settings.value_transform
             return transform(out) if transform is not None else out
-        return self._module(*args, **kwargs)
+        return self._mlx(*args, **kwargs)
 
 
 def _refuse_foreign_call(name: str, value: Any) -> None:
@@ -418,7 +439,7 @@ def _bind_alias(envoy: Envoy, key: Any, alias: str) -> None:
         if envoy._is_list:
             return  # a class key names a module's child by type; a list's entries are bound by index
         children = [(n, envoy._child(n)) for n in envoy._child_names()]
-        targets = [(n, c) for n, c in children if not c._is_list and module_is(c._module, key)]
+        targets = [(n, c) for n, c in children if not c._is_list and module_is(c._mlx, key)]
     else:
         targets = _resolve(envoy, key.lstrip(".").split("."))  # a leading dot changes nothing
     if not targets:
@@ -473,7 +494,7 @@ class SourceEnvoy:
         from .source import instrument
 
         self._envoy = envoy
-        self._instrumented = instrument(original_class(envoy._module))
+        self._instrumented = instrument(original_class(envoy._mlx))
 
     @property
     def operations(self) -> list[str]:

@@ -18,6 +18,7 @@ class CallObserver(Protocol):
     """What a hooked module reports its calls to (the runner, or the structure recorder)."""
 
     suspended: int  # > 0: calls pass through unobserved
+    shapes_only: bool  # the forward is only built to learn shapes: no real run (nothing is evaluated)
 
     def on_call(self, module: nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
         """Run ``call(module, *args, **kwargs)``, observing it; return what the forward continues with."""

@@ -7,6 +7,11 @@ GPT-2's weights (``transformer.h.0...``) plus a tied ``lm_head.weight``. ``load`
 a config lacks and strips what mlx-lm's ``sanitize`` does not expect; everything else is mlx-lm's own
 loading.
 
+Loading is lazy: ``load`` builds the architecture and gives it the checkpoint's arrays unread (MLX's
+``mx.load`` reads a safetensors header only; the data is read when an array is first evaluated), so
+``LanguageModel`` can be "not dispatched" at no cost. ``config=`` builds from a caller's config and
+keeps the weights that fit, reported as transformers reports them (``Fit``).
+
 A checkpoint can ask for its own Python: mlx-lm's ``model_file`` (an architecture file it would
 import) and transformers' ``auto_map`` (model, config or tokenizer classes it would import from the
 checkpoint folder, after asking "run custom code? [y/N]" on a terminal). mlxsight never runs or
@@ -17,8 +22,10 @@ code is refused with a ``CheckpointCodeError`` that says so.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -76,9 +83,10 @@ def _sliding_pattern(layer_types: list[str]) -> int:
     raise ValueError(f"mlx-lm cannot express layer_types={layer_types}")
 
 
-def _classes(config: dict) -> tuple[Any, type]:
+def _classes(config: dict, fit: "Fit | None" = None) -> tuple[Any, type]:
     """mlx-lm's (model factory, args class) for ``config``; the factory's sanitize also strips the
-    HF root prefix of a transformers-saved checkpoint."""
+    HF root prefix of a transformers-saved checkpoint and, for a caller's config, keeps the weights
+    that fit (``Fit``)."""
     from mlx_lm.utils import MODEL_REMAPPING
 
     kind = config["model_type"]
@@ -90,13 +98,15 @@ def _classes(config: dict) -> tuple[Any, type]:
 
     def build(args: Any) -> nn.Module:
         model = arch.Model(args)
-        if prefix is None:
+        if prefix is None and fit is None:
             return model
-        own = model.sanitize
+        own = getattr(model, "sanitize", None)
 
         def sanitize(weights: dict) -> dict:
-            weights = {k.removeprefix(prefix): v for k, v in weights.items() if k not in dropped}
-            return own(weights)
+            if prefix is not None:
+                weights = {k.removeprefix(prefix): v for k, v in weights.items() if k not in dropped}
+            weights = own(weights) if own is not None else weights
+            return fit(model, weights) if fit is not None else weights
 
         object.__setattr__(model, "sanitize", sanitize)  # this load only: removed after it
         return model
@@ -104,23 +114,76 @@ def _classes(config: dict) -> tuple[Any, type]:
     return build, arch.ModelArgs
 
 
-def load(path_or_repo: str | Path, revision: str | None = None,
-         trust_remote_code: bool | None = None) -> tuple[nn.Module, Any, dict]:
-    """``(mlx-lm model, mlx-lm tokenizer wrapper, config.json as saved)``; checkpoint code refused."""
+class Fit:
+    """The checkpoint's weights that fit a model built from a caller's config, reported as
+    transformers' ``from_pretrained(config=...)`` reports them: keys the model lacks (UNEXPECTED) are
+    not used, parameters the checkpoint lacks (MISSING) keep their fresh initialisation, both logged
+    as one warning; a shape mismatch raises unless ``ignore_mismatched_sizes`` (then it is
+    re-initialised and reported as MISMATCH)."""
+
+    def __init__(self, source: Any, ignore_mismatched_sizes: bool = False) -> None:
+        self.source, self.ignore_mismatched_sizes = source, ignore_mismatched_sizes
+        self.unexpected: list[str] = []
+        self.missing: list[str] = []
+        self.mismatched: list[tuple[str, tuple, tuple]] = []
+
+    def __call__(self, model: nn.Module, weights: dict) -> dict:
+        from mlx.utils import tree_flatten
+
+        params = dict(tree_flatten(model.parameters()))
+        self.unexpected = sorted(k for k in weights if k not in params)
+        self.missing = sorted(k for k in params if k not in weights)
+        self.mismatched = [(k, tuple(v.shape), tuple(params[k].shape)) for k, v in weights.items()
+                           if k in params and tuple(v.shape) != tuple(params[k].shape)]
+        self.report(type(model).__name__)
+        bad = {k for k, _, _ in self.mismatched}
+        return {k: v for k, v in weights.items() if k in params and k not in bad}
+
+    def report(self, name: str) -> None:
+        rows = ([f"{k}\tUNEXPECTED" for k in self.unexpected] + [f"{k}\tMISSING" for k in self.missing]
+                + [f"{k}\tMISMATCH\tReinit due to size mismatch - ckpt: {c} vs model: {m}"
+                   for k, c, m in self.mismatched])
+        if self.mismatched and not self.ignore_mismatched_sizes:
+            raise RuntimeError(f"Error(s) in loading weights for {name} from {self.source}:\n\t" + "\n\t".join(
+                f"size mismatch for {k}: the checkpoint has shape {c}, the model built from the config {m}"
+                for k, c, m in self.mismatched) + "\n\tYou may consider adding `ignore_mismatched_sizes=True`")
+        if rows:
+            logging.getLogger(__name__).warning(f"{name} LOAD REPORT from: {self.source}\n" + "\n".join(rows))
+
+
+def load(path_or_repo: str | Path, revision: str | None = None, trust_remote_code: bool | None = None,
+         config: dict | None = None, ignore_mismatched_sizes: bool = False) -> tuple[nn.Module, Any, dict]:
+    """``(mlx-lm model, mlx-lm tokenizer wrapper, config)``; checkpoint code refused.
+
+    The architecture is built from the checkpoint's config.json, or from ``config`` (a complete
+    config, as transformers' ``config=``: the weights that fit are loaded, see ``Fit``). Nothing is
+    read yet: every parameter is a lazy read of the checkpoint's safetensors (MLX's ``mx.load``
+    reads only the header), so the weights are read when first evaluated (``LanguageModel.dispatch``)."""
     from mlx_lm.utils import load_model, load_tokenizer
 
     path = resolve(path_or_repo, revision)
-    config = json.loads((path / "config.json").read_text())
-    if config.get("model_file") is not None:
-        raise CheckpointCodeError(_refusal(path_or_repo, f"its architecture file {config['model_file']!r}",
+    saved = json.loads((path / "config.json").read_text())
+    if saved.get("model_file") is not None:
+        raise CheckpointCodeError(_refusal(path_or_repo, f"its architecture file {saved['model_file']!r}",
                                            trust_remote_code))
+    fit = None
+    if config is not None:
+        if any(k in saved for k in ("quantization", "quantization_config")):
+            raise NotImplementedError(f"{path_or_repo} is quantized: mlxsight builds a quantized checkpoint from its "
+                                      "own config only (config= would need its quantization re-derived)")
+        config = {k: v for k, v in config.items() if k not in ("model_file", "auto_map")}
+        _refuse_unbuildable(path_or_repo, path, config)
+        fit = Fit(path_or_repo, ignore_mismatched_sizes)
+    own = config if config is not None else saved
     try:
-        model, _ = load_model(path, model_config=flat_keys(config), get_model_classes=_classes)
+        model, _ = load_model(path, lazy=True, strict=fit is None, model_config={**(config or {}), **flat_keys(own)},
+                              get_model_classes=functools.partial(_classes, fit=fit))
     except ValueError as e:
-        if config.get("auto_map") and "not supported" in str(e):  # an architecture only its own code defines
-            what = f"its model code {config['auto_map']!r} (mlx-lm has no {config.get('model_type')!r} architecture)"
+        if saved.get("auto_map") and "not supported" in str(e):  # an architecture only its own code defines
+            what = f"its model code {saved['auto_map']!r} (mlx-lm has no {saved.get('model_type')!r} architecture)"
             raise CheckpointCodeError(_refusal(path_or_repo, what, trust_remote_code)) from None
         raise
+    config = own
     vars(model).pop("sanitize", None)
     auto_map = _tokenizer_auto_map(path)
     try:
@@ -138,6 +201,72 @@ def load(path_or_repo: str | Path, revision: str | None = None,
                       f"never runs checkpoint code, so transformers' built-in {name} is used instead", UserWarning,
                       stacklevel=3)
     return model, tokenizer, config
+
+
+# Config keys that describe no architecture (metadata, token ids, output switches).
+_NOT_ARCHITECTURE = {"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype", "use_cache",
+                     "output_attentions", "output_hidden_states", "return_dict", "bos_token_id", "eos_token_id",
+                     "pad_token_id", "id2label", "label2id", "problem_type", "tokenizer_class", "task_specific_params"}
+
+
+class _KeyLog(dict):
+    """A config dict that remembers which keys were read (what an HF-view adapter consumes)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
+
+
+def _refuse_unbuildable(source: Any, path: Path, config: dict) -> None:
+    """Refuse a ``config=`` that changes what mlx-lm's architecture (and mlxsight's HF view of it)
+    never reads: the model built would silently differ from the one transformers builds."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    reference = AutoConfig.from_pretrained(str(path)).to_dict()
+    try:  # both as transformers reads them: a partial dict means the defaults it leaves out
+        given = AutoConfig.for_model(**config).to_dict()
+    except (KeyError, ValueError, TypeError):
+        given = config
+    changed = {k for k in set(given) | set(reference)
+               if k not in _NOT_ARCHITECTURE and not k.startswith("_") and given.get(k) != reference.get(k)}
+    if not changed:
+        return
+    kind = config.get("model_type", reference.get("model_type"))
+    if kind != reference.get("model_type"):
+        raise NotImplementedError(f"config= is a {kind!r} config and {source} a {reference.get('model_type')!r} "
+                                  "checkpoint: mlxsight builds a checkpoint's own model family only")
+    full = {**config, **flat_keys(config)}
+    _, args_class = _classes(full)
+    read = {f.name for f in dataclasses.fields(args_class)} | {"model_type", "rope_parameters", "n_positions",
+                                                               "layer_types"}
+    try:
+        from .adapters import hf_view
+
+        logged = _KeyLog(full)
+        build, _ = _classes(full)
+        hf_view(build(args_class.from_dict(full)), logged)  # lazy: builds module objects, computes nothing
+        read |= logged.read
+    except ImportError:
+        pass
+    ignored = sorted(changed - read)
+    if ignored:
+        raise NotImplementedError(f"config= sets {', '.join(repr(k) for k in ignored)}, which mlx-lm's {kind!r} "
+                                  f"architecture does not read: the model would not be the one transformers builds "
+                                  f"from this config")
 
 
 def _refusal(model: Any, what: str, trust_remote_code: bool | None) -> str:

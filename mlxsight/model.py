@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 # nnsight keyword arguments that have no meaning for an in-memory MLX model.
 _IGNORED_LOAD_KWARGS = {"dispatch", "device_map", "attn_implementation", "revision", "trust_remote_code",
-                        "low_cpu_mem_usage", "cache_dir", "local_files_only"}
+                        "low_cpu_mem_usage", "cache_dir", "local_files_only", "max_memory", "offload_folder",
+                        "offload_state_dict", "offload_buffers", "token", "use_safetensors", "force_download"}
 
 
 class NNsight(Envoy):
@@ -35,6 +36,9 @@ class NNsight(Envoy):
 
     def __init__(self, module: nn.Module, *, rename: dict | None = None, envoys: dict | None = None,
                  **kwargs: Any) -> None:
+        # A view of an MLX module (compat's torch view, which nnterp re-wraps) wraps what it views.
+        viewed = getattr(module, "mlx_module", None) if not isinstance(module, nn.Module) else None
+        module = viewed if isinstance(viewed, nn.Module) else module
         super().__init__(module, "", None)
         object.__setattr__(self, "_rename", dict(rename or {}))
         # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).
@@ -48,6 +52,27 @@ class NNsight(Envoy):
             if key not in _IGNORED_LOAD_KWARGS:
                 raise TypeError(f"unexpected keyword argument {key!r}")
 
+    # -- what a model presents, and when it is ready -------------------------------------------
+    # Every trace runs the whole forward, with every write, even when nothing is saved: set while
+    # something outside the trace observes module calls (torch forward hooks under compat).
+    whole_forward = False
+
+    def module_view(self, module: nn.Module) -> Any:
+        """What an envoy's ``_module`` shows nnsight scripts for ``module`` (mlxsight reads
+        ``Envoy.mlx_module``): the module itself, or under compat a ``torch.nn.Module`` view of it
+        (``context.set_module_view``)."""
+        from .context import settings
+
+        return settings.module_view(self, module) if settings.module_view is not None else module
+
+    @property
+    def dispatched(self) -> bool:
+        """Whether the weights are in memory: a wrapped module is."""
+        return True
+
+    def dispatch(self) -> None:
+        """Read the weights (nothing to do for a wrapped module)."""
+
     def trace(self, *inputs: Any, trace: bool = True, remote: Any = False, **kwargs: Any) -> Tracer | Any:
         """Open a trace over ``inputs``; with ``trace=False`` just run the forward and return its output."""
         if remote:
@@ -56,6 +81,7 @@ class NNsight(Envoy):
                 "`python -m compat run --backend nnsight SCRIPT`")
         kwargs.pop("scan", None), kwargs.pop("validate", None)  # nnsight 0.4 options, no effect here
         if not trace:
+            self.dispatch()
             driver = self._driver
             return _handed_back(driver.forward(driver.batch([driver.encode(inputs, kwargs)]))())
         return Tracer(self, inputs, kwargs)
@@ -196,7 +222,9 @@ class LanguageModel(NNsight):
     """An mlx-lm causal language model with its tokenizer, traced like nnsight's ``LanguageModel``.
 
     ``LanguageModel(path)`` loads a local checkpoint or hub repo (saved by transformers or converted
-    for mlx-lm) through ``loading.load``;
+    for mlx-lm) through ``loading.load``, lazily as nnsight does: the module tree is built, and the
+    weights are read by ``dispatch()`` or the first trace (``dispatch=True``: at once; ``scan`` never
+    reads them); ``config=`` builds from a caller's config with the weights that fit;
     ``LanguageModel(module, tokenizer=tok)`` wraps a loaded one. A transformers tokenizer passed in
     becomes ``model.tokenizer`` and is configured in place as nnsight configures it (pad = eos when it
     has none, left padding); an mlx-lm ``TokenizerWrapper`` passed in is left as given and the model
@@ -212,24 +240,30 @@ class LanguageModel(NNsight):
 
     def __init__(self, model: str | Path | nn.Module, *, tokenizer: Any = None, view: str = "hf",
                  dtype: Any = None, torch_dtype: Any = None, tokenizer_kwargs: dict | None = None,
-                 config: dict | None = None, attn_implementation: str | None = None,
+                 config: dict | None = None, attn_implementation: str | None = None, dispatch: bool = False,
+                 ignore_mismatched_sizes: bool = False,
                  **kwargs: Any) -> None:
         if view not in ("hf", "mlx"):
             raise ValueError("view must be 'hf' or 'mlx'")
+        dtype = dtype if dtype is not None else torch_dtype
         if isinstance(model, (str, Path)):
             from .loading import load
 
-            module, loaded_tok, saved = load(model, kwargs.get("revision"), kwargs.get("trust_remote_code"))
+            # Built lazily: every parameter is an unread view of the checkpoint until dispatch().
+            module, loaded_tok, config = load(model, kwargs.get("revision"), kwargs.get("trust_remote_code"),
+                                              config, ignore_mismatched_sizes)
+            config = dict(config)
             passed = tokenizer is not None
             tokenizer = tokenizer if passed else loaded_tok
-            config = config or saved
+            dispatched = False
         else:
-            module, passed = model, True
+            module, passed, dispatched = model, True, True
             if tokenizer is None:
                 raise TypeError("LanguageModel(module) needs tokenizer=...")
-        dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None and dtype != "auto":
             module.set_dtype(_mx_dtype(dtype))
+        if dtype is not None and config is not None:  # "auto" resolved: the dtype the weights have
+            config["dtype"] = _dtype_name(module)
         config = config or _config_from_args(module)
         hf_module = _hf_view(module, config) if view == "hf" else None
         super().__init__(hf_module if hf_module is not None else module, **kwargs)
@@ -255,8 +289,11 @@ class LanguageModel(NNsight):
         object.__setattr__(self, "generation_config", _generation_config(model, kwargs.get("revision"), config))
         object.__setattr__(self, "mlx_model", module)
         object.__setattr__(self, "view", "hf" if hf_module is not None else "mlx")
-        object.__setattr__(self, "_driver", LanguageModelDriver(self._module, module, tok, self.view, self.config))
+        object.__setattr__(self, "_driver", LanguageModelDriver(self._mlx, module, tok, self.view, self.config))
+        object.__setattr__(self, "_dispatched", dispatched)
         self._attach_attn_implementation(hf_module, attn_implementation)
+        if dispatch:
+            self.dispatch()
 
     # -- attention implementation ---------------------------------------------------------------
     def _attach_attn_implementation(self, hf_module: nn.Module | None, name: str | None) -> None:
@@ -291,6 +328,18 @@ class LanguageModel(NNsight):
                              "needs the HF view (view='hf')")
 
     @property
+    def dispatched(self) -> bool:
+        """Whether the weights have been read (``dispatch()``; the first trace or generation does it)."""
+        return self._dispatched
+
+    def dispatch(self) -> None:
+        """Read the checkpoint's weights into the module tree built at construction: the same module
+        objects (envoys are kept) get their parameters evaluated; an explicit ``dtype`` is applied."""
+        if not self._dispatched:
+            mx.eval(self.mlx_model.parameters())
+            object.__setattr__(self, "_dispatched", True)
+
+    @property
     def generator(self) -> "GeneratorEnvoy":
         """nnsight's ``model.generator``: ``.output`` (deprecated) is the generated ids."""
         return GeneratorEnvoy(self)
@@ -314,6 +363,7 @@ class LanguageModel(NNsight):
         tracer = GenerationTracer(self, inputs, forward_kwargs, max_new_tokens=max_new_tokens, **kwargs)
         if _called_in_with_statement():
             return tracer
+        self.dispatch()
         tracer.batcher.add(inputs, forward_kwargs)  # each row repeated as the loop needs (beams, sequences)
         return _handed_back(tracer.decode(tracer.batcher.batch()))
 
@@ -329,6 +379,7 @@ class LanguageModel(NNsight):
         tracer = PipeTracer(self, inputs, kwargs)
         if _called_in_with_statement():
             return tracer
+        self.dispatch()
         return _handed_back(tracer.run())
 
 
@@ -458,6 +509,10 @@ class GeneratorEnvoy:
         self._model = model
 
     @property
+    def parent(self) -> LanguageModel:
+        return self._model
+
+    @property
     def output(self) -> Any:
         return self._model._deprecated_tracer("model.generator.output", "tracer.result").result
 
@@ -561,6 +616,16 @@ def _hf_view(module: nn.Module, config: dict) -> nn.Module | None:
     except Exception as e:  # noqa: BLE001 - fall back to the plain tree, loudly
         warnings.warn(f"no HF view for this model ({e}); using mlx-lm's module tree", stacklevel=3)
         return None
+
+
+def _dtype_name(module: nn.Module) -> str:
+    """The dtype of a module's floating-point parameters (its first one), by name (``"float32"``)."""
+    from mlx.utils import tree_flatten
+
+    for _, value in tree_flatten(module.parameters()):
+        if mx.issubdtype(value.dtype, mx.floating):
+            return str(value.dtype).removeprefix("mlx.core.")
+    return "float32"
 
 
 def _mx_dtype(dtype: Any) -> mx.Dtype:

@@ -22,7 +22,7 @@ def _esc(text: Any) -> str:
 
 def envoy_html(envoy: Any) -> str:
     """The module tree as nnsight prints it (identical layers collapsed), in a collapsible block."""
-    name = type(envoy._module).__name__
+    name = type(envoy.mlx_module).__name__
     return (f"<details open><summary><b>{_esc(name)}</b> <code>{_esc(envoy.path or 'model')}</code></summary>"
             f"<pre class='mlxs-nb'>{_esc(repr(envoy))}</pre></details>")
 

@@ -106,7 +106,7 @@ class Runner(CallCounter, Evaluator):
         self.counts.clear()
         for node in self.schedule.before:
             self._fire(node)
-        if self.schedule.at:
+        if self.schedule.at or self.schedule.whole:
             modules = [self.modules[p] for p in self.hooked]
             with observing(modules, self):
                 try:
@@ -126,7 +126,11 @@ class Runner(CallCounter, Evaluator):
         cotangent that flows further back): a torch tensor hook, in MLX."""
         # The targets' real (batched, padded) shapes are known only by building the forward; MLX
         # builds it lazily, so this costs graph construction, not computation.
-        self._forward(forward)
+        self.shapes_only = True
+        try:
+            self._forward(forward)
+        finally:
+            self.shapes_only = False
         shapes = self.env
         carried: dict[int, Any] = {}  # what earlier passes computed (a later pass may use it)
         forward_env: dict[int, Any] = {}

@@ -86,6 +86,7 @@ class CallCounter:
     nodes there."""
 
     suspended = 0
+    shapes_only = False  # see hooks.CallObserver
 
     def __init__(self, paths: dict[int, str], instrumented: frozenset = frozenset()) -> None:
         self.paths = paths  # id(module) -> path, for the observed modules
@@ -118,6 +119,8 @@ class CallCounter:
 
 class StructureRecorder(CallCounter):
     """Notes every hook point's structure, in the order the forward reaches them."""
+
+    shapes_only = True
 
     def __init__(self, paths: dict[int, str], structure: Structure, instrumented: frozenset = frozenset()) -> None:
         super().__init__(paths, instrumented)

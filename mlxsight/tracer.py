@@ -327,9 +327,12 @@ class Tracer:
         batch = self.batcher.batch()
         size = self.batcher.fix_size(batch)
         structure = self.structure_for(batch)
-        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self._materialized, self.stop_early)
-        if not nodes or self.scan:  # validated; nothing is computed
+        whole = self.model.whole_forward and not self.scan  # observed from outside: run it all
+        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self._materialized,
+                                                self.stop_early and not whole, whole)
+        if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
+        self.model.dispatch()  # the first run reads the weights (scan never does)
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]

@@ -98,7 +98,7 @@ class Standardized:
 
 
 def _as_linear(embedding: Any, x: Any) -> Any:
-    module = getattr(embedding, "_module", embedding)  # an envoy outside a trace holds the module
+    module = getattr(embedding, "mlx_module", embedding)  # an envoy outside a trace holds the module
     return module.as_linear(x)
 
 

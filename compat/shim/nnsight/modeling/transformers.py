@@ -4,7 +4,6 @@ its transformers model (transformers' own config object, torch device/dtype, ``t
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
@@ -14,11 +13,18 @@ from .._surface import missing
 
 TASKS = ("text-generation",)
 # Keywords mlxsight's LanguageModel takes itself (the rest of nnsight's are load options).
-_OWN_KWARGS = {"tokenizer", "view", "dtype", "torch_dtype", "tokenizer_kwargs", "rename", "envoys"}
+_OWN_KWARGS = {"tokenizer", "view", "dtype", "torch_dtype", "tokenizer_kwargs", "rename", "envoys",
+               "ignore_mismatched_sizes"}
 
 
 class TransformersModel(mlxsight.LanguageModel):
-    """nnsight's ``TransformersModel(repo, task="text-generation", ...)`` on an mlx-lm model."""
+    """nnsight's ``TransformersModel(repo, task="text-generation", ...)`` on an mlx-lm model.
+
+    As in nnsight it is built lazily unless ``dispatch=True`` (the weights are read by
+    ``dispatch()`` or the first trace; ``scan`` never reads them); ``config=`` (a transformers
+    config object or dict) is the config the model is built from, as transformers'
+    ``from_pretrained(config=...)`` builds it; ``model._module`` is a ``torch.nn.Module`` view of
+    the MLX module (``torch_module.py``)."""
 
     def __init__(self, model: Any, *args: Any, task: str | None = None, config: Any = None,
                  **kwargs: Any) -> None:
@@ -26,10 +32,6 @@ class TransformersModel(mlxsight.LanguageModel):
             raise NotImplementedError(
                 f"TransformersModel(task={task!r}): mlxsight serves text-generation models only; run "
                 "this script on nnsight (`python -m compat run --backend nnsight SCRIPT`)")
-        if config is not None and not isinstance(config, dict):
-            raise NotImplementedError(
-                "TransformersModel(config=...) builds the model from a caller's config on nnsight; mlxsight "
-                "loads the checkpoint's own architecture")
         if args:
             raise TypeError(f"TransformersModel takes one positional argument, got {1 + len(args)}")
         # nnsight hands load keywords it does not know to transformers' from_pretrained, which keeps
@@ -37,15 +39,24 @@ class TransformersModel(mlxsight.LanguageModel):
         from mlxsight.model import _IGNORED_LOAD_KWARGS
 
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _OWN_KWARGS | _IGNORED_LOAD_KWARGS}
-        super().__init__(model, **kwargs)
+        own_config = _copied_config(config)
+        if own_config is not None:
+            config = own_config.to_dict() if hasattr(own_config, "to_dict") else dict(own_config)
+        super().__init__(model, config=config, **kwargs)
         object.__setattr__(self, "task", task or "text-generation")
-        object.__setattr__(self, "config", _hf_config(model, self.config))
+        if own_config is None:
+            hf = _hf_config(model, self.config)
+        else:  # transformers' object is kept as the caller built it (copied); a dict becomes one
+            hf = own_config if hasattr(own_config, "to_dict") else _hf_config(None, own_config)
+        object.__setattr__(self, "config", hf)
         for key, value in overrides.items():
             setattr(self.config, key, value)
-        if isinstance(model, (str, os.PathLike)) and getattr(self._module, "config", None) is None:
-            # nnsight's wrapped module is transformers' model, which carries the config too; the
-            # module was loaded here, so giving it the attribute changes nothing the caller owns.
-            object.__setattr__(self._module, "config", self.config)
+        if kwargs.get("dtype", kwargs.get("torch_dtype")) is not None:
+            import torch
+
+            resolved = getattr(self._driver.config, "dtype", None)  # "auto" resolved: the weights' dtype
+            if resolved is not None:
+                self.config.dtype = getattr(torch, resolved)
         self._share_attn_config()
 
     # -- attention implementation (nnsight's TransformersModel API) -----------------------------
@@ -84,14 +95,6 @@ class TransformersModel(mlxsight.LanguageModel):
                 f"{self.attn_implementation!r}.")
 
     @property
-    def dispatched(self) -> bool:
-        """Weights are loaded at construction: an mlxsight model is always dispatched."""
-        return True
-
-    def dispatch(self) -> None:
-        """Nothing to load later (nnsight loads lazily unless ``dispatch=True``)."""
-
-    @property
     def device(self) -> Any:
         import torch
 
@@ -127,6 +130,14 @@ class LanguageModel(TransformersModel):
                       NNsightDeprecationWarning, stacklevel=2)
         kwargs.setdefault("task", "text-generation")
         super().__init__(*args, **kwargs)
+
+
+def _copied_config(config: Any) -> Any:
+    """The caller's ``config=`` copied (the model is built from the copy, never on the caller's
+    object), or None."""
+    import copy
+
+    return None if config is None else copy.deepcopy(config)
 
 
 def _hf_config(model: Any, fallback: Any) -> Any:
