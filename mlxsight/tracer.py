@@ -24,13 +24,12 @@ from .context import (  # noqa: F401 - the public names stay importable from her
     set_value_transform, torch_semantics,
 )
 from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
-from .frames import FrameSnapshot, holds
+from .frames import FrameSnapshot, holds, resolved_updates
 from .graph import Graph, Node
 from .proxy import Proxy, apply, map_proxies  # noqa: F401 - apply: importable from here as before
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
 from .structure import Structure, skeleton
-from .tree import contains
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -143,6 +142,7 @@ class Tracer:
     """One trace block: records it (``recorder``), then compiles, runs and pushes on exit."""
 
     stop_early = True  # a single forward can end after the last needed hook point
+    single_call = True  # the forward is one call of the root module (generation: one per step)
     example_shapes = False  # True when shapes while recording come from an example, not the real input
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
@@ -320,7 +320,7 @@ class Tracer:
         schedule = self.driver.compiler.compile(self.graph, structure, nodes, self._materialized, self.stop_early)
         if not nodes or self.scan:  # validated; nothing is computed
             return []
-        runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented)
+        runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
 
@@ -346,38 +346,30 @@ class Tracer:
             structure = self.structure_for(self.batcher.batch())
             for request in self._caches:
                 request.fill(structure, self.recorder.slot)
+        session = self._session
         pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
-                                                               hand_all=self._session is not None)
+                                                               hand_all=session is not None)
         resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
         for request in self._caches:
             request.resolve(resolve)
-        transform = context.settings.value_transform
-        for container in containers:
-            _replace_in_place(container, resolve)
-            if transform is not None and self._session is None:  # lists/dicts the script made before
-                transform(container)  # the trace hold the same values as pushed names (in place)
-        updates = {}
-        for name, value in pushes:
-            if isinstance(value, (list, dict)):
-                _replace_in_place(value, resolve)
-                updates[name] = value
-            elif not _never_reached(resolve(value)):
-                updates[name] = resolve(value)
-        if self._session is not None:
-            self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
+        # in a session, values stay as they are until the session hands them out
+        updates = resolved_updates(pushes, containers, resolve,
+                                   context.settings.value_transform if session is None else None)
+        if session is not None:
+            session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        if transform is not None:
-            updates = {k: transform(v) for k, v in updates.items()}
         self._frame.push(self._locals, updates, self.holds_proxy)
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
     def _compute(self, outputs: list) -> Callable[[Any], Any]:
         """Run the graph for every proxy inside ``outputs``; a function replacing them by values."""
-        proxies: list[Proxy] = []
+        recorder = self.recorder
+        found: dict[int, Proxy] = {}
+        note = lambda p: found.setdefault(id(p), p) if p._recorder is recorder else p  # noqa: E731
         for value in outputs:
-            map_proxies(value, lambda p: proxies.append(p) or p if self.recorder.owns(p) else p)
-        unique = list({id(p): p for p in proxies}.values())
+            note(value) if type(value) is Proxy else map_proxies(value, note)
+        unique = list(found.values())
         values = self._run([p.node for p in unique])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in unique]
@@ -385,7 +377,8 @@ class Tracer:
         if reached and self._session is None and not self.scan:
             mx.eval(reached)  # in a session, values stay lazy until the session ends
         resolved = {id(p): v for p, v in zip(unique, values)}
-        return lambda value: map_proxies(value, lambda p: resolved.get(id(p), p))
+        swap = lambda p: resolved.get(id(p), p)  # noqa: E731
+        return lambda value: swap(value) if type(value) is Proxy else map_proxies(value, swap)
 
     def owns(self, value: Any) -> bool:
         """Whether ``value`` is one of this trace's proxies."""
@@ -393,20 +386,3 @@ class Tracer:
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
-
-
-def _never_reached(value: Any) -> bool:
-    return contains(value, lambda v: v is NEVER_REACHED)
-
-
-def _replace_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:
-    """Resolve proxies in a list/dict; values from steps the run never made are dropped."""
-    if isinstance(container, list):
-        container[:] = [r for r in (resolve(v) for v in container) if not _never_reached(r)]
-    elif isinstance(container, dict):
-        for k in list(container):
-            value = resolve(container[k])
-            if _never_reached(value):
-                del container[k]
-            else:
-                container[k] = value
