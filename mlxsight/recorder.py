@@ -76,6 +76,11 @@ class Recorder:
                              "when trace() is given no input", where_now())
         return self.invokes[-1]
 
+    def row_view(self) -> RowSlice | None:
+        """The open invoke's rows of a batched value (None: the whole batch)."""
+        rows = self.invokes[-1].rows if self.invokes else None
+        return None if rows is None else self.tracer.batcher.narrow(rows)
+
     def _invoke_index(self) -> int | None:
         return self.invokes[-1].index if self.invokes else None
 

@@ -18,7 +18,7 @@ import mlx.core as mx
 
 from . import context
 from .batching import Batcher
-from .cache import Cache, CacheRequest
+from .cache import Cache, CacheRequest, fill_caches
 from .context import (  # noqa: F401 - the public names stay importable from here
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
@@ -26,7 +26,7 @@ from .context import (  # noqa: F401 - the public names stay importable from her
 from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
 from .frames import FrameSnapshot, holds, resolved_updates
 from .graph import Graph, Node
-from .proxy import Proxy, apply, map_proxies  # noqa: F401 - apply: importable from here as before
+from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
 from .structure import Structure, skeleton
@@ -112,6 +112,12 @@ class Barrier:
     def __call__(self) -> None:
         self.arrivals += 1
 
+    @staticmethod
+    def check(barriers: list["Barrier"]) -> None:
+        if any(b.arrivals % b.n for b in barriers):
+            raise ValueError("A barrier was never reached by every block it waits for; check the count it "
+                             "was created with")
+
 
 class Invoke:
     """One input's rows of the batched forward; reads inside it see only those rows."""
@@ -154,24 +160,20 @@ class Tracer:
         return tracer_html(self, self._pushed)
 
     def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
-        self.model = model
-        self.driver = model._driver
-        self.scan = scan
+        self.model, self.driver, self.scan = model, model._driver, scan
         self.batcher = Batcher(self.driver, self.rows_per_input)
         self.recorder = Recorder(self)
         self._inputs, self._kwargs = inputs, kwargs
-        self._open = False
-        self._locked = False
-        self._invokes: list[Invoke] = []
+        self._open = self._locked = False
         self._implicit = False  # the trace was given an input: that input is the only invoke
+        self._invokes: list[Invoke] = []
         self._session: Any = None
         self._saved: dict[int, Any] = {}
         self._materialized: list[tuple[Node, int, Where | None]] = []
         self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
-        self._frame = FrameSnapshot(None)
-        self._locals: dict = {}
-        self._structure: tuple | None = None
+        self._frame, self._locals = FrameSnapshot(None), {}
+        self._structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     @property
     def graph(self) -> Graph:
@@ -182,7 +184,8 @@ class Tracer:
         if current_tracer() is not None:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
-        self._acquire()
+        context.model_lock(self.model).acquire()  # another thread tracing this model waits for this trace
+        self._locked = True
         try:
             self._frame = FrameSnapshot(user_frame(2))
             self._session = current_session()
@@ -209,11 +212,6 @@ class Tracer:
         finally:
             self._close()
         return stopped
-
-    def _acquire(self) -> None:
-        """Take the model's lock: another thread tracing this model waits until its trace ends."""
-        context.model_lock(self.model).acquire()
-        self._locked = True
 
     def _close(self) -> None:
         """Leave nothing behind: the trace is closed, off this thread's stack, the model unlocked."""
@@ -288,13 +286,9 @@ class Tracer:
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
         """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
         self.check_open()
-        invokes = self.recorder.invokes
-        rows = invokes[-1].rows if invokes else None
-        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model,
-                               self.batcher.narrow(rows) if rows is not None else None)
+        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model, self.recorder.row_view())
         self._caches.append(request)
-        self._saved[id(request.cache)] = request.cache
-        return request.cache
+        return self._saved.setdefault(id(request.cache), request.cache)
 
     def save(self, obj: Any) -> None:
         self.check_open()
@@ -339,13 +333,9 @@ class Tracer:
     def _finish(self) -> None:
         if not self._invokes:
             raise ValueError(NO_INPUT)
-        if any(b.arrivals % b.n for b in self._barriers):
-            raise ValueError("A barrier was never reached by every block it waits for; check the count it "
-                             "was created with")
+        Barrier.check(self._barriers)
         if self._caches:
-            structure = self.structure_for(self.batcher.batch())
-            for request in self._caches:
-                request.fill(structure, self.recorder.slot)
+            fill_caches(self._caches, self.structure_for(self.batcher.batch()), self.recorder.slot)
         session = self._session
         pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
                                                                hand_all=session is not None)
@@ -364,25 +354,14 @@ class Tracer:
 
     def _compute(self, outputs: list) -> Callable[[Any], Any]:
         """Run the graph for every proxy inside ``outputs``; a function replacing them by values."""
-        recorder = self.recorder
-        found: dict[int, Proxy] = {}
-        note = lambda p: found.setdefault(id(p), p) if p._recorder is recorder else p  # noqa: E731
-        for value in outputs:
-            note(value) if type(value) is Proxy else map_proxies(value, note)
-        unique = list(found.values())
-        values = self._run([p.node for p in unique])  # validates even when nothing is saved
+        proxies = proxies_in(outputs, self.recorder)
+        values = self._run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
-            values = [skeleton(p._meta) for p in unique]
+            values = [skeleton(p._meta) for p in proxies]
         reached = [v for v in values if v is not NEVER_REACHED]
         if reached and self._session is None and not self.scan:
             mx.eval(reached)  # in a session, values stay lazy until the session ends
-        resolved = {id(p): v for p, v in zip(unique, values)}
-        swap = lambda p: resolved.get(id(p), p)  # noqa: E731
-        return lambda value: swap(value) if type(value) is Proxy else map_proxies(value, swap)
-
-    def owns(self, value: Any) -> bool:
-        """Whether ``value`` is one of this trace's proxies."""
-        return self.recorder.owns(value)
+        return substitute(proxies, values)
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
