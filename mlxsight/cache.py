@@ -177,3 +177,9 @@ class CacheRequest:
 
 def _strip_root(path: str) -> str:
     return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
+
+
+def fill_caches(requests: list[CacheRequest], structure: Structure, slot: Callable[[HookPoint], Any]) -> None:
+    """Fill each request with the proxies of the hook points it caches."""
+    for request in requests:
+        request.fill(structure, slot)

@@ -13,6 +13,7 @@ import sys
 from types import FrameType
 from typing import Any, Callable
 
+from .runner import NEVER_REACHED
 from .tree import contains
 
 _SMALL = 64  # pre-existing containers up to this size are always searched for proxies
@@ -88,6 +89,47 @@ class FrameSnapshot:
             else:
                 deletes.append(name)
         write_frame(frame, updates, deletes)
+
+
+def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: Callable[[Any], Any],
+                     transform: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The names to bind after a block: each pushed value with its proxies replaced by values
+    (``resolve``); lists and dicts, pushed or pre-existing, are resolved in place. A value from a
+    step the run never made is left out. ``transform`` (compat: to torch) applies to every bound
+    value and, in place, to the pre-existing containers."""
+    for container in containers:
+        _resolve_in_place(container, resolve)
+        if transform is not None:  # lists/dicts the script made before the block hold the same
+            transform(container)  # values as pushed names (in place)
+    updates = {}
+    for name, value in pushes:
+        if isinstance(value, (list, dict)):
+            _resolve_in_place(value, resolve)
+            updates[name] = value
+        else:
+            value = resolve(value)
+            if not _never_reached(value):
+                updates[name] = value
+    if transform is not None:
+        updates = {k: transform(v) for k, v in updates.items()}
+    return updates
+
+
+def _never_reached(value: Any) -> bool:
+    return contains(value, lambda v: v is NEVER_REACHED)
+
+
+def _resolve_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:
+    """Resolve proxies in a list/dict; values from steps the run never made are dropped."""
+    if isinstance(container, list):
+        container[:] = [r for r in (resolve(v) for v in container) if not _never_reached(r)]
+    elif isinstance(container, dict):
+        for k in list(container):
+            value = resolve(container[k])
+            if _never_reached(value):
+                del container[k]
+            else:
+                container[k] = value
 
 
 class _Missing:

@@ -63,6 +63,22 @@ def map_proxies(value: Any, fn: Callable[["Proxy"], Any]) -> Any:
     return map_matching(value, (Proxy, NodeRef), lambda p: p.node if isinstance(p, NodeRef) else fn(p))
 
 
+def proxies_in(values: list, recorder: "Recorder") -> list["Proxy"]:
+    """The distinct proxies of ``recorder`` inside ``values``, in the order first met."""
+    found: dict[int, Proxy] = {}
+    note = lambda p: found.setdefault(id(p), p) if p._recorder is recorder else p  # noqa: E731
+    for value in values:
+        note(value) if type(value) is Proxy else map_proxies(value, note)  # a lone proxy needs no walk
+    return list(found.values())
+
+
+def substitute(proxies: list["Proxy"], values: list) -> Callable[[Any], Any]:
+    """A function replacing each of ``proxies`` (at any depth of its argument) by its value."""
+    by_id = {id(p): v for p, v in zip(proxies, values)}
+    swap = lambda p: by_id.get(id(p), p)  # noqa: E731
+    return lambda value: swap(value) if type(value) is Proxy else map_proxies(value, swap)
+
+
 def find_recorder(value: Any) -> "Recorder | None":
     """The recorder of the first proxy inside ``value``."""
     found: list = []

@@ -86,6 +86,11 @@ class Recorder:
                              "when trace() is given no input", where_now())
         return self.invokes[-1]
 
+    def row_view(self) -> RowSlice | None:
+        """The open invoke's rows of a batched value (None: the whole batch)."""
+        rows = self.invokes[-1].rows if self.invokes else None
+        return None if rows is None else self.tracer.batcher.narrow(rows)
+
     def _invoke_index(self) -> int | None:
         return self.invokes[-1].index if self.invokes else None
 
@@ -188,11 +193,11 @@ class Recorder:
                               f"the run at '{self._stop[1]}'", where_now())
 
     # -- module values -------------------------------------------------------------------------
-    def slot(self, point: HookPoint) -> Proxy:
+    def slot(self, point: HookPoint, where: Where | None = None) -> Proxy:
         """The whole-batch proxy of ``point`` (one ``read`` node, recorded on first use)."""
         slot = self._slots.get(point)
         if slot is None:
-            node = self.emit("read", point)
+            node = self.emit("read", point, where=where)
             slot = Proxy(self, node, UNKNOWN, point.label())
             slot._binds.append(point)
             self._slots[point] = slot
@@ -223,10 +228,11 @@ class Recorder:
                                           f"forward (or not that many times)", where_now())
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
+            where = where_now()
             self._check_before_stop(structure.order.get(point), point)
-            self._check_order(invoke.index, structure.order.get(point), point)
+            self._check_order(invoke.index, structure.order.get(point), point, where)
             meta = structure.meta(point)
-            slot = self.slot(point)
+            slot = self.slot(point, where)
             if invoke.rows is None:
                 if slot._meta is UNKNOWN:
                     slot._meta = meta
@@ -237,22 +243,23 @@ class Recorder:
             self._served[key] = proxy
         return proxy, key
 
-    def _check_order(self, invoke: int, position: int | None, point: HookPoint) -> None:
+    def _check_order(self, invoke: int, position: int | None, point: HookPoint, where: Where | None) -> None:
         """nnsight's rule: within one invoke, values are requested in the order the forward makes
         them; a request for one the model has already run past is an ``OutOfOrderError``."""
-        if position is None or point.kind == "result" or any(
-                point.path.startswith(skipped + ".") for skipped in self._skipped.get(invoke, ())):
+        skipped = self._skipped.get(invoke)
+        if position is None or point.kind == "result" or skipped and any(
+                point.path.startswith(path + ".") for path in skipped):
             return  # inside a skipped module: the skip's own error says more
         furthest = self._furthest.get(invoke)
         if furthest is None or position > furthest[0]:
-            self._furthest[invoke] = (position, point, where_now())
+            self._furthest[invoke] = (position, point, where)
             return
         if position < furthest[0] and not context.settings.relaxed_order:
             first = f" (requested at {furthest[2]})" if furthest[2] is not None else ""
             raise OutOfOrderError(
                 f"'{point}' was requested but the model already ran past it: '{furthest[1]}' comes later in "
                 f"the forward and was requested first{first}. Request values in forward order within an "
-                f"invoke (as nnsight requires), or opt in with mlxsight.set_relaxed_order(True)", where_now())
+                f"invoke (as nnsight requires), or opt in with mlxsight.set_relaxed_order(True)", where)
 
     def read(self, path: str, kind: str) -> Any:
         """The proxy served for a module's ``output``, ``inputs`` or ``input`` in this invoke."""

@@ -28,6 +28,7 @@ class _NeverReached:
 
 
 NEVER_REACHED = _NeverReached()  # a value from a hook point the run never made (e.g. after EOS)
+ROOT_OUTPUT = HookPoint("", "output", 0)
 
 
 class _StopForward(Exception):
@@ -79,10 +80,16 @@ class Runner(CallCounter, Evaluator):
     """Fires a schedule's nodes at their hook points during one forward (one method per opcode)."""
 
     def __init__(self, schedule: Schedule, modules: dict[str, nn.Module], batch_size: int = 1,
-                 instrumented: frozenset = frozenset()) -> None:
+                 instrumented: frozenset = frozenset(), single_call: bool = False) -> None:
         # Operations inside an instrumented forward are hooked through their module's call.
         # Points of no module (a generation's streamer) are fired by the driver, not hooked.
         hooked = {module_of(p) for p in schedule.hooked_paths} & modules.keys()
+        # A forward that is one call of the root (``single_call``) returns the root's output: when
+        # that is the root's only point, it is fired on the return value and the root is not hooked.
+        self.fires_root = single_call and "" not in instrumented and ROOT_OUTPUT in schedule.at and not any(
+            module_of(p.path) == "" for p in schedule.at if p != ROOT_OUTPUT)
+        if self.fires_root:
+            hooked.discard("")
         CallCounter.__init__(self, {id(modules[p]): p for p in hooked}, instrumented & hooked)
         Evaluator.__init__(self, modules)
         self.schedule = schedule
@@ -106,13 +113,21 @@ class Runner(CallCounter, Evaluator):
         self.counts.clear()
         for node in self.schedule.before:
             self._fire(node)
-        if self.schedule.at or self.schedule.whole:
-            modules = [self.modules[p] for p in self.hooked]
-            with observing(modules, self):
-                try:
-                    forward()
-                except _StopForward:
-                    pass
+        if not (self.schedule.at or self.schedule.whole):
+            return
+        if not self.hooked:
+            self._call(forward)
+            return
+        with observing([self.modules[p] for p in self.hooked], self):
+            self._call(forward)
+
+    def _call(self, forward: Callable[[], Any]) -> None:
+        try:
+            out = forward()
+            if self.fires_root:
+                self._at(ROOT_OUTPUT, out)
+        except _StopForward:
+            pass
 
     def _run_with_grad(self, forward: Callable[[], Any]) -> dict[int, Any]:
         """The forward, then one backward per ``backward()`` of the trace, each its own gradient

@@ -54,26 +54,28 @@ def meta_of(skel: Any) -> Any:
     return map_tree(skel, lambda s: s.meta() if isinstance(s, ArraySpec) else s)
 
 
-def signature(value: Any) -> Any:
-    """A hashable summary of a value's structure, shapes and dtypes (the structure cache key)."""
-    if isinstance(value, mx.array):
-        return (tuple(value.shape), value.dtype)
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__,) + tuple(signature(v) for v in value)
-    if isinstance(value, dict):
-        return ("dict",) + tuple((k, signature(v)) for k, v in value.items())
-    if isinstance(value, _PRIMITIVES):
-        return value
-    return type(value).__name__
+def signature(value: Any) -> str:
+    """A hashable summary of a value's structure, shapes and dtypes (the structure cache key): its
+    skeleton written out, so every container's type, every key and every primitive is part of it."""
+    return repr(skeleton(value))
 
 
 @dataclass
 class Structure:
     order: dict[HookPoint, int] = field(default_factory=dict)
     skeletons: dict[HookPoint, Any] = field(default_factory=dict)
+    _arrays: dict[HookPoint, mx.array] = field(default_factory=dict, repr=False, compare=False)
 
     def meta(self, point: HookPoint) -> Any:
-        return meta_of(self.skeletons[point])
+        """A placeholder value for ``point``. A lone array's is made once: placeholders are never
+        evaluated, and recorded operations make new arrays rather than change their inputs."""
+        skel = self.skeletons[point]
+        if not isinstance(skel, ArraySpec):
+            return meta_of(skel)
+        array = self._arrays.get(point)
+        if array is None:
+            array = self._arrays[point] = skel.meta()
+        return array
 
     def calls(self, path: str) -> int:
         return sum(1 for p in self.order if p.path == path and p.kind == "output")

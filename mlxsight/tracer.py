@@ -18,20 +18,19 @@ import mlx.core as mx
 
 from . import context
 from .batching import Batcher
-from .cache import Cache, CacheRequest
+from .cache import Cache, CacheRequest, fill_caches
 from .context import (  # noqa: F401 - the public names stay importable from here
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
 )
 from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
 from .blocks import BlockInfo
-from .frames import FrameSnapshot, holds
+from .frames import FrameSnapshot, holds, resolved_updates
 from .graph import Graph, Node
-from .proxy import Proxy, apply, map_proxies  # noqa: F401 - apply: importable from here as before
+from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
 from .structure import Structure, skeleton
-from .tree import contains
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -114,6 +113,12 @@ class Barrier:
     def __call__(self) -> None:
         self.arrivals += 1
 
+    @staticmethod
+    def check(barriers: list["Barrier"]) -> None:
+        if any(b.arrivals % b.n for b in barriers):
+            raise ValueError("A barrier was never reached by every block it waits for; check the count it "
+                             "was created with")
+
 
 class Invoke:
     """One input's rows of the batched forward; reads inside it see only those rows."""
@@ -145,6 +150,7 @@ class Tracer:
     """One trace block: records it (``recorder``), then compiles, runs and pushes on exit."""
 
     stop_early = True  # a single forward can end after the last needed hook point
+    single_call = True  # the forward is one call of the root module (generation: one per step)
     example_shapes = False  # True when shapes while recording come from an example, not the real input
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
@@ -156,25 +162,21 @@ class Tracer:
         return tracer_html(self, self._pushed)
 
     def __init__(self, model: "NNsight", inputs: tuple, kwargs: dict, scan: bool = False) -> None:
-        self.model = model
-        self.driver = model._driver
-        self.scan = scan
+        self.model, self.driver, self.scan = model, model._driver, scan
         self.batcher = Batcher(self.driver, self.rows_per_input)
         self.recorder = Recorder(self)
         self._inputs, self._kwargs = inputs, kwargs
-        self._open = False
-        self._locked = False
-        self._invokes: list[Invoke] = []
+        self._open = self._locked = False
         self._implicit = False  # the trace was given an input: that input is the only invoke
+        self._invokes: list[Invoke] = []
         self._session: Any = None
         self._saved: dict[int, Any] = {}
         self._materialized: list[tuple[Node, int, Where | None]] = []
         self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
-        self._frame = FrameSnapshot(None)
+        self._frame, self._locals = FrameSnapshot(None), {}
         self.info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
-        self._locals: dict = {}
-        self._structure: tuple | None = None
+        self._structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     @property
     def graph(self) -> Graph:
@@ -185,7 +187,8 @@ class Tracer:
         if current_tracer() is not None:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
-        self._acquire()
+        context.model_lock(self.model).acquire()  # another thread tracing this model waits for this trace
+        self._locked = True
         try:
             frame = user_frame(2)
             self._frame = FrameSnapshot(frame)
@@ -214,11 +217,6 @@ class Tracer:
         finally:
             self._close()
         return stopped
-
-    def _acquire(self) -> None:
-        """Take the model's lock: another thread tracing this model waits until its trace ends."""
-        context.model_lock(self.model).acquire()
-        self._locked = True
 
     def _close(self) -> None:
         """Leave nothing behind: the trace is closed, off this thread's stack, the model unlocked."""
@@ -298,13 +296,9 @@ class Tracer:
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
         """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
         self.check_open()
-        invokes = self.recorder.invokes
-        rows = invokes[-1].rows if invokes else None
-        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model,
-                               self.batcher.narrow(rows) if rows is not None else None)
+        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model, self.recorder.row_view())
         self._caches.append(request)
-        self._saved[id(request.cache)] = request.cache
-        return request.cache
+        return self._saved.setdefault(id(request.cache), request.cache)
 
     def save(self, obj: Any) -> None:
         self.check_open()
@@ -333,7 +327,7 @@ class Tracer:
         if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
         self.model.dispatch()  # the first run reads the weights (scan never does)
-        runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented)
+        runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
 
@@ -352,74 +346,35 @@ class Tracer:
     def _finish(self) -> None:
         if not self._invokes:
             raise ValueError(NO_INPUT)
-        if any(b.arrivals % b.n for b in self._barriers):
-            raise ValueError("A barrier was never reached by every block it waits for; check the count it "
-                             "was created with")
+        Barrier.check(self._barriers)
         if self._caches:
-            structure = self.structure_for(self.batcher.batch())
-            for request in self._caches:
-                request.fill(structure, self.recorder.slot)
+            fill_caches(self._caches, self.structure_for(self.batcher.batch()), self.recorder.slot)
+        session = self._session
         pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
-                                                               hand_all=self._session is not None)
+                                                               hand_all=session is not None)
         resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
         for request in self._caches:
             request.resolve(resolve)
-        transform = context.settings.value_transform
-        for container in containers:
-            _replace_in_place(container, resolve)
-            if transform is not None and self._session is None:  # lists/dicts the script made before
-                transform(container)  # the trace hold the same values as pushed names (in place)
-        updates = {}
-        for name, value in pushes:
-            if isinstance(value, (list, dict)):
-                _replace_in_place(value, resolve)
-                updates[name] = value
-            elif not _never_reached(resolve(value)):
-                updates[name] = resolve(value)
-        if self._session is not None:
-            self._session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
+        # in a session, values stay as they are until the session hands them out
+        updates = resolved_updates(pushes, containers, resolve,
+                                   context.settings.value_transform if session is None else None)
+        if session is not None:
+            session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        if transform is not None:
-            updates = {k: transform(v) for k, v in updates.items()}
         self._frame.push(self._locals, updates, self.holds_proxy)
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
     def _compute(self, outputs: list) -> Callable[[Any], Any]:
         """Run the graph for every proxy inside ``outputs``; a function replacing them by values."""
-        proxies: list[Proxy] = []
-        for value in outputs:
-            map_proxies(value, lambda p: proxies.append(p) or p if self.recorder.owns(p) else p)
-        unique = list({id(p): p for p in proxies}.values())
-        values = self._run([p.node for p in unique])  # validates even when nothing is saved
+        proxies = proxies_in(outputs, self.recorder)
+        values = self._run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
-            values = [skeleton(p._meta) for p in unique]
+            values = [skeleton(p._meta) for p in proxies]
         reached = [v for v in values if v is not NEVER_REACHED]
         if reached and self._session is None and not self.scan:
             mx.eval(reached)  # in a session, values stay lazy until the session ends
-        resolved = {id(p): v for p, v in zip(unique, values)}
-        return lambda value: map_proxies(value, lambda p: resolved.get(id(p), p))
-
-    def owns(self, value: Any) -> bool:
-        """Whether ``value`` is one of this trace's proxies."""
-        return self.recorder.owns(value)
+        return substitute(proxies, values)
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
-
-
-def _never_reached(value: Any) -> bool:
-    return contains(value, lambda v: v is NEVER_REACHED)
-
-
-def _replace_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:
-    """Resolve proxies in a list/dict; values from steps the run never made are dropped."""
-    if isinstance(container, list):
-        container[:] = [r for r in (resolve(v) for v in container) if not _never_reached(r)]
-    elif isinstance(container, dict):
-        for k in list(container):
-            value = resolve(container[k])
-            if _never_reached(value):
-                del container[k]
-            else:
-                container[k] = value

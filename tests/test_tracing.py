@@ -197,3 +197,33 @@ def test_tracer_info_is_the_block_as_nnsight_gives_it(stories, prompt):
     assert info.code.co_filename == __file__ and min(lines) == info.line + 4 and max(lines) == info.line + 5
     names = set(info.code.co_names)
     assert {"tracer", "sys", "stories"} <= names and hidden.shape[-1] == 64
+
+
+def test_root_output_alone_is_read_and_edited_without_hooks(stories, prompt, monkeypatch):
+    """A trace whose only hook point is the model's own output fires it on the forward's return
+    value: no module is hooked, and reads, writes and later edits still match the eager forward."""
+    from mlxsight import hooks
+
+    ids = token_ids(stories, prompt)
+    _, _, logits = llama_forward(stories.mlx_model, ids)
+    with stories.trace(prompt):  # the forward's structure is learned (with hooks) once
+        stories.output.save()
+    entered = []
+    original = hooks.observing.__enter__
+    monkeypatch.setattr(hooks.observing, "__enter__", lambda self: entered.append(self) or original(self))
+    with stories.trace(prompt):
+        out = stories.output.save()
+    with stories.trace(prompt):
+        stories.output[:, -1] = 0
+        edited = stories.output.save()
+        top = stories.output[0, -2].argmax(-1).save()
+    assert not entered
+    assert mx.array_equal(out, logits)
+    assert mx.array_equal(edited[:, :-1], logits[:, :-1]) and not mx.any(edited[:, -1]).item()
+    assert top.item() == int(np.argmax(np.array(logits[0, -2])))
+    with stories.trace(prompt):  # with a layer read too, that layer is hooked and the root is not
+        h = stories.model.layers[0].output.save()
+        out2 = stories.output.save()
+    assert len(entered) == 1 and mx.array_equal(out2, logits)
+    assert hooks.original_class(stories.mlx_model) is type(stories.mlx_model)
+
