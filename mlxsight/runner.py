@@ -230,16 +230,27 @@ class Runner(CallCounter, Evaluator):
         nodes = self.schedule.at.get(point)
         if nodes is None:
             return value
+        # A gradient target here is perturbed where its value enters: the reads at this point and the
+        # rest of the forward both see it, so d loss / d value counts every path to the loss (a loss
+        # computed straight from a read included). Where the point is written, the target is what
+        # flows on, perturbed after the writes.
+        written = self.deltas and any(n.op in ("write", "put", "skip") for n in nodes)
+        if self.deltas and not written:
+            value = self._perturb_slot(point, value)
         self.slot = value
         for node in nodes:
             self._fire(node)
         value, self.slot = self.slot, None
-        if self.deltas:
-            for key, delta in self.deltas.items():
-                if key[0] == "slot" and key[1] == point:
-                    value = _map_at(value, key[2], lambda v, k=key, d=delta: self._hooked(k, _perturbed(v, d)))
+        if written:
+            value = self._perturb_slot(point, value)
         if point == self.schedule.stop_after:
             raise _StopForward
+        return value
+
+    def _perturb_slot(self, point: HookPoint, value: Any) -> Any:
+        for key, delta in self.deltas.items():
+            if key[0] == "slot" and key[1] == point:
+                value = _map_at(value, key[2], lambda v, k=key, d=delta: self._hooked(k, _perturbed(v, d)))
         return value
 
     def _fire(self, node: Node) -> None:

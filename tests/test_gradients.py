@@ -245,3 +245,32 @@ def test_gradients_are_requested_from_the_loss_back(stories):
     assert mx.array_equal(relaxed[0], early) and mx.array_equal(relaxed[1], late)
     with pytest.raises(mlxsight.OutOfOrderError, match="reverse forward order"):
         read(1, 3)  # a schedule compiled while relaxed is not reused when strict
+
+
+def test_gradient_of_a_value_the_loss_reads_directly(stories):
+    """d loss / d value counts the path through the reads at that point too: for the logits and a
+    loss computed straight from them, ``sum(logits * w)``, it is ``w`` (plus nothing downstream);
+    for a layer read both directly and through the rest of the model, the sum of both paths."""
+    w = mx.random.normal((stories.config.vocab_size,), key=mx.random.key(0))
+    with stories.trace(PROMPT):
+        logits = stories.output
+        with (logits * w).sum().backward():
+            g = logits.grad.save()
+    np.testing.assert_array_equal(np.array(g), np.broadcast_to(np.array(w), g.shape))
+
+    layer = 2
+    ids = token_ids(stories, PROMPT)
+    _, outs, _ = llama_forward(stories.mlx_model, ids)
+    v = mx.random.normal(outs[layer].shape[-1:], key=mx.random.key(1))
+
+    def loss(delta):  # the hand-written forward: the layer's output read directly and flowing on
+        _, hs, out = llama_forward(stories.mlx_model, ids, lambda i, h: h + delta if i == layer else h)
+        return (hs[layer] * v).sum() + out[0, -1, target_id(stories)]
+
+    with stories.trace(PROMPT):
+        h = stories.model.layers[layer].output
+        total = (h * v).sum() + stories.output[0, -1, target_id(stories)]
+        with total.backward():
+            got = h.grad.save()
+    np.testing.assert_allclose(np.array(got), np.array(mx.grad(loss)(mx.zeros_like(outs[layer]))),
+                               rtol=1e-4, atol=1e-5)
