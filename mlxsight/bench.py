@@ -207,7 +207,7 @@ def overhead_pair_nnsight() -> tuple[Callable[[], object], Callable[[], object]]
     torch.set_num_threads(1)  # a tiny model: threads only add scheduling noise
     model = NNsightLM(path, dispatch=True, dtype=torch.float32)
     ids = model.tokenizer("Once upon a time there was a little girl", return_tensors="pt")["input_ids"]
-    hf = model.mlx_module
+    hf = model._module
 
     def plain():
         hf(ids)
