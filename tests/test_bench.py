@@ -2,11 +2,23 @@
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from mlxsight import bench
 
 
-def test_overhead_pairs_compute_the_same_logits_on_both_libraries():
+@pytest.fixture
+def torch_state():
+    """The bench sets torch's process-wide grad mode and thread count for its own run: put them back."""
+    import torch
+
+    grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
+    yield
+    torch.set_grad_enabled(grad)
+    torch.set_num_threads(threads)
+
+
+def test_overhead_pairs_compute_the_same_logits_on_both_libraries(torch_state):
     plain, traced = bench.overhead_pair_mlx()
     plain()
     ours = traced()
