@@ -42,7 +42,7 @@ class NNsight(Envoy):
         object.__setattr__(self, "_edits", [])
         object.__setattr__(self, "_driver", ModuleDriver(module))
         object.__setattr__(self, "_trace_lock", threading.Lock())  # shared by edit copies: one model
-        if any("." in a for a in self._rename.values() if isinstance(a, str)):
+        if any("." in a for v in self._rename.values() for a in ([v] if isinstance(v, str) else v)):
             self._alias_envoys()  # nnsight refuses a dotted alias with no host when the model is built
         for key in kwargs:
             if key not in _IGNORED_LOAD_KWARGS:
