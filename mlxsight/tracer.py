@@ -194,7 +194,10 @@ class Tracer:
             self._open = True
             context.push_tracer(self)
             for edit in self.model._edits:
-                self.recorder.replay(edit)
+                if isinstance(edit, Graph):
+                    self.recorder.replay(edit)
+                else:
+                    edit.replay()  # an edit whose body failed raises its error in each trace (nnsight)
             if implicit is not None:
                 self._implicit = True
                 self.recorder.invokes.append(implicit)
