@@ -195,6 +195,20 @@ def test_open_loop_ends_the_block_like_nnsight(stories):
     assert len(logits) == 3 and all(isinstance(v, mx.array) for v in logits)
 
 
+def test_bounded_loop_past_the_run_ends_the_block_like_nnsight(stories):
+    """nnsight's docs/usage/iteration.md: `tracer.iter[:10]` over a 3-step generation keeps the 3
+    steps' values, warns naming the first step not made (`.i3`) and skips the code after the loop."""
+    after = []
+    with pytest.warns(UserWarning, match=r"layers.0.output.i3' was never reached"):
+        with stories.generate(PROMPT, max_new_tokens=3) as tracer:
+            zeroed = mlxsight.save([])
+            for step in tracer.iter[:10]:
+                stories.model.layers[0].output[:] = 0
+                zeroed.append(step)
+            after.append(True)
+    assert zeroed == [0, 1, 2] and not after
+
+
 def test_next_deprecated_aliases_and_steps_past_the_end(stories):
     with stories.generate(PROMPT, max_new_tokens=3) as tracer:
         first = stories.model.layers[0].output.save()
