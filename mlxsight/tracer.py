@@ -369,8 +369,8 @@ class Tracer:
         transform = context.settings.value_transform
         for container in containers:
             _replace_in_place(container, resolve)
-            if transform is not None and self._session is None:  # lists/dicts the script made before
-                transform(container)  # the trace hold the same values as pushed names (in place)
+            if transform is not None:  # lists/dicts the script made before the trace hold the same
+                transform(container)  # values as pushed names (in place), in a session too (adopt)
         updates = {}
         for name, value in pushes:
             if isinstance(value, (list, dict)):

@@ -235,10 +235,16 @@ with model.session():
     with model.trace("Once upon a time"):
         model.model.layers[0].output = h * 2
         logits = model.lm_head.output.save()
+with model.session():  # nnsight's docs/usage/session.md: unsaved values appended to a list
+    norms = []
+    for layer in range(2):
+        with model.trace("Once upon a time"):
+            norms.append(model.model.layers[layer].output.norm())
+    norms_stacked = torch.stack(norms).save()
 ''')
     proc = run("-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "3 values: 3 match" in proc.stdout
+    assert "4 values: 4 match" in proc.stdout
 
 
 def test_envoys_keys_in_alias_spellings_and_parent_links():
