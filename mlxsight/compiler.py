@@ -70,9 +70,9 @@ class Compiler:
         self.hits = self.misses = 0
 
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
-                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+                materialized: list[tuple[Node, int, Where | None, frozenset]] = (), stop_early: bool = True) -> Schedule:
         key = (tuple(graph.shape), tuple(n.index for n in outputs),
-               tuple((n.index, before) for n, before, _ in materialized), stop_early,
+               tuple((n.index, before, apart) for n, before, _, apart in materialized), stop_early,
                context.settings.relaxed_order)  # the order checks differ
         with self.lock:
             entry = self.cache.get(key)
@@ -90,7 +90,7 @@ class Compiler:
 
 
 def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
-                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True) -> Schedule:
+                  materialized: list[tuple[Node, int, Where | None, frozenset]] = (), stop_early: bool = True) -> Schedule:
     order = structure.order
     # For each node: the latest hook point it depends on, and the node that reads it there.
     origin: dict[int, tuple[HookPoint, Node] | None] = {}
@@ -153,12 +153,14 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
 
 
 def _check_materialized(graph: Graph, order, origin, materialized) -> None:
-    for node, recorded_before, where in materialized:
+    """No edit recorded after a value was used concretely may change it; edits from the invokes in
+    ``apart`` (a later invoke's own rows) cannot."""
+    for node, recorded_before, where, apart in materialized:
         o = origin.get(node.index)
         if o is None:
             continue
         for later in graph.nodes[recorded_before:]:
-            if later.op == "write" and order[later.target] <= order[o[0]]:
+            if later.op == "write" and later.invoke not in apart and order[later.target] <= order[o[0]]:
                 raise OutOfOrderError(
                     f"this edit of '{later.target}' would change a value that was already used as a "
                     f"concrete Python value", later.where, where)

@@ -332,12 +332,20 @@ class Tracer:
         batch = self.batcher.batch()
         size = self.batcher.fix_size(batch)
         structure = self.structure_for(batch)
-        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self._materialized, self.stop_early)
+        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized_checks(), self.stop_early)
         if not nodes or self.scan:  # validated; nothing is computed
             return []
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
+
+    def materialized_checks(self) -> list[tuple[Node, int, Where | None, frozenset]]:
+        """Each value used as a concrete Python value, with the invokes whose later edits cannot
+        change it: those with rows of their own other than its invoke's, as their rows were not in
+        the batch it was computed on (nnsight runs each invoke's block on its own rows)."""
+        own_rows = {i for i, invoke in enumerate(self._invokes) if invoke.rows is not None}
+        return [(node, before, where, frozenset(own_rows - {node.invoke}))
+                for node, before, where in self._materialized]
 
     def structure_for(self, batch: Any) -> Structure:
         """The hook points of the run on ``batch`` (generation: of every step)."""

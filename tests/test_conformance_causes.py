@@ -458,3 +458,36 @@ def test_path_ends_with_is_nnsights_rule_and_the_shim_provides_it(tmp_path):
     proc = run("-m", "compat", "run", "--backend", "mlx", str(script))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["True", "False"]
+
+
+# -- (8) nnsight's published documentation (conformance.docs) -----------------------------------
+
+def test_a_concrete_value_in_one_invoke_survives_edits_in_later_invokes(stories):
+    """docs/patterns/activation-patching.md: `.item()` in one corrupt invoke, then another invoke
+    patches an earlier layer on its own rows. Each result equals its own two-trace reference."""
+    clean, corrupt = "Lily went to the park", "Lily ran to the park"
+    tok = stories.tokenizer.encode(" and")[-1]
+    assert len(stories.tokenizer.encode(clean)) == len(stories.tokenizer.encode(corrupt))
+    with stories.trace() as tracer:
+        results = mlxsight.save({})
+        with tracer.invoke(clean):
+            hs = [stories.model.layers[i].output for i in range(2)]
+        for layer in range(2):
+            with tracer.invoke(corrupt):
+                stories.model.layers[layer].output[:, 1:3] = hs[layer][:, 1:3]
+                results[layer] = stories.lm_head.output[0, -1].softmax(-1)[tok].item()
+    for layer in range(2):
+        with stories.trace(clean):
+            h = stories.model.layers[layer].output.save()
+        with stories.trace(corrupt):
+            stories.model.layers[layer].output[:, 1:3] = h[:, 1:3]
+            p = stories.lm_head.output[0, -1].softmax(-1)[tok].save()
+        assert abs(results[layer] - p.item()) < 1e-6
+    assert results[0] != results[1]
+    # a whole-batch invoke's later edit does reach the value: still refused
+    with pytest.raises(mlxsight.OutOfOrderError, match="concrete Python value"):
+        with stories.trace() as tracer:
+            with tracer.invoke(corrupt):
+                stories.lm_head.output[0, -1].sum().item()
+            with tracer.invoke():
+                stories.model.layers[0].output[:] = 0
