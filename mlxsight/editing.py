@@ -23,6 +23,7 @@ class EditTracer(Tracer):
     """Records an edit block; on exit stores its graph on the edited model instead of running it."""
 
     example_shapes = True  # recorded on an example input: indices are checked when a trace replays the edit
+    runs_failed_edits = False  # nnsight stores an edit's body unrun: a failed one fails traces, not edits
 
     def __init__(self, model: "NNsight", inplace: bool) -> None:
         self.target = model if inplace else shallow_copy(model)
@@ -47,6 +48,7 @@ class EditTracer(Tracer):
         # nnsight stores an edit's body unrun and runs it inside each later trace, so a body that
         # fails (a module the model lacks, an index past its layers) fails those traces, not the
         # edit: the error is stored as the edit and raised by every trace that replays it.
+        self._frame.revert(keep=(self, self.target))  # the body did not run, as far as the caller can tell
         self._close()
         self.model._edits.append(FailedEdit(exc))
         context.notify_exit({**self._frame.info, "edit": True}, {})

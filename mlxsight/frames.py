@@ -84,6 +84,20 @@ class FrameSnapshot:
         write_frame(frame, updates, deletes)
 
 
+    def revert(self, keep: tuple = ()) -> None:
+        """Undo the block's bindings but those to ``keep`` (what ``with ... as`` bound): each name it
+        bound or rebound goes back to its value before the block, or away. A block that fails leaves
+        the caller as it was (nnsight pushes nothing back from a failed block; mutations of objects
+        that existed before stay)."""
+        frame = self.frame
+        if frame is None:
+            return
+        before, locals_ = self.values, frame.f_locals
+        kept = {id(k) for k in keep}
+        changed = [n for n, v in locals_.items() if before.get(n, _MISSING) is not v and id(v) not in kept]
+        write_frame(frame, {n: before[n] for n in changed if n in before}, [n for n in changed if n not in before])
+
+
 class _Missing:
     pass
 

@@ -151,6 +151,7 @@ class Tracer:
 
     stop_early = True  # a single forward can end after the last needed hook point
     example_shapes = False  # True when shapes while recording come from an example, not the real input
+    runs_failed_edits = True  # a stored edit whose body failed raises here (not while recording an edit)
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
     rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
@@ -202,7 +203,7 @@ class Tracer:
             for edit in self.model._edits:
                 if isinstance(edit, Graph):
                     self.recorder.replay(edit)
-                else:
+                elif self.runs_failed_edits:
                     edit.replay()  # an edit whose body failed raises its error in each trace (nnsight)
             if implicit is not None:
                 self._implicit = True
@@ -219,6 +220,11 @@ class Tracer:
         try:
             if exc_type is None or stopped:
                 self._finish()
+            else:
+                self._frame.revert(keep=(self,))
+        except BaseException:
+            self._frame.revert(keep=(self,))
+            raise
         finally:
             self._close()
         return stopped
