@@ -491,3 +491,14 @@ def test_a_concrete_value_in_one_invoke_survives_edits_in_later_invokes(stories)
                 stories.lm_head.output[0, -1].sum().item()
             with tracer.invoke():
                 stories.model.layers[0].output[:] = 0
+
+
+def test_backward_block_on_plain_torch_tensors_prints_what_nnsight_prints():
+    """docs/usage/backward-and-grad.md: `with loss.backward(): g = x.grad.save()` outside a trace."""
+    outs = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "torch_backward_block.py"))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[backend] = proc.stdout.splitlines()
+    assert outs["mlx"] == outs["nnsight"]
+    assert outs["mlx"][0] == "block [4.0, 6.0] [4.0, 6.0]" and len(outs["mlx"]) == 3
