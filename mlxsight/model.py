@@ -4,6 +4,7 @@ tokenizing and batching for mlx-lm checkpoints."""
 from __future__ import annotations
 
 import copy
+import sys
 
 import threading
 import warnings
@@ -35,6 +36,13 @@ class NNsight(Envoy):
 
     def __init__(self, module: nn.Module, *, rename: dict | None = None, envoys: dict | None = None,
                  **kwargs: Any) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"NNsight wraps an MLX module (mlx.nn.Module); {type(module).__name__} is a torch.nn.Module, "
+                f"whose forward mlxsight cannot run. Build the model in MLX, load its checkpoint with "
+                f"mlxsight.LanguageModel, or run the script on nnsight: `python -m compat run --backend "
+                f"nnsight SCRIPT`")
         super().__init__(module, "", None)
         object.__setattr__(self, "_rename", dict(rename or {}))
         # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).

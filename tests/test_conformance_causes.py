@@ -502,3 +502,12 @@ def test_backward_block_on_plain_torch_tensors_prints_what_nnsight_prints():
         outs[backend] = proc.stdout.splitlines()
     assert outs["mlx"] == outs["nnsight"]
     assert outs["mlx"][0] == "block [4.0, 6.0] [4.0, 6.0]" and len(outs["mlx"]) == 3
+
+
+def test_a_torch_module_is_refused_at_construction_naming_the_way_out():
+    """docs/usage/skip.md and docs/models/nnsight-base.md wrap a torch `nn.Module` in `NNsight`: mlxsight
+    runs MLX modules, so it says so when the model is built instead of failing at `.fc1.skip`."""
+    import torch
+
+    with pytest.raises(TypeError, match="Linear is a torch.nn.Module.*--backend nnsight"):
+        mlxsight.NNsight(torch.nn.Linear(2, 2))
