@@ -397,7 +397,7 @@ class Tracer:
             return
         if transform is not None:
             updates = {k: transform(v) for k, v in updates.items()}
-        self._frame.push(self._locals, updates, self.holds_proxy)
+        self._frame.push(self._locals, dict(updates), self.holds_proxy)  # reverted names are not pushed values
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
