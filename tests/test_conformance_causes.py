@@ -511,3 +511,9 @@ def test_a_torch_module_is_refused_at_construction_naming_the_way_out():
 
     with pytest.raises(TypeError, match="Linear is a torch.nn.Module.*--backend nnsight"):
         mlxsight.NNsight(torch.nn.Linear(2, 2))
+
+
+def test_backward_block_on_plain_torch_tensors_saves_what_nnsight_saves():
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "torch_backward_block.py"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 values: 2 match" in proc.stdout

@@ -35,16 +35,30 @@ def _called_as_with(frame: Any) -> bool:
 
 class BackwardBlock:
     """The ``with`` block of ``with t.backward():`` on a torch tensor; the backward has run.
-    Values in it are real tensors, so ``.save()`` there hands back the value itself."""
+    Values in it are real tensors, so ``.save()`` there hands back the value itself; at its end the
+    names bound to saved values are reported to exit listeners, as nnsight's backward trace pushes
+    them."""
 
-    open_blocks = 0  # blocks open on this process (torch's backward is process-wide too)
+    open_blocks: list["BackwardBlock"] = []  # innermost last (torch's backward is process-wide too)
+
+    def __init__(self) -> None:
+        self.saved: dict[int, Any] = {}
+        self.frame: Any = None
 
     def __enter__(self) -> "BackwardBlock":
-        BackwardBlock.open_blocks += 1
+        self.frame = sys._getframe(1)
+        self.info = {"file": self.frame.f_code.co_filename, "line": self.frame.f_lineno}
+        BackwardBlock.open_blocks.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
-        BackwardBlock.open_blocks -= 1
+    def __exit__(self, exc_type: Any, *exc: Any) -> bool:
+        from mlxsight import context
+
+        BackwardBlock.open_blocks.remove(self)
+        frame, self.frame = self.frame, None
+        if exc_type is None:
+            values = {n: v for n, v in frame.f_locals.items() if id(v) in self.saved}
+            context.notify_exit(self.info, values)
         return False
 
 
@@ -52,7 +66,9 @@ def save(obj: Any) -> Any:
     """nnsight's ``save``: mlxsight's, and inside a plain-torch backward block the value itself."""
     from mlxsight import context, save as mlx_save
 
-    if BackwardBlock.open_blocks and context.current_tracer() is None and context.current_session() is None:
+    blocks = BackwardBlock.open_blocks
+    if blocks and context.current_tracer() is None and context.current_session() is None:
+        blocks[-1].saved[id(obj)] = obj
         return obj
     return mlx_save(obj)
 
