@@ -45,6 +45,12 @@ class LoopEnded(StopTrace):
     block ends there (with a warning) and the code after the loop does not run."""
 
 
+class InvokeStopped(LoopEnded):
+    """``tracer.stop()`` inside an invoke: that invoke's block ends, and the run ends at the value it
+    read last, so later invokes see the values up to there (nnsight: each invoke is a worker, and a
+    stop ends the model's run once the current value has been served to every worker)."""
+
+
 class Recorder:
     """Records one trace block into ``graph``."""
 
@@ -54,6 +60,8 @@ class Recorder:
         self.invokes: list["Invoke"] = []  # the invokes whose blocks are open, innermost last
         self.step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self.beyond: int | None = None  # the step an open iter loop waits for in vain
+        self.looping = 0  # how many iter loops are open around the current line
+        self.stopped: tuple[int, HookPoint] | None = None  # where an invoke's tracer.stop() ends the run
         self.instrumented: frozenset[str] = frozenset()  # modules whose .source is used
         self.loss: Node | None = None
         self._slots: dict[HookPoint, Proxy] = {}  # the whole-batch proxy of each hook point read
@@ -190,6 +198,7 @@ class Recorder:
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             self._check_order(invoke.index, structure.order.get(point), point)
+            self._check_stopped(structure.order.get(point), point)
             meta = structure.meta(point)
             slot = self.slot(point)
             if invoke.rows is None:
@@ -201,6 +210,23 @@ class Recorder:
                 proxy._meta = meta
             self._served[key] = proxy
         return proxy, key
+
+    def stop_invoke(self) -> None:
+        """``tracer.stop()`` in an invoke: the run ends at the furthest value this invoke read."""
+        furthest = self._furthest.get(self.current_invoke().index)
+        if furthest is not None and (self.stopped is None or furthest[0] < self.stopped[0]):
+            self.stopped = furthest[:2]
+        raise InvokeStopped()
+
+    def _check_stopped(self, position: int | None, point: HookPoint) -> None:
+        if self.stopped is None or position is None or position <= self.stopped[0]:
+            return
+        if self.looping:  # a loop outran the stopped run: nnsight warns and ends the block
+            warnings.warn(f"'{point}' was never reached: tracer.stop() in an earlier invoke ended the run at "
+                          f"'{self.stopped[1]}', so the loop was cut short", UserWarning, stacklevel=4)
+            raise LoopEnded()
+        raise OutOfOrderError(f"'{point}' is never reached: tracer.stop() in an earlier invoke ended the run "
+                              f"at '{self.stopped[1]}'", where_now())
 
     def _check_order(self, invoke: int, position: int | None, point: HookPoint) -> None:
         """nnsight's rule: within one invoke, values are requested in the order the forward makes

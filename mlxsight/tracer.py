@@ -49,6 +49,7 @@ class Steps:
         recorder = self.recorder
         previous = recorder.step
         count = None
+        recorder.looping += 1
         try:
             for step in self.steps:
                 recorder.step = step
@@ -62,6 +63,7 @@ class Steps:
                 recorder.step = recorder.beyond = len(self.steps)
                 yield len(self.steps)
         finally:
+            recorder.looping -= 1
             recorder.step = previous
             recorder.beyond = None
 
@@ -295,7 +297,11 @@ class Tracer:
         return self.recorder.read("", "output")
 
     def stop(self) -> None:
-        """End the block here; the forward itself already stops after the last value needed."""
+        """End the block here; the forward itself already stops after the last value needed. Inside
+        one of several invokes only that invoke's block ends, and the run ends at the value it read
+        last: later invokes get values up to there (nnsight)."""
+        if self.recorder.invokes and not self._implicit:
+            self.recorder.stop_invoke()
         raise StopTrace()
 
     def barrier(self, n: int) -> Barrier:
