@@ -189,6 +189,13 @@ class Recorder:
             if point not in structure.skeletons:
                 name = ".".join(p for p in ("model", path) if p)
                 calls = structure.calls(path)
+                if point.call > 0 and calls and self.looping:
+                    # a loop that outruns the run, bounded or open, ends as nnsight's does: a warning,
+                    # the values from the steps made kept, the code after the loop not run
+                    warnings.warn(f"'{point}' was never reached: the loop asked for a step the run did not "
+                                  f"make ({name} runs {calls} time(s)), so it was cut short", UserWarning,
+                                  stacklevel=4)
+                    raise LoopEnded()
                 if point.call > 0 and calls:
                     raise OutOfOrderError(f"'{point}' is never reached: {name} runs {calls} time(s) in this "
                                           f"trace (steps 0-{calls - 1})", where_now())

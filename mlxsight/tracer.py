@@ -48,16 +48,10 @@ class Steps:
     def __iter__(self):
         recorder = self.recorder
         previous = recorder.step
-        count = None
-        recorder.looping += 1
+        recorder.looping += 1  # a loop asking for a step the run does not make ends (Recorder)
         try:
             for step in self.steps:
                 recorder.step = step
-                if not self.open_ended:
-                    # a bounded loop that outruns the run ends as an open one does (nnsight warns
-                    # for both: the loop is cut short, the code after it does not run)
-                    count = recorder.tracer.step_count() if count is None else count
-                    recorder.beyond = step if step >= count else None
                 yield step
             if self.open_ended:  # nnsight's open loop waits for one more step, which never comes
                 recorder.step = recorder.beyond = len(self.steps)
