@@ -392,7 +392,7 @@ def test_eproperty_views_are_memoized_and_transform_edits_go_back_as_on_nnsight(
     view written back through its ``transform``; the edited logits crosschecked with nnsight."""
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "eproperty_transform.py"), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "5 values: 5 match, 0 mismatch" in proc.stdout
+    assert "6 values: 6 match, 0 mismatch" in proc.stdout
 
 
 def test_an_envoys_key_may_spell_several_aliases_at_once():
