@@ -46,6 +46,12 @@ class Cache(dict):
 
     _model: Any = None  # the root envoy navigation resolves against
 
+    @property
+    def _cache(self) -> "_ModelLink":
+        """nnsight's ``CacheView._cache``, whose ``model`` its docs set: ``cache._cache.model = None``
+        lets the model go (path keys keep working), ``= model`` re-attaches it for navigation."""
+        return _ModelLink(self)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -75,6 +81,21 @@ class Cache(dict):
     def load_safetensors(path: str | Path) -> dict[str, mx.array]:
         """The flat ``name -> array`` mapping written by ``save_safetensors``."""
         return mx.load(str(path))
+
+
+class _ModelLink:
+    """The model a ``Cache`` navigates through, read and set as ``cache._cache.model``."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._of = cache
+
+    @property
+    def model(self) -> Any:
+        return self._of._model
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        self._of._model = model
 
 
 class _CachePath:

@@ -71,10 +71,10 @@ class Compiler:
         self.hits = self.misses = 0
 
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
-                materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True,
+                materialized: list[tuple[Node, int, Where | None, frozenset]] = (), stop_early: bool = True,
                 whole: bool = False) -> Schedule:
         key = (tuple(graph.shape), tuple(n.index for n in outputs),
-               tuple((n.index, before) for n, before, _ in materialized), stop_early,
+               tuple((n.index, before, apart) for n, before, _, apart in materialized), stop_early,
                context.settings.relaxed_order, whole)  # the order checks differ
         with self.lock:
             entry = self.cache.get(key)
@@ -92,7 +92,7 @@ class Compiler:
 
 
 def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
-                  materialized: list[tuple[Node, int, Where | None]] = (), stop_early: bool = True,
+                  materialized: list[tuple[Node, int, Where | None, frozenset]] = (), stop_early: bool = True,
                   whole: bool = False) -> Schedule:
     """The schedule computing ``outputs``; with ``whole``, every write and skip too and the
     forward runs to its end even with no output (something outside observes it)."""
@@ -158,12 +158,14 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
 
 
 def _check_materialized(graph: Graph, order, origin, materialized) -> None:
-    for node, recorded_before, where in materialized:
+    """No edit recorded after a value was used concretely may change it; edits from the invokes in
+    ``apart`` (a later invoke's own rows) cannot."""
+    for node, recorded_before, where, apart in materialized:
         o = origin.get(node.index)
         if o is None:
             continue
         for later in graph.nodes[recorded_before:]:
-            if later.op == "write" and order[later.target] <= order[o[0]]:
+            if later.op == "write" and later.invoke not in apart and order[later.target] <= order[o[0]]:
                 raise OutOfOrderError(
                     f"this edit of '{later.target}' would change a value that was already used as a "
                     f"concrete Python value", later.where, where)

@@ -12,6 +12,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from . import context
+from .recorder import StopTrace
 from .tracer import Tracer
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class EditTracer(Tracer):
     """Records an edit block; on exit stores its graph on the edited model instead of running it."""
 
     example_shapes = True  # recorded on an example input: indices are checked when a trace replays the edit
+    runs_failed_edits = False  # nnsight stores an edit's body unrun: a failed one fails traces, not edits
 
     def __init__(self, model: "NNsight", inplace: bool) -> None:
         self.target = model if inplace else shallow_copy(model)
@@ -40,6 +42,18 @@ class EditTracer(Tracer):
             raise
         return self if self.inplace else (self, self.target)
 
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if not isinstance(exc, Exception) or isinstance(exc, StopTrace):
+            return super().__exit__(exc_type, exc, tb)
+        # nnsight stores an edit's body unrun and runs it inside each later trace, so a body that
+        # fails (a module the model lacks, an index past its layers) fails those traces, not the
+        # edit: the error is stored as the edit and raised by every trace that replays it.
+        self._frame.revert(keep=(self, self.target))  # the body did not run, as far as the caller can tell
+        self._close()
+        self.model._edits.append(FailedEdit(exc))
+        context.notify_exit({**self._frame.info, "edit": True}, {})
+        return True
+
     def _finish(self) -> None:
         self.compile_check()
         self.model._edits.append(self.graph)
@@ -48,7 +62,17 @@ class EditTracer(Tracer):
     def compile_check(self) -> None:
         """Validate the edit (time travel, unknown modules) on the example input it was recorded with."""
         structure = self.driver.structure(self.batcher.batch())
-        self.driver.compiler.compile(self.graph, structure, [], self._materialized)
+        self.driver.compiler.compile(self.graph, structure, [], self.materialized_checks())
+
+
+class FailedEdit:
+    """An edit whose body raised: replaying it raises that error again (see ``EditTracer.__exit__``)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def replay(self) -> None:
+        raise self.error.with_traceback(None)
 
 
 def shallow_copy(model: "NNsight") -> "NNsight":

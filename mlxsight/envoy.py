@@ -151,8 +151,9 @@ class Envoy:
             # a ModuleList is an envoy in nnsight too: keys like "1" bind on it
             envoys += [c for e in envoys for c in map(e._child, e._child_names()) if c._is_list]
             for envoy in envoys:
-                for key, alias in root._rename.items():
-                    _bind_alias(envoy, key, alias)
+                for key, aliases in root._rename.items():
+                    for alias in [aliases] if isinstance(aliases, str) else aliases:
+                        _bind_alias(envoy, key, alias)  # a list gives one path several aliases
         return self.__dict__.get("_alias_table", {})
 
     def __getattr__(self, name: str) -> Any:

@@ -91,8 +91,22 @@ class FrameSnapshot:
         write_frame(frame, updates, deletes)
 
 
+    def revert(self, keep: tuple = ()) -> None:
+        """Undo the block's bindings but those to ``keep`` (what ``with ... as`` bound): each name it
+        bound or rebound goes back to its value before the block, or away. A block that fails leaves
+        the caller as it was (nnsight pushes nothing back from a failed block; mutations of objects
+        that existed before stay)."""
+        frame = self.frame
+        if frame is None:
+            return
+        before, locals_ = self.values, frame.f_locals
+        kept = {id(k) for k in keep}
+        changed = [n for n, v in locals_.items() if before.get(n, _MISSING) is not v and id(v) not in kept]
+        write_frame(frame, {n: before[n] for n in changed if n in before}, [n for n in changed if n not in before])
+
+
 def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: Callable[[Any], Any],
-                     transform: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+                     transform: Callable[[Any], Any] | None = None, transform_names: bool = True) -> dict[str, Any]:
     """The names to bind after a block: each pushed value with its proxies replaced by values
     (``resolve``); lists and dicts, pushed or pre-existing, are resolved in place. A value from a
     step the run never made is left out. ``transform`` (compat: to torch) applies to every bound
@@ -110,7 +124,7 @@ def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: C
             value = resolve(value)
             if not _never_reached(value):
                 updates[name] = value
-    if transform is not None:
+    if transform is not None and transform_names:
         updates = {k: transform(v) for k, v in updates.items()}
     return updates
 

@@ -4,6 +4,7 @@ tokenizing and batching for mlx-lm checkpoints."""
 from __future__ import annotations
 
 import copy
+import sys
 
 import threading
 import warnings
@@ -39,6 +40,13 @@ class NNsight(Envoy):
         # A view of an MLX module (compat's torch view, which nnterp re-wraps) wraps what it views.
         viewed = getattr(module, "mlx_module", None) if not isinstance(module, nn.Module) else None
         module = viewed if isinstance(viewed, nn.Module) else module
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"NNsight wraps an MLX module (mlx.nn.Module); {type(module).__name__} is a torch.nn.Module, "
+                f"whose forward mlxsight cannot run. Build the model in MLX, load its checkpoint with "
+                f"mlxsight.LanguageModel, or run the script on nnsight: `python -m compat run --backend "
+                f"nnsight SCRIPT`")
         super().__init__(module, "", None)
         object.__setattr__(self, "_rename", dict(rename or {}))
         # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).
@@ -46,7 +54,7 @@ class NNsight(Envoy):
         object.__setattr__(self, "_edits", [])
         object.__setattr__(self, "_driver", ModuleDriver(module))
         object.__setattr__(self, "_trace_lock", threading.Lock())  # shared by edit copies: one model
-        if any("." in a for a in self._rename.values() if isinstance(a, str)):
+        if any("." in a for v in self._rename.values() for a in ([v] if isinstance(v, str) else v)):
             self._alias_envoys()  # nnsight refuses a dotted alias with no host when the model is built
         for key in kwargs:
             if key not in _IGNORED_LOAD_KWARGS:

@@ -54,6 +54,7 @@ class Recorder:
         self.invokes: list["Invoke"] = []  # the invokes whose blocks are open, innermost last
         self.step = 0  # the call (generation step) that plain reads bind to; pinned by iter
         self.beyond: int | None = None  # the step an open iter loop waits for in vain
+        self.looping = 0  # how many iter loops are open around the current line
         self.instrumented: frozenset[str] = frozenset()  # modules whose .source is used
         self.loss: Node | None = None
         self._slots: dict[HookPoint, Proxy] = {}  # the whole-batch proxy of each hook point read
@@ -220,6 +221,13 @@ class Recorder:
             if point not in structure.skeletons:
                 name = ".".join(p for p in ("model", path) if p)
                 calls = structure.calls(path)
+                if point.call > 0 and calls and self.looping:
+                    # a loop that outruns the run, bounded or open, ends as nnsight's does: a warning,
+                    # the values from the steps made kept, the code after the loop not run
+                    warnings.warn(f"'{point}' was never reached: the loop asked for a step the run did not "
+                                  f"make ({name} runs {calls} time(s)), so it was cut short", UserWarning,
+                                  stacklevel=4)
+                    raise LoopEnded()
                 if point.call > 0 and calls:
                     raise OutOfOrderError(f"'{point}' is never reached: {name} runs {calls} time(s) in this "
                                           f"trace (steps 0-{calls - 1})", where_now())

@@ -47,6 +47,7 @@ class Steps:
     def __iter__(self):
         recorder = self.recorder
         previous = recorder.step
+        recorder.looping += 1  # a loop asking for a step the run does not make ends (Recorder)
         try:
             for step in self.steps:
                 recorder.step = step
@@ -55,6 +56,7 @@ class Steps:
                 recorder.step = recorder.beyond = len(self.steps)
                 yield len(self.steps)
         finally:
+            recorder.looping -= 1
             recorder.step = previous
             recorder.beyond = None
 
@@ -152,6 +154,7 @@ class Tracer:
     stop_early = True  # a single forward can end after the last needed hook point
     single_call = True  # the forward is one call of the root module (generation: one per step)
     example_shapes = False  # True when shapes while recording come from an example, not the real input
+    runs_failed_edits = True  # a stored edit whose body failed raises here (not while recording an edit)
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
     rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
@@ -198,7 +201,10 @@ class Tracer:
             self._open = True
             context.push_tracer(self)
             for edit in self.model._edits:
-                self.recorder.replay(edit)
+                if isinstance(edit, Graph):
+                    self.recorder.replay(edit)
+                elif self.runs_failed_edits:
+                    edit.replay()  # an edit whose body failed raises its error in each trace (nnsight)
             if implicit is not None:
                 self._implicit = True
                 self.recorder.invokes.append(implicit)
@@ -214,6 +220,11 @@ class Tracer:
         try:
             if exc_type is None or stopped:
                 self._finish()
+            else:
+                self._frame.revert(keep=(self,))
+        except BaseException:
+            self._frame.revert(keep=(self,))
+            raise
         finally:
             self._close()
         return stopped
@@ -322,7 +333,7 @@ class Tracer:
         size = self.batcher.fix_size(batch)
         structure = self.structure_for(batch)
         whole = self.model.whole_forward and not self.scan  # observed from outside: run it all
-        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self._materialized,
+        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized_checks(),
                                                 self.stop_early and not whole, whole)
         if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
@@ -330,6 +341,14 @@ class Tracer:
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
+
+    def materialized_checks(self) -> list[tuple[Node, int, Where | None, frozenset]]:
+        """Each value used as a concrete Python value, with the invokes whose later edits cannot
+        change it: those with rows of their own other than its invoke's, as their rows were not in
+        the batch it was computed on (nnsight runs each invoke's block on its own rows)."""
+        own_rows = {i for i, invoke in enumerate(self._invokes) if invoke.rows is not None}
+        return [(node, before, where, frozenset(own_rows - {node.invoke}))
+                for node, before, where in self._materialized]
 
     def structure_for(self, batch: Any) -> Structure:
         """The hook points of the run on ``batch`` (generation: of every step)."""
@@ -355,13 +374,15 @@ class Tracer:
         resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
         for request in self._caches:
             request.resolve(resolve)
-        # in a session, values stay as they are until the session hands them out
-        updates = resolved_updates(pushes, containers, resolve,
-                                   context.settings.value_transform if session is None else None)
+        # in a session, names keep their values until the session hands them out (adopt); lists and
+        # dicts the script made before the trace are transformed in place either way
+        transform = context.settings.value_transform
+        updates = resolved_updates(pushes, containers, resolve, transform,
+                                   transform_names=session is None)
         if session is not None:
             session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        self._frame.push(self._locals, updates, self.holds_proxy)
+        self._frame.push(self._locals, dict(updates), self.holds_proxy)  # reverted names are not pushed values
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 

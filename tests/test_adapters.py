@@ -91,6 +91,14 @@ def test_module_names_match_transformers(case):
     assert set(ours) == hf_names - containers, (sorted(set(ours) ^ (hf_names - containers)))
 
 
+def test_gpt2_attention_sizes_match_transformers():
+    # scripts read them off the module (nnsight's docs: `model.transformer.h[0].attn._module.head_dim`)
+    path, src, config = _load("gpt2")
+    ours, theirs = hf_view(src, config).transformer.h[0].attn, _hf(path).transformer.h[0].attn
+    for name in ("head_dim", "num_heads", "embed_dim", "split_size"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+
+
 def test_parameters_are_mlx_lm_arrays(case):
     _, _, src, _, root = case
     theirs = {id(a) for _, a in tree_flatten(src.parameters())}

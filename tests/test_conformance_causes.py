@@ -235,10 +235,16 @@ with model.session():
     with model.trace("Once upon a time"):
         model.model.layers[0].output = h * 2
         logits = model.lm_head.output.save()
+with model.session():  # nnsight's docs/usage/session.md: unsaved values appended to a list
+    norms = []
+    for layer in range(2):
+        with model.trace("Once upon a time"):
+            norms.append(model.model.layers[layer].output.norm())
+    norms_stacked = torch.stack(norms).save()
 ''')
     proc = run("-m", "compat", "crosscheck", str(script), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "3 values: 3 match" in proc.stdout
+    assert "4 values: 4 match" in proc.stdout
 
 
 def test_envoys_keys_in_alias_spellings_and_parent_links():
@@ -386,7 +392,7 @@ def test_eproperty_views_are_memoized_and_transform_edits_go_back_as_on_nnsight(
     view written back through its ``transform``; the edited logits crosschecked with nnsight."""
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "eproperty_transform.py"), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "5 values: 5 match, 0 mismatch" in proc.stdout
+    assert "6 values: 6 match, 0 mismatch" in proc.stdout
 
 
 def test_an_envoys_key_may_spell_several_aliases_at_once():
@@ -452,3 +458,62 @@ def test_path_ends_with_is_nnsights_rule_and_the_shim_provides_it(tmp_path):
     proc = run("-m", "compat", "run", "--backend", "mlx", str(script))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["True", "False"]
+
+
+# -- (8) nnsight's published documentation (conformance.docs) -----------------------------------
+
+def test_a_concrete_value_in_one_invoke_survives_edits_in_later_invokes(stories):
+    """docs/patterns/activation-patching.md: `.item()` in one corrupt invoke, then another invoke
+    patches an earlier layer on its own rows. Each result equals its own two-trace reference."""
+    clean, corrupt = "Lily went to the park", "Lily ran to the park"
+    tok = stories.tokenizer.encode(" and")[-1]
+    assert len(stories.tokenizer.encode(clean)) == len(stories.tokenizer.encode(corrupt))
+    with stories.trace() as tracer:
+        results = mlxsight.save({})
+        with tracer.invoke(clean):
+            hs = [stories.model.layers[i].output for i in range(2)]
+        for layer in range(2):
+            with tracer.invoke(corrupt):
+                stories.model.layers[layer].output[:, 1:3] = hs[layer][:, 1:3]
+                results[layer] = stories.lm_head.output[0, -1].softmax(-1)[tok].item()
+    for layer in range(2):
+        with stories.trace(clean):
+            h = stories.model.layers[layer].output.save()
+        with stories.trace(corrupt):
+            stories.model.layers[layer].output[:, 1:3] = h[:, 1:3]
+            p = stories.lm_head.output[0, -1].softmax(-1)[tok].save()
+        assert abs(results[layer] - p.item()) < 1e-6
+    assert results[0] != results[1]
+    # a whole-batch invoke's later edit does reach the value: still refused
+    with pytest.raises(mlxsight.OutOfOrderError, match="concrete Python value"):
+        with stories.trace() as tracer:
+            with tracer.invoke(corrupt):
+                stories.lm_head.output[0, -1].sum().item()
+            with tracer.invoke():
+                stories.model.layers[0].output[:] = 0
+
+
+def test_backward_block_on_plain_torch_tensors_prints_what_nnsight_prints():
+    """docs/usage/backward-and-grad.md: `with loss.backward(): g = x.grad.save()` outside a trace."""
+    outs = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "torch_backward_block.py"))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[backend] = proc.stdout.splitlines()
+    assert outs["mlx"] == outs["nnsight"]
+    assert outs["mlx"][0] == "block [4.0, 6.0] [4.0, 6.0]" and len(outs["mlx"]) == 3
+
+
+def test_a_torch_module_is_refused_at_construction_naming_the_way_out():
+    """docs/usage/skip.md and docs/models/nnsight-base.md wrap a torch `nn.Module` in `NNsight`: mlxsight
+    runs MLX modules, so it says so when the model is built instead of failing at `.fc1.skip`."""
+    import torch
+
+    with pytest.raises(TypeError, match="Linear is a torch.nn.Module.*--backend nnsight"):
+        mlxsight.NNsight(torch.nn.Linear(2, 2))
+
+
+def test_backward_block_on_plain_torch_tensors_saves_what_nnsight_saves():
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "torch_backward_block.py"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 values: 2 match" in proc.stdout

@@ -128,3 +128,17 @@ def test_a_class_key_alias_spells_only_its_module():
 
     assert spellings({nn.Linear: "proj"}, "model.mlp.fc", nn.Linear(2, 2)) == ["model.mlp.fc", "model.mlp.proj"]
     assert spellings({nn.Linear: "proj"}, "model.mlp.fc.inner") == ["model.mlp.fc.inner"]
+
+
+def test_a_list_of_aliases_binds_each_one(stories_path):
+    # nnsight's rename values may be lists (docs/usage/rename-modules.md: "transformer": ["mdl", "backbone"])
+    model = mlxsight.LanguageModel(stories_path, view="mlx", rename={
+        "model": ["mdl", "backbone"], "mlp.down_proj": ["mlp.c_proj", "mlp.out"]})
+    assert model.mdl is model.model and model.backbone is model.model
+    assert model.backbone.layers[1].mlp.c_proj is model.model.layers[1].mlp.down_proj
+    assert model.mdl.layers[1].mlp.out is model.model.layers[1].mlp.down_proj
+    with model.trace("Lily went"):
+        a = model.mdl.layers[0].output.save()
+        b = model.backbone.layers[0].output.save()
+        c = model.model.layers[0].output.save()
+    assert mx.array_equal(a, c) and mx.array_equal(b, c)

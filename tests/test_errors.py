@@ -145,3 +145,16 @@ def test_module_never_called(prompt):
 def test_outside_trace_access(stories):
     with pytest.raises(ValueError, match="outside of interleaving"):
         stories.model.layers[0].output  # noqa: B018
+
+
+def test_a_failed_trace_leaves_the_callers_variables_as_they_were(stories, prompt):
+    # nnsight pushes nothing back from a block that fails (its docs/usage/cache.md reads an earlier
+    # trace's cache after a trace that raised, in the same notebook)
+    cache = "before"
+    with pytest.raises(IndexError):
+        with stories.trace(prompt) as tracer:
+            cache = tracer.cache()
+            fresh = stories.model.layers[0].output  # noqa: F841
+            stories.model.layers[99].output  # noqa: B018
+    assert cache == "before" and "fresh" not in locals()
+    assert isinstance(tracer, mlxsight.Tracer)  # what `as` bound stays

@@ -195,6 +195,44 @@ def test_open_loop_ends_the_block_like_nnsight(stories):
     assert len(logits) == 3 and all(isinstance(v, mx.array) for v in logits)
 
 
+def test_bounded_loop_past_the_run_ends_the_block_like_nnsight(stories):
+    """nnsight's docs/usage/iteration.md: `tracer.iter[:10]` over a 3-step generation keeps the 3
+    steps' values, warns naming the first step not made (`.i3`) and skips the code after the loop."""
+    after = []
+    with pytest.warns(UserWarning, match=r"layers.0.output.i3' was never reached"):
+        with stories.generate(PROMPT, max_new_tokens=3) as tracer:
+            zeroed = mlxsight.save([])
+            for step in tracer.iter[:10]:
+                stories.model.layers[0].output[:] = 0
+                zeroed.append(step)
+            after.append(True)
+    assert zeroed == [0, 1, 2] and not after
+
+
+def test_stop_in_one_invoke_ends_the_run_for_the_others_like_nnsight(stories_path):
+    """nnsight's docs/usage/stop-and-early-exit.md: `tracer.stop()` after 3 steps in the first
+    invoke; the second invoke's open loop gets the same 3 steps, then warns and ends. Each row's
+    tokens are mlx-lm's greedy ones."""
+    lm = mlxsight.LanguageModel(stories_path)  # the HF view: lm_head, as the page reads
+    prompts = ["Once upon a time", "Tom had a red"]
+    with pytest.warns(UserWarning, match=r"lm_head.output.i3' was never reached: tracer.stop\(\)"):
+        with lm.generate(max_new_tokens=8, do_sample=False) as tracer:
+            with tracer.invoke(prompts[0]):
+                picks = mlxsight.save([])
+                for _ in tracer.all():
+                    picks.append(lm.lm_head.output[0, -1].argmax(axis=-1))
+                    if len(picks) == 3:
+                        tracer.stop()
+                after = mlxsight.save([1])  # not reached: the stop ended this invoke's block
+            with tracer.invoke(prompts[1]):
+                others = mlxsight.save([])
+                for _ in tracer.all():
+                    others.append(lm.lm_head.output[0, -1].argmax(axis=-1))
+    assert [int(t) for t in picks] == mlx_lm_greedy(lm, prompts[0], 3)
+    assert [int(t) for t in others] == mlx_lm_greedy(lm, prompts[1], 3)
+    assert "after" not in locals()
+
+
 def test_next_deprecated_aliases_and_steps_past_the_end(stories):
     with stories.generate(PROMPT, max_new_tokens=3) as tracer:
         first = stories.model.layers[0].output.save()

@@ -257,6 +257,21 @@ def test_a_leaked_class_swap_is_healed_by_the_next_run(lm, baseline):
     assert_clean(lm, baseline)
 
 
+def test_exit_listeners_get_the_saved_values_only(lm):
+    """A name the block rebinds to an unsaved value goes back to its value before the block; that
+    old value is not one the block pushed (compat compares what listeners get with nnsight's)."""
+    seen = []
+    mlxsight.add_exit_listener(lambda info, values: seen.append(values))
+    try:
+        hidden = "earlier"
+        with lm.trace(PROMPT):
+            hidden = lm.model.layers[-1].output
+            tok = hidden[0, -1].argmax(axis=-1).save()
+    finally:
+        context.settings.exit_listeners.pop()
+    assert hidden == "earlier" and list(seen[-1]) == ["tok"] and seen[-1]["tok"] is tok
+
+
 def test_exit_listeners_can_be_removed():
     seen = []
 

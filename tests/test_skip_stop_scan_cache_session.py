@@ -99,6 +99,12 @@ def test_cache_holds_post_intervention_values_in_completion_order(stories, promp
     cache.save_safetensors(path)
     loaded = mlxsight.cache.Cache.load_safetensors(path)
     assert mx.array_equal(loaded["model.model.layers.3.0.output.0"], outs[3])
+    # nnsight's docs: `cache._cache.model = None` lets the model go; path keys keep working
+    assert cache._cache.model is stories
+    cache._cache.model = None
+    assert mx.array_equal(cache["model.model.layers.3"].output, outs[3])
+    cache._cache.model = stories  # re-attached: navigation again
+    assert mx.array_equal(cache.model.model.layers[3].output, outs[3])
 
     with stories.trace(prompt) as tracer:
         some = tracer.cache(modules=[stories.model.layers[0], "model.model.norm"], dtype=mx.float16)

@@ -23,6 +23,9 @@ class Attention(base.AttentionModule):
         self.c_attn, self.c_proj = src.c_attn, src.c_proj
         self.attn_dropout, self.resid_dropout = base.Dropout(), base.Dropout()
         self.num_heads, self.scaling = src.n_head, src.scale
+        # transformers' GPT2Attention sizes, which scripts read (nnsight's docs: `attn._module.head_dim`)
+        self.embed_dim = self.split_size = src.n_embd
+        self.head_dim = src.head_dim
 
     def __call__(self, hidden_states: mx.array, past_key_values: Any = None,
                  attention_mask: mx.array | None = None,

@@ -23,9 +23,25 @@ class Heads(Envoy):
         return value.transpose(1, 2).reshape(b, s, nh * hd)
 
 
+class InHeads(Envoy):
+    """nnsight's docs/patterns/per-head-attention.md: key="input" serves the raw (args, kwargs)."""
+    n_heads = 2
+
+    @eproperty(key="input")
+    def heads(self, value):
+        (x,), _ = value
+        b, s, d = x.shape
+        return x.view(b, s, self.n_heads, d // self.n_heads)
+
+    @heads.transform
+    def heads(self, value, raw):
+        b, s, n, head_dim = value.shape
+        return ((value.reshape(b, s, n * head_dim),), {})
+
+
 path = sys.argv[1]
 model = TransformersModel(path, task="text-generation", tokenizer=AutoTokenizer.from_pretrained(path),
-                          envoys={"layers.0.mlp": Heads})
+                          envoys={"layers.0.mlp": Heads, "layers.1.mlp.down_proj": InHeads})
 mlp = model.model.layers[0].mlp
 with model.trace("Once upon a time"):
     base = model.output.logits.save()
@@ -40,5 +56,9 @@ with model.trace("Once upon a time"):
 with model.trace("Once upon a time"):
     mlp.heads[:, 0] = 0
     zeroed_out = mlp.output.save()
+with model.trace("Once upon a time"):
+    model.model.layers[1].mlp.down_proj.heads[:, :, 1, :] = 0
+    zeroed_in = model.model.layers[1].mlp.down_proj.input.save()
+assert bool((zeroed_in[..., zeroed_in.shape[-1] // 2:] == 0).all())
 assert bool(same) and not bool((once == base).all()) and bool((once == twice).all())
 assert bool((zeroed_out[..., : zeroed_out.shape[-1] // 2] == 0).all())

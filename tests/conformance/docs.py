@@ -129,8 +129,11 @@ def judge(folder: Path, n_blocks: int, sides: dict[str, dict]) -> list[dict]:
         name = f"block{i:02d}.py"
         got = {b: (sides[b]["blocks"][i] if i < len(sides[b].get("blocks", [])) else
                    {"status": "not run", "error": sides[b].get("error", "")}) for b in ("mlx", "nnsight")}
+        # Blocks that save nothing (edits, sessions' inner traces) carry nothing to compare, and
+        # nnsight files an edit's exit under the block before it: only traces with values align.
         sub = {b: {"traces": [dict(t, ordinal=k) for k, t in enumerate(
-            t for t in records[b]["traces"] if os.path.basename(t["file"] or "") == name)]} for b in records}
+            t for t in records[b]["traces"] if os.path.basename(t["file"] or "") == name and t["values"])]}
+            for b in records}
         values = compare(sub["mlx"], sub["nnsight"])
         bad = [r for r in values if r.failed]
         worst = max((r.abs_diff for r in values if r.abs_diff is not None and not r.failed), default=0.0)

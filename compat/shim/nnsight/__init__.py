@@ -12,7 +12,7 @@ from . import _surface
 
 _surface.install()
 
-from mlxsight import NNsight, Proxy, apply, save  # noqa: E402,F401
+from mlxsight import NNsight, Proxy, apply  # noqa: E402,F401
 from mlxsight.envoy import Envoy  # noqa: E402,F401
 from mlxsight.errors import NNsightDeprecationWarning, OutOfOrderError  # noqa: E402,F401
 
@@ -39,6 +39,7 @@ def deprecated(message: str):
 
 
 from .modeling.transformers import LanguageModel, TransformersModel  # noqa: E402,F401
+from .intervention.backward import save  # noqa: E402,F401 - `with t.backward():` on torch tensors too
 
 if CONFIG.APP.PYMOUNT:
     # As nnsight does: torch, transformers and anyio first, so that no class they define (torch's C

@@ -54,6 +54,12 @@ class eproperty(property):
     def __str__(self) -> str:
         return f"({self.name}): {self.description}"
 
+    @property
+    def location(self) -> str:
+        """The envoy attribute ``key`` names: nnsight's ``"input"`` location is the raw
+        ``(args, kwargs)``, which is ``.inputs`` (``.input`` is its first argument)."""
+        return "inputs" if self.key == "input" else self.key
+
     def __get__(self, obj: Any, owner: Any = None) -> Any:
         if obj is None:
             return self
@@ -66,19 +72,19 @@ class eproperty(property):
             key = (id(obj), id(self), invoke, recorder.step)
             if key in memo:
                 return memo[key][1]
-        raw = getattr(obj, self.key)
+        raw = getattr(obj, self.location)
         view = self._preprocess(obj, raw) if self._preprocess is not None else raw
         if memo is not None:
             memo[key] = (obj, view)  # the envoy is held so its id stays its own
             if self._transform is not None and hasattr(view, "_binds"):
                 transform = self._transform
-                view._binds.append(lambda edited: setattr(obj, self.key, transform(obj, edited, raw)))
+                view._binds.append(lambda edited: setattr(obj, self.location, transform(obj, edited, raw)))
         return view
 
     def __set__(self, obj: Any, value: Any) -> None:
         if self._postprocess is not None:
             value = self._postprocess(obj, value)
-        setattr(obj, self.key, value)
+        setattr(obj, self.location, value)
 
 
 __getattr__ = missing(__name__)
