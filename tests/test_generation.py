@@ -215,7 +215,7 @@ def test_stop_in_one_invoke_ends_the_run_for_the_others_like_nnsight(stories_pat
     tokens are mlx-lm's greedy ones."""
     lm = mlxsight.LanguageModel(stories_path)  # the HF view: lm_head, as the page reads
     prompts = ["Once upon a time", "Tom had a red"]
-    with pytest.warns(UserWarning, match=r"lm_head.output.i3' was never reached: tracer.stop\(\)"):
+    with pytest.warns(UserWarning, match=r"lm_head.output.i3' was never reached: .*tracer.stop\(\)"):
         with lm.generate(max_new_tokens=8, do_sample=False) as tracer:
             with tracer.invoke(prompts[0]):
                 picks = mlxsight.save([])
