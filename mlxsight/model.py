@@ -21,6 +21,7 @@ from .compiler import Compiler
 from .context import current_tracer
 from .envoy import Envoy
 from .structure import Structure, record_structure, signature
+from .torch_ops import to_mlx
 from .tracer import Tracer
 
 if TYPE_CHECKING:
@@ -42,11 +43,9 @@ class NNsight(Envoy):
         module = viewed if isinstance(viewed, nn.Module) else module
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(module, torch.nn.Module):
-            raise TypeError(
-                f"NNsight wraps an MLX module (mlx.nn.Module); {type(module).__name__} is a torch.nn.Module, "
-                f"whose forward mlxsight cannot run. Build the model in MLX, load its checkpoint with "
-                f"mlxsight.LanguageModel, or run the script on nnsight: `python -m compat run --backend "
-                f"nnsight SCRIPT`")
+            from .torch_modules import mirror  # standard torch layers mirrored in MLX; others refused
+
+            module = mirror(module)
         super().__init__(module, "", None)
         object.__setattr__(self, "_rename", dict(rename or {}))
         # envoys={ModuleClass or "path.suffix": EnvoySubclass}: custom envoys (nnsight's envoys=).
@@ -193,6 +192,7 @@ class ModuleDriver:
         return self._named
 
     def encode(self, inputs: tuple, kwargs: dict) -> Any:
+        inputs, kwargs = to_mlx(inputs), to_mlx(kwargs)  # torch tensors (a script written for nnsight)
         self.example = inputs
         return (inputs, kwargs)
 

@@ -504,13 +504,22 @@ def test_backward_block_on_plain_torch_tensors_prints_what_nnsight_prints():
     assert outs["mlx"][0] == "block [4.0, 6.0] [4.0, 6.0]" and len(outs["mlx"]) == 3
 
 
-def test_a_torch_module_is_refused_at_construction_naming_the_way_out():
-    """docs/usage/skip.md and docs/models/nnsight-base.md wrap a torch `nn.Module` in `NNsight`: mlxsight
-    runs MLX modules, so it says so when the model is built instead of failing at `.fc1.skip`."""
+def test_a_torch_module_with_its_own_forward_is_refused_at_construction_naming_the_way_out():
+    """docs/usage/skip.md wraps a torch `nn.Module` with its own forward in `NNsight`: mlxsight
+    mirrors standard torch layers in MLX (tests/test_torch_modules.py) and says at construction
+    that a custom forward cannot be run, instead of failing later at `.fc1.skip`."""
     import torch
 
-    with pytest.raises(TypeError, match="Linear is a torch.nn.Module.*--backend nnsight"):
-        mlxsight.NNsight(torch.nn.Linear(2, 2))
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.fc1(x).relu()
+
+    with pytest.raises(TypeError, match="torch module MLP cannot be mirrored.*--backend nnsight"):
+        mlxsight.NNsight(MLP())
 
 
 def test_backward_block_on_plain_torch_tensors_saves_what_nnsight_saves():
