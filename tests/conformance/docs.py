@@ -211,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         ran = sum(r["nnsight"] == "ok" for r in results[page])
         print(f"{page}: {passed}/{ran} of nnsight's running blocks ({len(blocks)} blocks) "
               f"in {time.time() - start:.0f}s", flush=True)
-    results_path.write_text(json.dumps(results, indent=1))
-    text, _ = table(results)
-    (out / "table.md").write_text(text)
+        # written after every page: a run cut short still reports the pages it finished
+        results_path.write_text(json.dumps(results, indent=1))
+        text, _ = table(results)
+        (out / "table.md").write_text(text)
     print(text.splitlines()[0])
     return 0
 
