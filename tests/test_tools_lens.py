@@ -218,3 +218,22 @@ def test_softmax_against_float64(scale, offset, seed):
     logp = z64 - shift - log_total[..., None]
     ref_logp = z64 - z64.max(-1, keepdims=True) - np.log(np.exp(z64 - z64.max(-1, keepdims=True)).sum(-1, keepdims=True))
     assert np.allclose(logp, ref_logp, atol=1e-4 * max(1.0, scale / 10))
+
+
+def test_row_blocks_in_threads_compute_what_one_pass_does():
+    """The lens's decode splits large logits into row blocks run in threads: the same top-k ids and
+    the same softmax as one pass over all rows (a float64 softmax as the reference)."""
+    from mlxsight.tools import lens as lens_module
+
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal((3, 40, 20000)) * 4).astype(np.float32)
+    assert z.size // lens_module.PARALLEL_MIN >= 2  # the split path is the one under test
+    whole = lens_module.top_k_ids(z, 7)
+    blocks = np.concatenate(lens_module.by_rows(lambda r: lens_module.top_k_ids(r, 7), z)).reshape(whole.shape)
+    np.testing.assert_array_equal(blocks, whole)
+    want = np.exp(z.astype(np.float64) - z.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    y = z.copy()
+    parts = lens_module.by_rows(lens_module.softmax_, y)
+    assert sum(len(p[0]) for p in parts) == 3 * 40
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-9)

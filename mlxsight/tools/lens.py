@@ -8,8 +8,10 @@ learned affine translator applied to each layer's output first.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import numpy as np
@@ -121,8 +123,9 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
     (``top_k_ids``), not the whole vocabulary."""
     with backend.no_grad(std.model):
         z = _writable_numpy(logits)
-    top_ids = top_k_ids(z, top_k)
-    R, P, k = top_ids.shape
+    R, P, V = z.shape
+    top_ids = np.concatenate(by_rows(lambda rows: top_k_ids(rows, top_k), z)).reshape(R, P, -1)
+    k = top_ids.shape[-1]
     target_list = _targets(targets, ids, positions)
     if target_list is not None:
         t = np.asarray(target_list)
@@ -130,7 +133,9 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
         index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
         target_z = np.take_along_axis(z, index, -1)
         rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
-    log_total, shift = softmax_(z)
+    parts = by_rows(softmax_, z)
+    log_total = np.concatenate([p[0] for p in parts]).reshape(R, P)
+    shift = np.concatenate([p[1] for p in parts]).reshape(R, P, 1)
     probs = z  # overwritten in place
     top_p = np.take_along_axis(probs, top_ids, -1)
     nll = None
@@ -145,6 +150,22 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
                       input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
                       top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
                       positions=list(positions))
+
+
+PARALLEL_MIN = 1 << 20  # values per block below which splitting the rows costs more than it saves
+
+
+def by_rows(fn: Callable[[np.ndarray], Any], z: np.ndarray) -> list:
+    """``fn`` over contiguous blocks of ``z``'s rows (``[..., V]`` seen as ``[rows, V]``), one thread
+    per block: numpy's kernels release the GIL, so on a multi-core CPU the blocks run side by side.
+    Each row is computed exactly as alone; small arrays are one block."""
+    rows = z.reshape(-1, z.shape[-1])
+    n = max(1, min(os.cpu_count() or 1, 4, rows.size // PARALLEL_MIN, len(rows)))
+    if n == 1:
+        return [fn(rows)]
+    bounds = np.linspace(0, len(rows), n + 1).astype(int)
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda ab: fn(rows[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:])))
 
 
 # |row maximum| up to which exp(z) needs no shift: exp(60) * vocab stays far below float32's 3e38,
