@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 from collections import OrderedDict
 from pathlib import Path

@@ -39,23 +39,26 @@ assert len(seen) == 1 == len(expected)
 torch.testing.assert_close(seen[0], expected[0], atol=1e-4, rtol=1e-4)
 torch.testing.assert_close(view.transformer.wpe.weight, ref.transformer.wpe.weight)
 torch.testing.assert_close(view.lm_head.weight, ref.lm_head.weight)
+
+
+def logits_hooked(register):
+    """The traced logits and transformers' with the same hook registered on both models."""
+    handles = register(view), register(ref)
+    with model.trace(ids):
+        logits = model.output.logits.save()
+    with torch.no_grad():
+        expected = ref(ids).logits
+    for handle in handles:
+        handle.remove()
+    return logits, expected
+
+
 # A hook's return value replaces the output (as in torch), in both models alike.
-h1 = view.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: o * 0)
-h2 = ref.transformer.h[0].mlp.register_forward_hook(lambda m, a, o: o * 0)
-with model.trace(ids):
-    zeroed = model.output.logits.save()
-with torch.no_grad():
-    ref_zeroed = ref(ids).logits
-h1.remove(), h2.remove()
+zeroed, ref_zeroed = logits_hooked(lambda m: m.transformer.h[0].mlp.register_forward_hook(lambda _, a, o: o * 0))
 torch.testing.assert_close(zeroed, ref_zeroed, atol=1e-4, rtol=1e-4)
 # A pre-hook's return value replaces the input.
-h1 = view.transformer.ln_f.register_forward_pre_hook(lambda m, a: (a[0] * 2,))
-h2 = ref.transformer.ln_f.register_forward_pre_hook(lambda m, a: (a[0] * 2,))
-with model.trace(ids):
-    doubled = model.output.logits.save()
-with torch.no_grad():
-    ref_doubled = ref(ids).logits
-h1.remove(), h2.remove()
+doubled, ref_doubled = logits_hooked(
+    lambda m: m.transformer.ln_f.register_forward_pre_hook(lambda _, a: (a[0] * 2,)))
 torch.testing.assert_close(doubled, ref_doubled, atol=1e-4, rtol=1e-4)
 # Every handle removed: the model is as it was (its classes, its outputs, no forced whole runs).
 import nnsight
