@@ -13,6 +13,9 @@ same ones.
 
     PYTHONPATH=$PWD:$PWD/tests python -m conformance.docs --out /tmp/conf-docs [PAGE_GLOB ...]
 
+``--root DIR`` runs the notebooks and markdown pages under another folder instead (nnsight.net's
+tutorial notebooks, say, from a checkout of its website; not on PyPI, so not part of CI).
+
 writes ``results.json`` and ``table.md`` (per block: runs on nnsight / runs on mlxsight with equal
 saved values / the reason for a gap).
 """
@@ -80,6 +83,21 @@ def pages(root: Path) -> dict[str, list[str]]:
                 found[page.relative_to(root).as_posix()] = blocks
     if (root / WALKTHROUGH).exists():
         found[WALKTHROUGH] = notebook_blocks(root / WALKTHROUGH)
+    return found
+
+
+def folder_pages(root: Path) -> dict[str, list[str]]:
+    """``{page: [block source, ...]}`` over every notebook and markdown page under ``root``."""
+    found = {}
+    for page in sorted(root.rglob("*")):
+        if page.suffix == ".ipynb" and page.stat().st_size:
+            blocks = notebook_blocks(page)
+        elif page.suffix == ".md":
+            blocks = markdown_blocks(page.read_text())
+        else:
+            continue
+        if blocks:
+            found[page.relative_to(root).as_posix()] = blocks
     return found
 
 
@@ -190,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for results.json, table.md and each page's files")
     p.add_argument("--timeout", type=float, default=600, help="seconds per page and backend")
+    p.add_argument("--root", help="run the notebooks and markdown pages under this folder instead of nnsight's docs")
     p.add_argument("select", nargs="*", help="page globs (e.g. 'docs/patterns/*')")
     ns = p.parse_args(argv)
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
-    found = pages(nnsight_tests())
+    found = folder_pages(Path(ns.root)) if ns.root else pages(nnsight_tests())
     if ns.select:
         found = {k: v for k, v in found.items() if any(fnmatch.fnmatch(k, g) for g in ns.select)}
     if not found:
@@ -203,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for page, blocks in found.items():
         start = time.time()
-        folder = out / "pages" / page.replace("/", "__").removesuffix(".md")
+        folder = out / "pages" / page.replace("/", "__").removesuffix(".md").removesuffix(".ipynb")
         write_page(blocks, folder)
         sides = {b: run_side(b, folder, ns.timeout) for b in ("nnsight", "mlx")}
         results[page] = judge(folder, len(blocks), sides)
