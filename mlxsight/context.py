@@ -76,6 +76,32 @@ def pop_session(session: Any) -> None:
     _forget(_open.sessions, session)
 
 
+def discard_abandoned(caller: Any) -> list[tuple[Any, str, int]]:
+    """Close this thread's open traces and sessions whose block was left without its ``__exit__``;
+    return them as ``(block, file, line)``, outermost first.
+
+    Python skips a ``with`` block's ``__exit__`` when the exception ending the block comes from a
+    trace function at the statement's exit (a debugger quitting: ``breakpoint()`` then ``q``), so
+    such a block stays open. It is known abandoned when its frame has finished (no longer on this
+    thread's stack), or when its own ``with`` statement is entered again from that frame. Each
+    holder provides ``block_frame``, ``block_line`` and ``abandon()`` (which releases it);
+    ``caller`` is the user's frame entering a new block."""
+    live, f = set(), caller
+    while f is not None:
+        live.add(id(f))
+        f = f.f_back
+    gone = []
+    for block in _open.tracers + _open.sessions:
+        frame = getattr(block, "block_frame", None)
+        if frame is None:
+            continue
+        if id(frame) not in live or (frame is caller and block.block_line == caller.f_lineno):
+            gone.append((block, frame.f_code.co_filename, block.block_line))
+    for block, _, _ in gone:
+        block.abandon()
+    return gone
+
+
 def _forget(stack: list[Any], item: Any) -> None:
     """Remove the innermost occurrence of ``item`` (by identity) from ``stack``, if any."""
     for i in range(len(stack) - 1, -1, -1):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import linecache
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Library frames are decided by location: every file of the package is plumbing, never "the user's
@@ -55,6 +57,13 @@ def user_frame(skip: int = 1) -> FrameType | None:
             return frame
         frame = frame.f_back
     return None
+
+
+def warn_abandoned(blocks: list[tuple[Any, str, int]]) -> None:
+    """Say that blocks left without their ``__exit__`` were discarded (``context.discard_abandoned``)."""
+    for _, filename, line in blocks:
+        warnings.warn(f"the block opened at {filename}:{line} was left without its exit (a debugger quitting "
+                      "inside it, say) and has been discarded: nothing of it ran", RuntimeWarning, stacklevel=3)
 
 
 def where_now() -> Where | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import mlx.core as mx
 
 from . import context
-from .errors import NestedTraceError, user_frame, where_now
+from .errors import NestedTraceError, user_frame, warn_abandoned, where_now
 from .frames import FrameSnapshot, write_frame
 
 if TYPE_CHECKING:
@@ -25,15 +25,32 @@ class Session:
     def __init__(self, model: Any) -> None:
         self.model = model
         self._frame = FrameSnapshot(None)
+        self._line: int | None = None
         self._saved: dict[int, Any] = {}
         self._handed: dict[int, Any] = {}
 
     def __enter__(self) -> "Session":
+        frame = user_frame(2)
+        warn_abandoned(context.discard_abandoned(frame))
         if context.current_tracer() is not None or context.current_session() is not None:
             raise NestedTraceError("a session cannot be opened inside a trace or another session", where_now())
-        self._frame = FrameSnapshot(user_frame(2))
+        self._frame = FrameSnapshot(frame)
+        self._line = frame.f_lineno if frame is not None else None
         context.push_session(self)
         return self
+
+    @property
+    def block_frame(self) -> Any:
+        """The user's frame running this session while it is open (``context.discard_abandoned``)."""
+        return self._frame.frame
+
+    @property
+    def block_line(self) -> int | None:
+        return self._line
+
+    def abandon(self) -> None:
+        """Release a session left without its ``__exit__``: nothing is pushed."""
+        context.pop_session(self)
 
     def adopt(self, tracer: "Tracer", updates: dict[str, Any], saved_names: set[str]) -> None:
         """Take an inner trace's values: all are pushed (lazily); saved ones will leave the session.

@@ -23,7 +23,7 @@ from .context import (  # noqa: F401 - the public names stay importable from her
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
 )
-from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, where_now
+from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, warn_abandoned, where_now
 from .blocks import BlockInfo
 from .frames import FrameSnapshot, holds, resolved_updates
 from .graph import Graph, Node
@@ -187,13 +187,14 @@ class Tracer:
 
     # -- enter and exit --------------------------------------------------------------------------
     def __enter__(self) -> "Tracer":
+        frame = user_frame(2)
+        warn_abandoned(context.discard_abandoned(frame))
         if current_tracer() is not None:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
         context.model_lock(self.model).acquire()  # another thread tracing this model waits for this trace
         self._locked = True
         try:
-            frame = user_frame(2)
             self._frame = FrameSnapshot(frame)
             self.info = BlockInfo(frame)
             self._session = current_session()
@@ -228,6 +229,19 @@ class Tracer:
         finally:
             self._close()
         return stopped
+
+    @property
+    def block_frame(self) -> Any:
+        """The user's frame running this block while it is open (``context.discard_abandoned``)."""
+        return self._frame.frame if self._open else None
+
+    @property
+    def block_line(self) -> int | None:
+        return self.info.line if self.info is not None else None
+
+    def abandon(self) -> None:
+        """Release a block left without its ``__exit__``: nothing of it runs, nothing is pushed."""
+        self._close()
 
     def _close(self) -> None:
         """Leave nothing behind: the trace is closed, off this thread's stack, the model unlocked."""

@@ -480,3 +480,62 @@ def test_generate_knows_a_with_statement_without_reading_the_source(lm):
     assert isinstance(namespace["tracer"], mlxsight.Tracer)
     assert np.array_equal(np.array(namespace["ids"]), np.array(namespace["plain"]))
     assert namespace["ids"].shape[1] == token_ids(lm, PROMPT).shape[1] + 2
+
+
+ABANDONED = '''\
+import sys
+def quit_at_exit(frame, event, arg):  # what pdb's "q" does: raise from the with statement's exit line
+    if event == "line" and frame.f_code.co_filename == __file__ and frame.f_lineno == {line} and seen[0]:
+        sys.settrace(None)
+        raise KeyboardInterrupt("quit")
+    if event == "line" and frame.f_code.co_filename == __file__ and frame.f_lineno == {line} + 1:
+        seen[0] = True
+    return quit_at_exit
+seen = [False]
+sys.settrace(quit_at_exit)
+sys._getframe().f_trace = quit_at_exit
+{block}
+'''
+
+
+@pytest.mark.parametrize("kind", ["trace", "session", "generate"])
+def test_a_block_left_without_its_exit_is_discarded(lm, baseline, tmp_path, kind):
+    """A trace function that raises at a ``with`` statement's exit line (a debugger quitting)
+    makes Python skip ``__exit__``: the block stays open. The next block discards it with a
+    warning instead of failing every later trace, and runs as on a fresh model."""
+    block = {"trace": "with lm.trace(ids):\n    out = lm.output.save()",
+             "session": "with lm.session():\n    out = 1",
+             "generate": "with lm.generate(ids, max_new_tokens=2):\n    out = lm.output.save()"}[kind]
+    path = tmp_path / "abandoned.py"
+    path.write_text(ABANDONED.format(line=12, block=block))
+    ids = baseline[0]
+    namespace = {"lm": lm, "ids": ids, "__file__": str(path)}
+    with pytest.raises(KeyboardInterrupt):
+        exec(compile(path.read_text(), str(path), "exec"), namespace)
+    assert (context.current_tracer() or context.current_session()) is not None  # what Python left open
+    with pytest.warns(RuntimeWarning, match=r"abandoned\.py:12 was left without its exit"):
+        with lm.trace(ids):
+            logits = lm.output.save()
+    np.testing.assert_array_equal(np.array(logits), baseline[2])
+    assert_clean(lm, baseline)
+
+
+def test_reentering_the_same_statement_discards_its_abandoned_block(lm, baseline):
+    """In one frame, entering a ``with`` statement whose own block is still open (left without its
+    exit) discards the old block; a genuinely nested trace is still refused."""
+    ids = baseline[0]
+    caught = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            tracer = lm.trace(ids).__enter__()  # one statement entered twice: the first left open
+        caught.append([str(w.message) for w in seen])
+    out = lm.output.save()
+    tracer.__exit__(None, None, None)
+    assert caught[0] == [] and len(caught[1]) == 1 and "was left without its exit" in caught[1][0]
+    np.testing.assert_array_equal(np.array(out), baseline[2])
+    with lm.trace(ids):
+        with pytest.raises(mlxsight.NestedTraceError):
+            with lm.trace(ids):
+                pass
+    assert_clean(lm, baseline)
