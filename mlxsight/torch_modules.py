@@ -17,17 +17,18 @@ import numpy as np
 
 
 class Sequential(nn.Module):
-    """torch's ``nn.Sequential``: children named ``"0"``, ``"1"``, ..., called in order."""
+    """torch's ``nn.Sequential``: children under torch's names (``"0"``, ``"1"``, ... or those of
+    the ``OrderedDict`` it was built from), called in order."""
 
-    def __init__(self, layers: list[nn.Module]) -> None:
+    def __init__(self, layers: list[tuple[str, nn.Module]]) -> None:
         super().__init__()
-        for i, layer in enumerate(layers):
-            self[str(i)] = layer
-        self._n = len(layers)
+        for name, layer in layers:
+            self[name] = layer
+        self._order = [name for name, _ in layers]
 
     def __call__(self, x: Any) -> Any:
-        for i in range(self._n):
-            x = self[str(i)](x)
+        for name in self._order:
+            x = self[name](x)
         return x
 
 
@@ -107,7 +108,7 @@ def mirror(module: Any) -> nn.Module:
     import torch
 
     if type(module) is torch.nn.Sequential:
-        out: nn.Module = Sequential([mirror(child) for child in module])
+        out: nn.Module = Sequential([(name, mirror(child)) for name, child in module.named_children()])
     elif type(module).__module__.startswith("torch.nn.modules") and type(module).__name__ in MIRRORS:
         out = MIRRORS[type(module).__name__](module)
     else:

@@ -64,6 +64,27 @@ def test_nnsight_on_a_torch_sequential_reads_and_writes_like_torch_hooks():
     np.testing.assert_allclose(np.array(out), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_named_children_of_an_ordered_dict_keep_their_names():
+    """``nn.Sequential(OrderedDict(...))`` (nnsight's walkthrough): ``model.layer1`` addresses the
+    same layer as in torch, the forward runs in the dict's order, and edits land like torch hooks."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(OrderedDict([("layer1", torch.nn.Linear(5, 10)), ("act", torch.nn.ReLU()),
+                                           ("layer2", torch.nn.Linear(10, 2))])).requires_grad_(False)
+    x = torch.rand(1, 5)
+    model = mlxsight.NNsight(net)
+    with model.trace(x):
+        hidden = model.layer1.output.save()
+        model.layer1.output[:, 0] = 0
+        out = model.output.save()
+    edited = net.layer1(x)
+    edited[:, 0] = 0
+    # the saved output is the tensor the in-place edit then changed, as in torch/nnsight
+    np.testing.assert_allclose(np.array(hidden), edited.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(out), net.layer2(net.act(edited)).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_module_with_its_own_forward_is_refused_by_name():
     class Block(torch.nn.Module):
         def __init__(self):
