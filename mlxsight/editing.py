@@ -40,7 +40,8 @@ class EditTracer(Tracer):
         except BaseException:
             self._close()
             raise
-        return self if self.inplace else (self, self.target)
+        self._bound = self if self.inplace else (self, self.target)  # what `with ... as` binds
+        return self._bound
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if not isinstance(exc, Exception) or isinstance(exc, StopTrace):
@@ -48,7 +49,7 @@ class EditTracer(Tracer):
         # nnsight stores an edit's body unrun and runs it inside each later trace, so a body that
         # fails (a module the model lacks, an index past its layers) fails those traces, not the
         # edit: the error is stored as the edit and raised by every trace that replays it.
-        self._frame.revert(keep=(self, self.target))  # the body did not run, as far as the caller can tell
+        self._frame.revert(keep=(self, self.target, self._bound))  # the body did not run, as far as the caller can tell
         self._close()
         self.model._edits.append(FailedEdit(exc))
         context.notify_exit({**self._frame.info, "edit": True}, {})

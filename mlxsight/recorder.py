@@ -269,6 +269,10 @@ class Recorder:
                 f"the forward and was requested first{first}. Request values in forward order within an "
                 f"invoke (as nnsight requires), or opt in with mlxsight.set_relaxed_order(True)", where)
 
+    def has_accessed(self, invoke: int) -> bool:
+        """Whether invoke ``invoke`` has read or written a model value yet."""
+        return invoke in self._furthest
+
     def read(self, path: str, kind: str) -> Any:
         """The proxy served for a module's ``output``, ``inputs`` or ``input`` in this invoke."""
         proxy, _ = self._served_value(path, kind)

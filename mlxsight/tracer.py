@@ -319,8 +319,16 @@ class Tracer:
 
     def cache(self, modules: Any = None, device: Any = None, dtype: Any = None, detach: bool = True,
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
-        """Cache every (or the given) module's post-intervention output (and inputs) in this trace."""
+        """Cache every (or the given) module's post-intervention output (and inputs) in this trace.
+
+        As in nnsight, declared inside an invoke (or a trace given an input) before the invoke reads
+        or writes a model value; otherwise a ``ValueError``."""
         self.check_open()
+        recorder = self.recorder
+        if not recorder.invokes:
+            raise ValueError("Cannot access `tracer.cache()` outside of interleaving")
+        if recorder.has_accessed(recorder.invokes[-1].index):
+            raise ValueError("tracer.cache() must be declared before reading or modifying a model value")
         request = CacheRequest(modules, dtype, include_output, include_inputs, self.model, self.recorder.row_view())
         self._caches.append(request)
         return self._saved.setdefault(id(request.cache), request.cache)

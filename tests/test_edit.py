@@ -74,3 +74,16 @@ def test_edit_on_unknown_path_is_a_clear_error_at_the_next_trace(stories, prompt
     with edited.trace(prompt):
         again = edited.output.save()
     assert mx.array_equal(again, out)
+
+
+def test_a_failed_edit_keeps_what_with_as_bound(stories, prompt):
+    """``with model.edit() as new_model:`` binds the pair (tracer, edited model), as nnsight 0.8.1
+    does (its published 0.5-changes notebook then calls ``new_model.lm_head`` on the pair): the body
+    fails, the edit stores the error, and ``new_model`` stays bound, so the script's next line fails
+    as on nnsight (``AttributeError`` on a tuple), not with a ``NameError``."""
+    with stories.edit() as new_model:
+        new_model.lm_head.output[:] = 0
+    assert isinstance(new_model, tuple) and len(new_model) == 2
+    with pytest.raises(AttributeError, match="'tuple' object has no attribute 'trace'"):
+        new_model.trace(prompt)
+    assert not stories._edits

@@ -133,3 +133,23 @@ def test_session_values_flow_between_traces_lazily(stories):
         plain  # noqa: B018
     with pytest.raises(NameError):
         h  # noqa: B018
+
+
+def test_cache_is_declared_before_the_invoke_reads_as_nnsight_requires(stories, prompt):
+    """nnsight 0.8.1 raises ``ValueError`` for ``tracer.cache()`` after the invoke has read a model
+    value, and outside every invoke of a trace given no input (its messages, verbatim); declared
+    first, the cache fills."""
+    with pytest.raises(ValueError, match=r"must be declared before reading or modifying a model value"):
+        with stories.trace(prompt) as tracer:
+            stories.model.layers[1].output
+            tracer.cache()
+    with pytest.raises(ValueError, match=r"Cannot access `tracer.cache\(\)` outside of interleaving"):
+        with stories.trace() as tracer:
+            tracer.cache()
+            with tracer.invoke(prompt):
+                pass
+    with stories.trace() as tracer:
+        with tracer.invoke(prompt):
+            cache = tracer.cache(modules=[stories.model.layers[1]])
+            out = stories.model.layers[1].output.save()
+    assert mx.array_equal(cache["model.model.layers.1"].output, out)
