@@ -64,14 +64,17 @@ def _fake(spec: Any) -> Any:
 
 def install_mlx(listener: Listener | None) -> None:
     """Torch semantics for nnsight scripts: proxy methods as torch reads them, saved values converted
-    to torch at trace exit; report them to ``listener``."""
+    to torch at trace exit, sampled generation on torch's random stream; report values to ``listener``."""
     import mlxsight
 
-    mlxsight.set_value_transform(to_torch)
-    from mlxsight.context import set_module_view
+    from mlxsight.context import set_module_view, set_sampler
     from nnsight.modeling.torch_module import view_of  # the shim's: envoy._module is a torch view
 
+    from .sampling import torch_sampler
+
+    mlxsight.set_value_transform(to_torch)
     set_module_view(view_of)
+    set_sampler(torch_sampler)  # do_sample draws from torch's random stream, as transformers' generate
     if hasattr(mlxsight, "set_torch_semantics"):  # proxy methods read with torch's meaning (.max(1), .view)
         mlxsight.set_torch_semantics(True)
     if listener is not None:
