@@ -17,7 +17,7 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     import mlx.core as mx
     import numpy as np
     import torch
-    from mlxsight.cache import CacheEntry
+    from mlxsight.cache import CacheEntries, CacheEntry
     from mlxsight.structure import ArraySpec
 
     memo = {} if memo is None else memo
@@ -42,6 +42,11 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     elif isinstance(value, CacheEntry):  # tracer.cache() entries: converted in place, like dicts
         memo[id(value)] = value
         value.output, value.inputs = to_torch(value.output, memo), to_torch(value.inputs, memo)
+        out = value
+    elif isinstance(value, CacheEntries):  # a module's entries, one per call
+        memo[id(value)] = value
+        for entry in value:
+            to_torch(entry, memo)
         out = value
     elif isinstance(value, tuple):
         items = [to_torch(v, memo) for v in value]

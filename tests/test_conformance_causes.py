@@ -571,3 +571,17 @@ def test_an_installed_sampler_gets_the_calls_settings_and_each_steps_logits(stor
         logits = stories.lm_head.output.save()
     assert np.allclose(np.array(seen[0]), np.array(logits[:, -1]), atol=1e-5)
     assert context.sampler() is None
+
+
+def test_a_generations_cache_entry_reads_as_nnsights_cache_view():
+    """docs/usage/cache.md: ``len(cache[path])`` is the step count and ``cache[path].output[0]`` step
+    0's tensor, by path and by navigation, inputs too; a module visited once reads as one value.
+    Printed shapes, step counts and equalities are nnsight's."""
+    ckpt = str(cached_checkpoint("llama"))
+    outs = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "generation_cache.py"), ckpt)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[backend] = proc.stdout.splitlines()
+    assert outs["mlx"] == outs["nnsight"]
+    assert outs["mlx"][0].startswith("3 3 list") and outs["mlx"][3] == "[0.0, 0.0, 0.0]"
