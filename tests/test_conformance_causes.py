@@ -585,3 +585,12 @@ def test_a_generations_cache_entry_reads_as_nnsights_cache_view():
         outs[backend] = proc.stdout.splitlines()
     assert outs["mlx"] == outs["nnsight"]
     assert outs["mlx"][0].startswith("3 3 list") and outs["mlx"][3] == "[0.0, 0.0, 0.0]"
+
+
+def test_a_module_run_ad_hoc_from_a_subclass_method_saves_what_nnsight_saves():
+    """docs/developing/extending.md #2 (``self[1](hidden)`` in an ``NNsight`` subclass) on its own:
+    the values equal nnsight's. On the page they differ only because #1, refused here at
+    construction, would have drawn two input batches from torch's random stream first."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "adhoc_module_call.py"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 values: 3 match" in proc.stdout
