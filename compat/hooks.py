@@ -17,7 +17,7 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     import mlx.core as mx
     import numpy as np
     import torch
-    from mlxsight.cache import CacheEntry
+    from mlxsight.cache import CacheEntries, CacheEntry
     from mlxsight.structure import ArraySpec
 
     memo = {} if memo is None else memo
@@ -43,6 +43,11 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
         memo[id(value)] = value
         value.output, value.inputs = to_torch(value.output, memo), to_torch(value.inputs, memo)
         out = value
+    elif isinstance(value, CacheEntries):  # a module's entries, one per call
+        memo[id(value)] = value
+        for entry in value:
+            to_torch(entry, memo)
+        out = value
     elif isinstance(value, tuple):
         items = [to_torch(v, memo) for v in value]
         out = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
@@ -64,14 +69,17 @@ def _fake(spec: Any) -> Any:
 
 def install_mlx(listener: Listener | None) -> None:
     """Torch semantics for nnsight scripts: proxy methods as torch reads them, saved values converted
-    to torch at trace exit; report them to ``listener``."""
+    to torch at trace exit, sampled generation on torch's random stream; report values to ``listener``."""
     import mlxsight
 
-    mlxsight.set_value_transform(to_torch)
-    from mlxsight.context import set_module_view
+    from mlxsight.context import set_module_view, set_sampler
     from nnsight.modeling.torch_module import view_of  # the shim's: envoy._module is a torch view
 
+    from .sampling import torch_sampler
+
+    mlxsight.set_value_transform(to_torch)
     set_module_view(view_of)
+    set_sampler(torch_sampler)  # do_sample draws from torch's random stream, as transformers' generate
     if hasattr(mlxsight, "set_torch_semantics"):  # proxy methods read with torch's meaning (.max(1), .view)
         mlxsight.set_torch_semantics(True)
     if listener is not None:

@@ -3,11 +3,14 @@
 ``cache = tracer.cache()`` is filled when the trace runs, with post-intervention values, keyed by
 nnsight-style paths in the order modules finish (``cache["model.model.layers.0"].output``), and
 navigable like the model (``cache.model.model.layers[0].output``). A module called several times
-(generation steps) holds a list of entries.
+(generation steps) holds its entries, one per call, as nnsight's ``CacheView`` of it reads: ``len``
+is the call count, ``.output`` the list of every call's output (``[0]`` is step 0's), and ``[i]``
+call ``i``'s entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,13 +35,46 @@ class CacheEntry:
         args, kwargs = self.inputs
         return args[0] if args else next(iter(kwargs.values()))
 
+    def __len__(self) -> int:
+        return 1  # one visit (nnsight's len of a module's cache view)
+
     def __repr__(self) -> str:
         shape = getattr(self.output, "shape", None)
         return f"CacheEntry(output={'array' + str(tuple(shape)) if shape is not None else type(self.output).__name__})"
 
 
+class CacheEntries(Sequence):
+    """The entries of a module called several times, one per call (``[i]`` is call ``i``'s);
+    ``.output``, ``.inputs`` and ``.input`` list each call's value, as nnsight's ``CacheView`` does
+    for a module visited more than once. Not a ``list``: resolving a trace's values keeps it whole."""
+
+    def __init__(self, entries: list[CacheEntry]) -> None:
+        self._entries = list(entries)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._entries[index]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def output(self) -> list:
+        return [entry.output for entry in self._entries]
+
+    @property
+    def inputs(self) -> list:
+        return [entry.inputs for entry in self._entries]
+
+    @property
+    def input(self) -> list:
+        return [entry.input for entry in self._entries]
+
+    def __repr__(self) -> str:
+        return f"CacheEntries({self._entries!r})"
+
+
 class Cache(dict):
-    """``path -> CacheEntry`` (or a list of entries, one per call), filled at trace exit.
+    """``path -> CacheEntry`` (``CacheEntries`` for a module called several times), filled at trace exit.
 
     Besides its keys, a cache is navigated like the model it was taken from (nnsight's
     ``CacheView``): ``cache.model.layers[0]``, ``cache["model.blocks.0"]`` with ``rename=`` aliases,
@@ -69,7 +105,7 @@ class Cache(dict):
         """Write every cached array to a safetensors file (keys ``<path>.<call>.output[.i]``)."""
         arrays: dict[str, mx.array] = {}
         for key, entries in self.items():
-            for call, entry in enumerate(entries if isinstance(entries, list) else [entries]):
+            for call, entry in enumerate(entries if isinstance(entries, CacheEntries) else [entries]):
                 for field in ("output", "inputs"):
                     value = getattr(entry, field)
                     for i, leaf in enumerate(leaves(value) if value is not None else []):
@@ -126,6 +162,12 @@ class _CachePath:
             return getattr(dict.__getitem__(self._cache, self._path), name)
         return self._step(name)
 
+    def __len__(self) -> int:
+        """How many times the module was called (nnsight's ``len`` of a cache view)."""
+        if self._path not in self._cache:
+            raise KeyError(f"{self._path!r} was not cached")
+        return len(dict.__getitem__(self._cache, self._path))
+
     def __getitem__(self, index: Any) -> "_CachePath":
         if self._cache._model is None or self._envoy is None:
             return self._step(str(index))
@@ -174,7 +216,7 @@ class CacheRequest:
             key = point.module
             if key in cache:
                 previous = cache[key]
-                cache[key] = (previous if isinstance(previous, list) else [previous]) + [entry]
+                cache[key] = CacheEntries([*(previous if isinstance(previous, CacheEntries) else [previous]), entry])
             else:
                 cache[key] = entry
 
@@ -183,7 +225,8 @@ class CacheRequest:
         return value if self.rows is None else value._make_view(self.rows, point.label())
 
     def entries(self) -> list[CacheEntry]:
-        return [e for entries in self.cache.values() for e in (entries if isinstance(entries, list) else [entries])]
+        return [e for entries in self.cache.values()
+                for e in (entries if isinstance(entries, CacheEntries) else [entries])]
 
     def values(self) -> list:
         return [(e.output, e.inputs) for e in self.entries()]

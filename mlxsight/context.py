@@ -2,7 +2,7 @@
 
 Open tracers and sessions are per thread: a trace opened in one thread is invisible to every other
 thread, so threads tracing different models never meet. Settings (torch semantics, the value
-transform, exit listeners) are per process, because the compat runner sets them once for a script
+transform, the sampler, exit listeners) are per process, because the compat runner sets them once for a script
 whose traces may run on any thread. Each model has one lock: two threads tracing the *same* model
 take turns (a trace holds the lock from entry to exit), since a run hooks that model's modules.
 
@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 ExitListener = Callable[[dict, dict], None]
+# (temperature, top_k, top_p) -> a function from last-position logits ``[rows, vocab]`` to one
+# sampled token id per row ``[rows]`` (both ``mx.array``s)
+SamplerFactory = Callable[[float, "int | None", float], Callable[[Any], Any]]
 
 
 class _OpenOnThread(threading.local):
@@ -35,6 +38,7 @@ class Settings:
     value_transform: Callable[[Any], Any] | None = None  # applied to each saved value at push
     relaxed_order: bool = False  # allow reading modules out of forward order within one invoke
     module_view: Callable[[Any, Any], Any] | None = None  # (model, module) -> what envoy._module shows
+    sampler: SamplerFactory | None = None  # sampling for do_sample generation; None: MLX's random stream
     exit_listeners: list[ExitListener] = field(default_factory=list)
 
 
@@ -150,6 +154,18 @@ def set_module_view(fn: Callable[[Any, Any], Any] | None) -> None:
     """Show nnsight scripts ``fn(model, module)`` as an envoy's ``_module`` (compat: a
     ``torch.nn.Module`` view of the MLX module); mlxsight itself reads ``Envoy.mlx_module``."""
     settings.module_view = fn
+
+
+def set_sampler(fn: SamplerFactory | None) -> None:
+    """Sample ``do_sample`` generation steps with ``fn(temperature, top_k, top_p)``, a function from a
+    step's last-position logits to one token id per row; ``None`` restores MLX's sampler (mlx-lm's,
+    on MLX's random stream). compat installs transformers' sampling on torch's global random stream,
+    so a seeded nnsight script samples the same tokens here."""
+    settings.sampler = fn
+
+
+def sampler() -> SamplerFactory | None:
+    return settings.sampler
 
 
 def add_exit_listener(fn: ExitListener) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import mlx.core as mx
 import numpy as np
 
+from . import context
 from .driver import StepFunction
 from .graph import HookPoint
 from .runner import Runner
@@ -318,8 +319,14 @@ def _last(logits: Any) -> mx.array:
 
 def _sampler(do_sample: bool, temperature: float, top_p: float, top_k: int) -> Callable[[mx.array], mx.array]:
     """Greedy, or sampling as transformers' defaults have it (the 50 likeliest tokens unless
-    ``top_k`` says otherwise; 0 or None: all of them)."""
-    if not do_sample or temperature == 0:
+    ``top_k`` says otherwise; 0 or None: all of them): by the sampler installed in the context
+    (compat: transformers' own, on torch's random stream), else mlx-lm's on MLX's random stream."""
+    if not do_sample:
+        return lambda logits: mx.argmax(logits, axis=-1)
+    installed = context.sampler()
+    if installed is not None:
+        return installed(temperature, top_k, top_p)
+    if temperature == 0:
         return lambda logits: mx.argmax(logits, axis=-1)
     from mlx_lm.sample_utils import make_sampler
 

@@ -526,3 +526,71 @@ def test_backward_block_on_plain_torch_tensors_saves_what_nnsight_saves():
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "torch_backward_block.py"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 values: 2 match" in proc.stdout
+
+
+def test_seeded_sampling_draws_the_same_tokens_as_nnsight():
+    """docs/models/transformers-model.md (``pipe`` samples by default): under compat, ``do_sample``
+    consumes torch's global random stream as transformers' ``generate`` does, so a seeded script
+    samples the same ids on both backends (default top-k, temperature/top-k/top-p, all tokens,
+    returned sequences of a batch, a traced generate) and leaves the stream in the same place."""
+    ckpt = str(cached_checkpoint("llama"))
+    outs = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "sampled_generation.py"), ckpt)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[backend] = proc.stdout.splitlines()
+    assert len(outs["mlx"]) == 2 and outs["mlx"] == outs["nnsight"]
+
+
+def test_an_installed_sampler_gets_the_calls_settings_and_each_steps_logits(stories):
+    """The core's sampling hook (``context.set_sampler``, what compat fills): called once per
+    generate with the resolved settings, then with every step's last-position logits; unset, MLX
+    samples again."""
+    from mlxsight import context
+
+    prompt, calls, seen = "The cat sat on the", [], []
+
+    def factory(temperature, top_k, top_p):
+        calls.append((temperature, top_k, top_p))
+
+        def sample(logits):
+            seen.append(logits)
+            return mx.argmax(logits, axis=-1)  # greedy, so the ids can be checked against greedy
+        return sample
+
+    greedy = stories.generate(prompt, max_new_tokens=4)
+    context.set_sampler(factory)
+    try:
+        out = stories.generate(prompt, max_new_tokens=4, do_sample=True, temperature=0.5, top_p=0.9)
+        assert stories.generate(prompt, max_new_tokens=4, do_sample=False).tolist() == greedy.tolist()
+    finally:
+        context.set_sampler(None)
+    assert calls == [(0.5, 50, 0.9)] and len(seen) == 4  # transformers' default top-k, one call per step
+    assert out.tolist() == greedy.tolist()
+    with stories.trace(prompt):
+        logits = stories.lm_head.output.save()
+    assert np.allclose(np.array(seen[0]), np.array(logits[:, -1]), atol=1e-5)
+    assert context.sampler() is None
+
+
+def test_a_generations_cache_entry_reads_as_nnsights_cache_view():
+    """docs/usage/cache.md: ``len(cache[path])`` is the step count and ``cache[path].output[0]`` step
+    0's tensor, by path and by navigation, inputs too; a module visited once reads as one value.
+    Printed shapes, step counts and equalities are nnsight's."""
+    ckpt = str(cached_checkpoint("llama"))
+    outs = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "generation_cache.py"), ckpt)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[backend] = proc.stdout.splitlines()
+    assert outs["mlx"] == outs["nnsight"]
+    assert outs["mlx"][0].startswith("3 3 list") and outs["mlx"][3] == "[0.0, 0.0, 0.0]"
+
+
+def test_a_module_run_ad_hoc_from_a_subclass_method_saves_what_nnsight_saves():
+    """docs/developing/extending.md #2 (``self[1](hidden)`` in an ``NNsight`` subclass) on its own:
+    the values equal nnsight's. On the page they differ only because #1, refused here at
+    construction, would have drawn two input batches from torch's random stream first."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "adhoc_module_call.py"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 values: 3 match" in proc.stdout

@@ -246,3 +246,25 @@ def test_next_deprecated_aliases_and_steps_past_the_end(stories):
     with pytest.raises(mlxsight.OutOfOrderError, match=r"i3' is never reached: .* runs 3 time"):
         with stories.generate(PROMPT, max_new_tokens=3) as tracer:
             stories.model.layers[0].next(3).output.save()
+
+
+def test_a_generation_cache_holds_each_steps_entry_and_lists_their_values(stories):
+    """nnsight's cache view of a module visited per step: ``len`` the steps, ``.output`` and
+    ``.input`` each step's value (what the step's own reads give), ``[i]`` step ``i``'s entry."""
+    with stories.generate(PROMPT, max_new_tokens=3) as tracer:
+        cache = tracer.cache(modules=[stories.model.layers[1]], include_inputs=True)
+        outs, ins = mlxsight.save([]), mlxsight.save([])
+        for step in tracer.iter[:3]:
+            ins.append(stories.model.layers[1].input)
+            outs.append(stories.model.layers[1].output)
+    entry = cache["model.model.layers.1"]
+    assert len(entry) == len(cache.model.model.layers[1]) == 3
+    assert [o.shape[1] for o in entry.output] == [len(stories.tokenizer(PROMPT)["input_ids"]), 1, 1]
+    assert all(mx.array_equal(a, b) for a, b in zip(entry.output, outs))
+    assert all(mx.array_equal(a, b) for a, b in zip(entry.input, ins))
+    assert all(entry[i].output is entry.output[i] for i in range(3))
+    assert len(entry.inputs) == 3 and all(isinstance(i, tuple) for i in entry.inputs)
+    with stories.trace(PROMPT) as tracer:
+        once = tracer.cache(modules=[stories.model.layers[1]])
+    assert len(once["model.model.layers.1"]) == 1 and mx.array_equal(once["model.model.layers.1"].output,
+                                                                        entry.output[0])
