@@ -269,13 +269,13 @@ def continued_cache(datas: list, batch: Batch, n_layers: int) -> list | None:
 
     Raises unless all invokes give the same cache, one mlx-lm ``KVCache`` per decoder layer with
     one row per batch row, and no row is padded (a cache holds no padding mask)."""
-    caches = [getattr(d, "cache", None) for d in datas]
-    if all(c is None for c in caches):
+    caches = [d.cache for d in datas if type(d) is CachedRows]
+    if not caches:
         return None
     from mlx_lm.models.cache import KVCache
 
     cache = caches[0]
-    if any(c is not cache for c in caches):
+    if len(caches) < len(datas) or any(c is not cache for c in caches):
         raise ValueError("past_key_values: every invoke of a trace must continue the same cache (or none)")
     if not isinstance(cache, (list, tuple)) or len(cache) != n_layers or \
             not all(type(c) is KVCache for c in cache):

@@ -64,7 +64,7 @@ class Recorder:
         self._skipped: dict[int, set[str]] = {}  # per invoke: the modules skipped
         # where a tracer.stop() ends the run: (forward position, hook point); nothing later is reached
         self._stop: tuple[int, HookPoint | None] | None = None
-        self._evaluator = Evaluator(tracer.driver.modules())
+        self._evaluator: Evaluator | None = None  # made on the first operation recorded on a proxy
 
     # -- what proxies ask of their trace -------------------------------------------------------
     def check_open(self) -> None:
@@ -123,6 +123,8 @@ class Recorder:
             return UNKNOWN
         if isinstance(node.target, RowSlice):  # the batch size is only known at exit
             return metas[0][0] if node.op == "put" else UNKNOWN
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.tracer.driver.modules())
         try:
             return self._evaluator.evaluate(node, metas[0], metas[1])
         except TraceError:

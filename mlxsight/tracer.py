@@ -158,6 +158,11 @@ class Tracer:
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
     rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
+    # set on entry (class defaults: a trace is made per block, so it sets only what it must)
+    _session: Any = None  # the session this trace runs in
+    _frame = FrameSnapshot(None)  # the caller's frame (this one holds none)
+    info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
+    _structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     def _repr_html_(self) -> str:
         from .notebook import tracer_html
@@ -172,14 +177,10 @@ class Tracer:
         self._open = self._locked = False
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._invokes: list[Invoke] = []
-        self._session: Any = None
         self._saved: dict[int, Any] = {}
         self._materialized: list[tuple[Node, int, Where | None]] = []
         self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
-        self._frame, self._locals = FrameSnapshot(None), {}
-        self.info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
-        self._structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     @property
     def graph(self) -> Graph:
@@ -214,9 +215,10 @@ class Tracer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        stopped = False
         if exc is not None:
             hint_mlx_function(exc)
-        stopped = exc_type is not None and issubclass(exc_type, StopTrace)
+            stopped = issubclass(exc_type, StopTrace)
         try:
             if exc_type is None or stopped:
                 self._finish()
@@ -365,13 +367,16 @@ class Tracer:
     def _finish(self) -> None:
         if not self._invokes:
             raise ValueError(NO_INPUT)
-        Barrier.check(self._barriers)
+        if self._barriers:
+            Barrier.check(self._barriers)
         if self._caches:
             fill_caches(self._caches, self.structure_for(self.batcher.batch()), self.recorder.slot)
         session = self._session
-        pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
-                                                               hand_all=session is not None)
-        resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
+        pushes, containers, locals_ = self._frame.collect(self.holds_proxy, self._saved, hand_all=session is not None)
+        outputs = [v for _, v in pushes] + containers
+        if self._caches:
+            outputs += [c.values() for c in self._caches]
+        resolve = self._compute(outputs)
         for request in self._caches:
             request.resolve(resolve)
         # in a session, names keep their values until the session hands them out (adopt); lists and
@@ -382,7 +387,7 @@ class Tracer:
         if session is not None:
             session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        self._frame.push(self._locals, dict(updates), self.holds_proxy)  # reverted names are not pushed values
+        self._frame.push(locals_, dict(updates), self.holds_proxy)  # reverted names are not pushed values
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
@@ -392,9 +397,10 @@ class Tracer:
         values = self._run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
-        reached = [v for v in values if v is not NEVER_REACHED]
-        if reached and self._session is None and not self.scan:
-            mx.eval(reached)  # in a session, values stay lazy until the session ends
+        if self._session is None and not self.scan:  # in a session, values stay lazy until the session ends
+            reached = [v for v in values if v is not NEVER_REACHED]
+            if reached:
+                mx.eval(reached)
         return substitute(proxies, values)
 
     def holds_proxy(self, value: Any) -> bool:
