@@ -13,6 +13,7 @@ import sys
 from types import FrameType
 from typing import Any, Callable
 
+from .proxy import Proxy
 from .runner import NEVER_REACHED
 from .tree import contains
 
@@ -119,7 +120,8 @@ def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: C
             transform(container)  # values as pushed names (in place)
     updates = {}
     for name, value in pushes:
-        if isinstance(value, (list, dict)):
+        # a proxy is never a container here (and asking one its class runs its ``__class__`` property)
+        if type(value) is not Proxy and isinstance(value, (list, dict)):
             _resolve_in_place(value, resolve)
             updates[name] = value
         else:
@@ -132,7 +134,9 @@ def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: C
 
 
 def _never_reached(value: Any) -> bool:
-    return contains(value, lambda v: v is NEVER_REACHED)
+    if value is NEVER_REACHED:
+        return True
+    return isinstance(value, (tuple, list, dict)) and contains(value, lambda v: v is NEVER_REACHED)
 
 
 def _resolve_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:

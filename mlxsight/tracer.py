@@ -348,6 +348,8 @@ class Tracer:
         """Each value used as a concrete Python value, with the invokes whose later edits cannot
         change it: those with rows of their own other than its invoke's, as their rows were not in
         the batch it was computed on (nnsight runs each invoke's block on its own rows)."""
+        if not self._materialized:
+            return []
         own_rows = {i for i, invoke in enumerate(self._invokes) if invoke.rows is not None}
         return [(node, before, where, frozenset(own_rows - {node.invoke}))
                 for node, before, where in self._materialized]
