@@ -358,7 +358,7 @@ class Batcher:
     def batch(self, datas: list | None = None) -> Any:
         """The padded batch of ``datas`` (default: every invoke's input)."""
         datas = self.datas if datas is None else datas
-        key = tuple(id(d) for d in datas)
+        key = tuple(map(id, datas))
         if self._batch is None or self._batch[0] != key:
             self._batch = (key, self.driver.batch(datas))
         return self._batch[1]

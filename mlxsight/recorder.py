@@ -239,8 +239,10 @@ class Recorder:
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             where = where_now()
-            self._check_before_stop(structure.order.get(point), point)
-            self._check_order(invoke.index, structure.order.get(point), point, where)
+            position = structure.order.get(point)
+            if self._stop is not None:
+                self._check_before_stop(position, point)
+            self._check_order(invoke.index, position, point, where)
             meta = structure.meta(point)
             slot = self.slot(point, where)
             if invoke.rows is None:

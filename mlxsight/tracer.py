@@ -191,7 +191,8 @@ class Tracer:
         if current_tracer() is not None:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
-        context.model_lock(self.model).acquire()  # another thread tracing this model waits for this trace
+        self._lock = context.model_lock(self.model)
+        self._lock.acquire()  # another thread tracing this model waits for this trace
         self._locked = True
         try:
             frame = user_frame(2)
@@ -241,7 +242,7 @@ class Tracer:
         finally:
             if self._locked:
                 self._locked = False
-                context.model_lock(self.model).release()
+                self._lock.release()
 
     def _implicit_invoke(self) -> Invoke | None:
         """The trace's own input as its only invoke (nnsight refuses more): the whole batch, so
