@@ -51,9 +51,11 @@ _ACCEPTED = ("text, a list of texts, chat messages, token ids (a list or an inte
 
 
 def _rows(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
-    options = {k: kwargs[k] for k in TOKENIZER_OPTIONS if k in kwargs} if kwargs else {}
-    # `use_cache` changes nothing in one forward pass; `padding` is always to the batch's longest row
-    kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k not in ("padding", "use_cache")}
+    options = {}
+    if kwargs:
+        options = {k: kwargs[k] for k in TOKENIZER_OPTIONS if k in kwargs}
+        # `use_cache` changes nothing in one forward pass; `padding` is always to the batch's longest row
+        kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k not in ("padding", "use_cache")}
     if kwargs:
         unknown = set(kwargs) - {"input_ids", "attention_mask"}
         if unknown:
@@ -131,10 +133,13 @@ def _rows_of_array(x: Any) -> list:
     return [ids] if len(shape) == 1 else ids
 
 
+_MX_INTEGERS = frozenset({mx.int8, mx.int16, mx.int32, mx.int64, mx.uint8, mx.uint16, mx.uint32, mx.uint64})
+
+
 def _integer_dtype(x: Any) -> bool:
     dtype = x.dtype
     if isinstance(dtype, mx.Dtype):
-        return mx.issubdtype(dtype, mx.integer)
+        return dtype in _MX_INTEGERS
     kind = getattr(dtype, "kind", None)  # numpy
     if kind is not None:
         return kind in "iu"

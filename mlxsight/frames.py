@@ -23,8 +23,11 @@ _SMALL = 64  # pre-existing containers up to this size are always searched for p
 _FAST_LOCALS = sys.version_info < (3, 13)  # before 3.13, f_locals of a function is a copy written back explicitly
 
 
+_CONTAINERS = (list, dict)  # exactly these: what a block may put its proxies into
+
+
 def is_container(value: Any) -> bool:
-    return type(value) in (list, dict)
+    return type(value) in _CONTAINERS
 
 
 def _shared(value: Any) -> bool:
@@ -39,7 +42,7 @@ class FrameSnapshot:
     def __init__(self, frame: FrameType | None) -> None:
         self.frame = frame
         self.values: dict[str, Any] = dict(frame.f_locals) if frame is not None else {}
-        self.sizes = {id(v): len(v) for v in self.values.values() if is_container(v)}
+        self.sizes = {id(v): len(v) for v in self.values.values() if type(v) in _CONTAINERS}
 
     @property
     def info(self) -> dict:
