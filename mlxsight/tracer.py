@@ -379,32 +379,39 @@ class Tracer:
         outputs = [v for _, v in pushes] + containers
         if self._caches:
             outputs += [c.values() for c in self._caches]
-        resolve = self._compute(outputs)
+        resolve, values = self._compute(outputs)
+        # in a session, values stay lazy until the session ends; a scan's are shapes only
+        pending = [v for v in values if v is not NEVER_REACHED] if session is None and not self.scan else []
+        transform = context.settings.value_transform
+        if pending and transform is not None:  # the transform (compat: to torch) reads the values
+            mx.eval(pending)
+            pending = []
         for request in self._caches:
             request.resolve(resolve)
         # in a session, names keep their values until the session hands them out (adopt); lists and
         # dicts the script made before the trace are transformed in place either way
-        transform = context.settings.value_transform
         updates = resolved_updates(pushes, containers, resolve, transform,
                                    transform_names=session is None)
         if session is not None:
             session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
         self._frame.push(locals_, dict(updates), self.holds_proxy)  # reverted names are not pushed values
+        if pending:
+            # Evaluated last, once the names are bound to the (lazy) arrays: the forward's computation
+            # evicts the caches, so the bookkeeping above runs before it, not after. If it fails, the
+            # block's exit reverts the names as for any failure.
+            mx.eval(pending)
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
-    def _compute(self, outputs: list) -> Callable[[Any], Any]:
-        """Run the graph for every proxy inside ``outputs``; a function replacing them by values."""
+    def _compute(self, outputs: list) -> tuple[Callable[[Any], Any], list]:
+        """Run the graph for every proxy inside ``outputs`` (nothing is evaluated): a function
+        replacing them by their values, and the values."""
         proxies = proxies_in(outputs, self.recorder)
         values = self._run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
-        if self._session is None and not self.scan:  # in a session, values stay lazy until the session ends
-            reached = [v for v in values if v is not NEVER_REACHED]
-            if reached:
-                mx.eval(reached)
-        return substitute(proxies, values)
+        return substitute(proxies, values), values
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
