@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from .aliasing import ViewSpec
 from .tree import map_tree, zip_tree
@@ -50,9 +51,11 @@ _ACCEPTED = ("text, a list of texts, chat messages, token ids (a list or an inte
 
 
 def _rows(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
-    options = {k: kwargs[k] for k in TOKENIZER_OPTIONS if k in kwargs}
-    # `use_cache` changes nothing in one forward pass; `padding` is always to the batch's longest row
-    kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k not in ("padding", "use_cache")}
+    options = {}
+    if kwargs:
+        options = {k: kwargs[k] for k in TOKENIZER_OPTIONS if k in kwargs}
+        # `use_cache` changes nothing in one forward pass; `padding` is always to the batch's longest row
+        kwargs = {k: v for k, v in kwargs.items() if k not in TOKENIZER_OPTIONS and k not in ("padding", "use_cache")}
     if kwargs:
         unknown = set(kwargs) - {"input_ids", "attention_mask"}
         if unknown:
@@ -63,6 +66,8 @@ def _rows(inputs: tuple, kwargs: dict, tokenizer: Any) -> list[list[int]]:
     if len(inputs) != 1:
         raise TypeError(f"expected one input ({_ACCEPTED}), got {len(inputs)}")
     x = inputs[0]
+    if type(x) is mx.array:  # the common case first: ids already in an array
+        return _rows_of_array(x)
     if isinstance(x, str):
         return [_encode(tokenizer, x, options)]
     if _is_chat(x):
@@ -128,10 +133,13 @@ def _rows_of_array(x: Any) -> list:
     return [ids] if len(shape) == 1 else ids
 
 
+_MX_INTEGERS = frozenset({mx.int8, mx.int16, mx.int32, mx.int64, mx.uint8, mx.uint16, mx.uint32, mx.uint64})
+
+
 def _integer_dtype(x: Any) -> bool:
     dtype = x.dtype
     if isinstance(dtype, mx.Dtype):
-        return mx.issubdtype(dtype, mx.integer)
+        return dtype in _MX_INTEGERS
     kind = getattr(dtype, "kind", None)  # numpy
     if kind is not None:
         return kind in "iu"
@@ -177,7 +185,7 @@ def check_ids(rows: list, vocab_size: int | None) -> None:
         if isinstance(row, mx.array):
             if row.size == 0:
                 raise ValueError("an input encodes to zero tokens (an empty row)")
-            low, high = mx.stack([row.min(), row.max()]).tolist()
+            low, high = _id_range(row)
         else:
             if not row:
                 raise ValueError("an input encodes to zero tokens (an empty row)")
@@ -187,6 +195,16 @@ def check_ids(rows: list, vocab_size: int | None) -> None:
         if vocab_size is not None and high >= vocab_size:
             raise ValueError(f"token id {high} is out of range for this model's vocabulary of {vocab_size} tokens "
                              f"(valid ids: 0-{vocab_size - 1})")
+
+
+def _id_range(row: mx.array) -> tuple[int, int]:
+    """The smallest and largest id of an id array, read on the host (the forward evaluates the ids
+    anyway; a second MLX evaluation costs more): a few ids as Python ints, many through numpy."""
+    if row.ndim in (1, 2) and row.size <= 4096:
+        lists = row.tolist() if row.ndim == 2 else [row.tolist()]
+        return min(map(min, lists)), max(map(max, lists))
+    ids = np.asarray(row)
+    return int(ids.min()), int(ids.max())
 
 
 def pad(rows: list[list[int]], side: str, pad_id: int) -> Batch:
@@ -256,13 +274,13 @@ def continued_cache(datas: list, batch: Batch, n_layers: int) -> list | None:
 
     Raises unless all invokes give the same cache, one mlx-lm ``KVCache`` per decoder layer with
     one row per batch row, and no row is padded (a cache holds no padding mask)."""
+    caches = [d.cache for d in datas if isinstance(d, CachedRows)]
+    if not caches:
+        return None
     from mlx_lm.models.cache import KVCache
 
-    caches = [getattr(d, "cache", None) for d in datas]
-    if all(c is None for c in caches):
-        return None
     cache = caches[0]
-    if any(c is not cache for c in caches):
+    if len(caches) < len(datas) or any(c is not cache for c in caches):
         raise ValueError("past_key_values: every invoke of a trace must continue the same cache (or none)")
     if not isinstance(cache, (list, tuple)) or len(cache) != n_layers or \
             not all(type(c) is KVCache for c in cache):
@@ -345,7 +363,7 @@ class Batcher:
     def batch(self, datas: list | None = None) -> Any:
         """The padded batch of ``datas`` (default: every invoke's input)."""
         datas = self.datas if datas is None else datas
-        key = tuple(id(d) for d in datas)
+        key = tuple(map(id, datas))
         if self._batch is None or self._batch[0] != key:
             self._batch = (key, self.driver.batch(datas))
         return self._batch[1]

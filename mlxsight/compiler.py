@@ -56,9 +56,10 @@ class Schedule:
     def from_indices(cls, indices: tuple, graph: Graph) -> "Schedule":
         before, at, passes, stop_after, whole = indices
         nodes = graph.nodes
-        pick = lambda ids: [nodes[i] for i in ids]  # noqa: E731
-        backward = [BackwardPass(nodes[loss], {k: pick(ids) for k, ids in targets.items()}) for loss, targets in passes]
-        return cls(pick(before), {p: pick(ids) for p, ids in at.items()}, backward, stop_after, whole)
+        backward = [BackwardPass(nodes[loss], {k: [nodes[i] for i in ids] for k, ids in targets.items()})
+                    for loss, targets in passes] if passes else []
+        return cls([nodes[i] for i in before], {p: [nodes[i] for i in ids] for p, ids in at.items()}, backward,
+                   stop_after, whole)
 
 
 class Compiler:
@@ -73,9 +74,9 @@ class Compiler:
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
                 materialized: list[tuple[Node, int, Where | None, frozenset]] = (), stop_early: bool = True,
                 whole: bool = False) -> Schedule:
-        key = (tuple(graph.shape), tuple(n.index for n in outputs),
-               tuple((n.index, before, apart) for n, before, _, apart in materialized), stop_early,
-               context.settings.relaxed_order, whole)  # the order checks differ
+        key = (tuple(graph.shape), tuple([n.index for n in outputs]),
+               tuple([(n.index, before, apart) for n, before, _, apart in materialized]) if materialized else (),
+               stop_early, context.settings.relaxed_order, whole)  # the order checks differ
         with self.lock:
             entry = self.cache.get(key)
             if entry is not None and entry[0] is structure:

@@ -69,7 +69,11 @@ def push_tracer(tracer: Any) -> None:
 
 def pop_tracer(tracer: Any) -> None:
     """Forget ``tracer`` wherever it is on this thread's stack (a no-op when it is not there)."""
-    _forget(_open.tracers, tracer)
+    stack = _open.tracers
+    if stack and stack[-1] is tracer:  # the usual case: the innermost trace closes
+        stack.pop()
+    else:
+        _forget(stack, tracer)
 
 
 def push_session(session: Any) -> None:

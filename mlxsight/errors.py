@@ -6,7 +6,6 @@ import linecache
 import os
 import sys
 import warnings
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -26,13 +25,26 @@ def is_library_file(filename: str) -> bool:
     return filename.startswith(_PACKAGE_DIR) and not filename.startswith(_ABOVE_CORE)
 
 
-@dataclass(frozen=True)
 class Where:
-    """A place in the user's source: file, line and the function it is in."""
+    """A place in the user's source: file, line and the function it is in (a value; one is made
+    for every recorded operation, so a plain slotted class rather than a frozen dataclass)."""
 
-    file: str
-    line: int
-    function: str = ""
+    __slots__ = ("file", "line", "function")
+
+    def __init__(self, file: str, line: int, function: str = "") -> None:
+        self.file, self.line, self.function = file, line, function
+
+    def _key(self) -> tuple:
+        return self.file, self.line, self.function
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Where and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Where(file={self.file!r}, line={self.line!r}, function={self.function!r})"
 
     def code(self) -> str:
         return linecache.getline(self.file, self.line).strip()
@@ -70,7 +82,8 @@ def where_now() -> Where | None:
     frame = user_frame(2)
     if frame is None:
         return None
-    return Where(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+    code = frame.f_code
+    return Where(code.co_filename, frame.f_lineno, code.co_name)
 
 
 class MLXSightError(Exception):

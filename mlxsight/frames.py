@@ -13,14 +13,21 @@ import sys
 from types import FrameType
 from typing import Any, Callable
 
+from .proxy import Proxy
 from .runner import NEVER_REACHED
 from .tree import contains
 
 _SMALL = 64  # pre-existing containers up to this size are always searched for proxies
 
 
+_FAST_LOCALS = sys.version_info < (3, 13)  # before 3.13, f_locals of a function is a copy written back explicitly
+
+
+_CONTAINERS = (list, dict)  # exactly these: what a block may put its proxies into
+
+
 def is_container(value: Any) -> bool:
-    return type(value) in (list, dict)
+    return type(value) in _CONTAINERS
 
 
 def _shared(value: Any) -> bool:
@@ -35,7 +42,7 @@ class FrameSnapshot:
     def __init__(self, frame: FrameType | None) -> None:
         self.frame = frame
         self.values: dict[str, Any] = dict(frame.f_locals) if frame is not None else {}
-        self.sizes = {id(v): len(v) for v in self.values.values() if is_container(v)}
+        self.sizes = {id(v): len(v) for v in self.values.values() if type(v) in _CONTAINERS}
 
     @property
     def info(self) -> dict:
@@ -88,8 +95,7 @@ class FrameSnapshot:
                 updates[name] = before[name]
             else:
                 deletes.append(name)
-        write_frame(frame, updates, deletes)
-
+        write_frame(frame, updates, deletes, locals_)
 
     def revert(self, keep: tuple = ()) -> None:
         """Undo the block's bindings but those to ``keep`` (what ``with ... as`` bound): each name it
@@ -117,7 +123,8 @@ def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: C
             transform(container)  # values as pushed names (in place)
     updates = {}
     for name, value in pushes:
-        if isinstance(value, (list, dict)):
+        # a proxy is never a container here (and asking one its class runs its ``__class__`` property)
+        if type(value) is not Proxy and isinstance(value, (list, dict)):
             _resolve_in_place(value, resolve)
             updates[name] = value
         else:
@@ -130,7 +137,9 @@ def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: C
 
 
 def _never_reached(value: Any) -> bool:
-    return contains(value, lambda v: v is NEVER_REACHED)
+    if value is NEVER_REACHED:
+        return True
+    return isinstance(value, (tuple, list, dict)) and contains(value, lambda v: v is NEVER_REACHED)
 
 
 def _resolve_in_place(container: Any, resolve: Callable[[Any], Any]) -> None:
@@ -168,17 +177,22 @@ def holds(value: Any, is_ours: Callable[[Any], bool]) -> bool:
     return contains(value, is_ours, 2)
 
 
-def write_frame(frame: FrameType, updates: dict[str, Any], deletes: list[str]) -> None:
-    """Bind ``updates`` and unbind ``deletes`` in ``frame`` (function frames included)."""
-    optimized = bool(frame.f_code.co_flags & 0x1)  # CO_OPTIMIZED: a function frame with fast locals
-    if optimized and sys.version_info < (3, 13):
-        locals_ = frame.f_locals  # the frame's cached dict (refreshed by this read)
+# CPython's PyFrame_LocalsToFast(frame, clear), typed once: the frame is passed as an object
+_locals_to_fast = ctypes.PYFUNCTYPE(None, ctypes.py_object, ctypes.c_int)(("PyFrame_LocalsToFast", ctypes.pythonapi))
+
+
+def write_frame(frame: FrameType, updates: dict[str, Any], deletes: list[str], locals_: dict | None = None) -> None:
+    """Bind ``updates`` and unbind ``deletes`` in ``frame`` (function frames included). ``locals_``:
+    the frame's ``f_locals`` when just read (and nothing ran in the frame since)."""
+    if locals_ is None:
+        locals_ = frame.f_locals  # a function frame's cached dict (refreshed by this read); else the globals
+    if frame.f_code.co_flags & 0x1 and _FAST_LOCALS:  # CO_OPTIMIZED: a function frame with fast locals
         locals_.update(updates)
         for name in deletes:
             locals_.pop(name, None)
-        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
+        _locals_to_fast(frame, 1)
         return
-    locals_ = frame.f_locals  # module level (and notebooks): the globals dict; 3.13+: write-through
+    # module level (and notebooks): the globals dict; 3.13+: a write-through proxy
     for name, value in updates.items():
         locals_[name] = value
     for name in deletes:

@@ -51,7 +51,9 @@ class HookPoint(NamedTuple):
 
     def label(self, root: str = "model") -> str:
         kind = "inputs" if self.kind == "input" else self.kind
-        return ".".join(p for p in (root, self.path) if p) + f".{kind}"
+        if root and self.path:
+            return f"{root}.{self.path}.{kind}"
+        return f"{root or self.path}.{kind}" if root or self.path else f".{kind}"
 
     def __str__(self) -> str:
         return self.label() + (f".i{self.call}" if self.call else "")
@@ -99,17 +101,18 @@ class Graph:
         if op not in OPCODES:
             raise ValueError(f"unknown opcode {op!r}: a graph's opcodes are {sorted(OPCODES)}")
         kwargs = kwargs or {}
-        deps = find_all(args, Node)
+        deps = find_all(args, Node) if args else []
         if kwargs:
             find_all(tuple(kwargs.values()), Node, deps)
+        nodes = self.nodes
         for dep in deps:  # a node of another graph would silently stand for whatever has its index here
-            if dep.index >= len(self.nodes) or self.nodes[dep.index] is not dep:
+            if dep.index >= len(nodes) or nodes[dep.index] is not dep:
                 raise ExpiredProxyError("a value of another trace is used here: a value lives only in the trace "
                                         "that made it (save it there; saved values leave as plain arrays)", where)
-        node = Node(op, target, args, kwargs, where, len(self.nodes), invoke, deps)
-        self.nodes.append(node)
+        node = Node(op, target, args, kwargs, where, len(nodes), invoke, deps)
+        nodes.append(node)
         point = target if op in POINT_OPS else (target[:2] if op in ("grad", "set_grad") else None)
-        self.shape.append((op, point, tuple(d.index for d in deps)))
+        self.shape.append((op, point, tuple([d.index for d in deps]) if deps else ()))
         return node
 
     def __iter__(self) -> Iterator[Node]:

@@ -401,6 +401,18 @@ class LanguageModelDriver(ModuleDriver):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.vocab_size = _vocab_size(mlx_model, vars(config))  # every input id is checked against it
         self.positions = _position_limit(mlx_model, vars(config), self.vocab_size)
+        self._layer_count: int | None = None
+
+    def forget(self) -> None:
+        super().forget()
+        self._layer_count = None
+
+    @property
+    def layer_count(self) -> int:
+        """How many decoder layers (KV-cache slots) the mlx-lm model has; read once per module tree."""
+        if self._layer_count is None:
+            self._layer_count = len(getattr(self.mlx_model, "layers", []))
+        return self._layer_count
 
     def encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
         if "past_key_values" in kwargs:  # continue a KV cache (see ``batch`` and ``forward``)
@@ -419,8 +431,9 @@ class LanguageModelDriver(ModuleDriver):
     def batch(self, datas: list) -> Batch:
         rows = [r for d in datas for r in d]
         batch = pad(rows, getattr(self.tokenizer, "padding_side", "left"), self.pad_id)
-        batch.cache = continued_cache(datas, batch, len(getattr(self.mlx_model, "layers", [])))
-        self.check_length(batch.input_ids.shape[1] + (batch.cache[0].offset if batch.cache else 0))
+        batch.cache = continued_cache(datas, batch, self.layer_count)
+        if self.positions is not None:
+            self.check_length(batch.input_ids.shape[1] + (batch.cache[0].offset if batch.cache else 0))
         return batch
 
     def check_length(self, tokens: int, new_tokens: int = 0) -> None:
@@ -434,8 +447,8 @@ class LanguageModelDriver(ModuleDriver):
     def signature(self, batch: Batch) -> Any:
         # The attention implementation decides what attention modules return (weights or None).
         cached = batch.cache[0].offset if batch.cache else None
-        return (tuple(batch.input_ids.shape), tuple(batch.left_padding), tuple(batch.right_padding), cached,
-                getattr(self.module, "attn_implementation", None))
+        attention = getattr(self.module, "attn_implementation", None) if self.view == "hf" else None
+        return (batch.input_ids.shape, tuple(batch.left_padding), tuple(batch.right_padding), cached, attention)
 
     def structure(self, batch: Batch, instrumented: frozenset = frozenset()) -> Structure:
         if batch.cache is None:
@@ -466,7 +479,7 @@ class LanguageModelDriver(ModuleDriver):
             return lambda: module(input_ids=ids, attention_mask=mask)
         if batch.attention_mask is None:
             return lambda: module(ids)
-        n_layers = len(getattr(self.mlx_model, "layers", []))
+        n_layers = self.layer_count
         return lambda: module(ids, cache=[PaddingMask(batch.left_padding, batch.right_padding)
                                           for _ in range(n_layers)])
 

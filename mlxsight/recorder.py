@@ -64,7 +64,7 @@ class Recorder:
         self._skipped: dict[int, set[str]] = {}  # per invoke: the modules skipped
         # where a tracer.stop() ends the run: (forward position, hook point); nothing later is reached
         self._stop: tuple[int, HookPoint | None] | None = None
-        self._evaluator = Evaluator(tracer.driver.modules())
+        self._evaluator: Evaluator | None = None  # made on the first operation recorded on a proxy
 
     # -- what proxies ask of their trace -------------------------------------------------------
     def check_open(self) -> None:
@@ -123,6 +123,8 @@ class Recorder:
             return UNKNOWN
         if isinstance(node.target, RowSlice):  # the batch size is only known at exit
             return metas[0][0] if node.op == "put" else UNKNOWN
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.tracer.driver.modules())
         try:
             return self._evaluator.evaluate(node, metas[0], metas[1])
         except TraceError:
@@ -237,8 +239,10 @@ class Recorder:
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             where = where_now()
-            self._check_before_stop(structure.order.get(point), point)
-            self._check_order(invoke.index, structure.order.get(point), point, where)
+            position = structure.order.get(point)
+            if self._stop is not None:
+                self._check_before_stop(position, point)
+            self._check_order(invoke.index, position, point, where)
             meta = structure.meta(point)
             slot = self.slot(point, where)
             if invoke.rows is None:

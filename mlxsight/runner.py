@@ -83,14 +83,17 @@ class Runner(CallCounter, Evaluator):
                  instrumented: frozenset = frozenset(), single_call: bool = False) -> None:
         # Operations inside an instrumented forward are hooked through their module's call.
         # Points of no module (a generation's streamer) are fired by the driver, not hooked.
-        hooked = {module_of(p) for p in schedule.hooked_paths} & modules.keys()
+        at = schedule.at
+        owners = {module_of(p.path) for p in at}
+        hooked = owners & modules.keys()
         # A forward that is one call of the root (``single_call``) returns the root's output: when
         # that is the root's only point, it is fired on the return value and the root is not hooked.
-        self.fires_root = single_call and "" not in instrumented and ROOT_OUTPUT in schedule.at and not any(
-            module_of(p.path) == "" for p in schedule.at if p != ROOT_OUTPUT)
+        self.fires_root = single_call and "" not in instrumented and ROOT_OUTPUT in at and (
+            len(at) == 1 or not any(module_of(p.path) == "" for p in at if p != ROOT_OUTPUT))
         if self.fires_root:
             hooked.discard("")
-        CallCounter.__init__(self, {id(modules[p]): p for p in hooked}, instrumented & hooked)
+        CallCounter.__init__(self, {id(modules[p]): p for p in hooked} if hooked else {},
+                             instrumented & hooked if instrumented else instrumented)
         Evaluator.__init__(self, modules)
         self.schedule = schedule
         self.hooked = hooked
@@ -124,10 +127,10 @@ class Runner(CallCounter, Evaluator):
     def _call(self, forward: Callable[[], Any]) -> None:
         try:
             out = forward()
-            if self.fires_root:
-                self._at(ROOT_OUTPUT, out)
         except _StopForward:
-            pass
+            return
+        if self.fires_root:  # the forward has returned: nothing is left to stop
+            self._fire_at(ROOT_OUTPUT, out, self.schedule.at[ROOT_OUTPUT])
 
     def _run_with_grad(self, forward: Callable[[], Any]) -> dict[int, Any]:
         """The forward, then one backward per ``backward()`` of the trace, each its own gradient
@@ -207,8 +210,10 @@ class Runner(CallCounter, Evaluator):
         return cotangent
 
     def _warn_unreached(self) -> None:
-        missed = [p for p, nodes in self.schedule.at.items() if any(n.index not in self.env for n in nodes)]
+        env = self.env
+        missed = [p for p, nodes in self.schedule.at.items() for n in nodes if n.index not in env]
         if missed:
+            missed = list(dict.fromkeys(missed))
             import warnings
 
             first = min(missed, key=lambda p: (p.call, p.path))
@@ -230,6 +235,13 @@ class Runner(CallCounter, Evaluator):
         nodes = self.schedule.at.get(point)
         if nodes is None:
             return value
+        value = self._fire_at(point, value, nodes)
+        if point == self.schedule.stop_after:
+            raise _StopForward
+        return value
+
+    def _fire_at(self, point: HookPoint, value: Any, nodes: list[Node]) -> Any:
+        """Fire ``nodes`` of ``point`` on its live ``value``; what the forward continues with."""
         # A gradient target here is perturbed where its value enters: the reads at this point and the
         # rest of the forward both see it, so d loss / d value counts every path to the loss (a loss
         # computed straight from a read included). Where the point is written, the target is what
@@ -243,8 +255,6 @@ class Runner(CallCounter, Evaluator):
         value, self.slot = self.slot, None
         if written:
             value = self._perturb_slot(point, value)
-        if point == self.schedule.stop_after:
-            raise _StopForward
         return value
 
     def _perturb_slot(self, point: HookPoint, value: Any) -> Any:

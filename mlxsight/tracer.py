@@ -158,6 +158,11 @@ class Tracer:
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
     rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
+    # set on entry (class defaults: a trace is made per block, so it sets only what it must)
+    _session: Any = None  # the session this trace runs in
+    _frame = FrameSnapshot(None)  # the caller's frame (this one holds none)
+    info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
+    _structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     def _repr_html_(self) -> str:
         from .notebook import tracer_html
@@ -172,14 +177,10 @@ class Tracer:
         self._open = self._locked = False
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._invokes: list[Invoke] = []
-        self._session: Any = None
         self._saved: dict[int, Any] = {}
         self._materialized: list[tuple[Node, int, Where | None]] = []
         self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
-        self._frame, self._locals = FrameSnapshot(None), {}
-        self.info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
-        self._structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     @property
     def graph(self) -> Graph:
@@ -192,7 +193,8 @@ class Tracer:
         if current_tracer() is not None:
             raise NestedTraceError("a trace cannot be opened inside another trace (sessions are not supported yet)",
                                    where_now())
-        context.model_lock(self.model).acquire()  # another thread tracing this model waits for this trace
+        self._lock = context.model_lock(self.model)
+        self._lock.acquire()  # another thread tracing this model waits for this trace
         self._locked = True
         try:
             self._frame = FrameSnapshot(frame)
@@ -215,9 +217,10 @@ class Tracer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        stopped = False
         if exc is not None:
             hint_mlx_function(exc)
-        stopped = exc_type is not None and issubclass(exc_type, StopTrace)
+            stopped = issubclass(exc_type, StopTrace)
         try:
             if exc_type is None or stopped:
                 self._finish()
@@ -253,7 +256,7 @@ class Tracer:
         finally:
             if self._locked:
                 self._locked = False
-                context.model_lock(self.model).release()
+                self._lock.release()
 
     def _implicit_invoke(self) -> Invoke | None:
         """The trace's own input as its only invoke (nnsight refuses more): the whole batch, so
@@ -368,6 +371,8 @@ class Tracer:
         """Each value used as a concrete Python value, with the invokes whose later edits cannot
         change it: those with rows of their own other than its invoke's, as their rows were not in
         the batch it was computed on (nnsight runs each invoke's block on its own rows)."""
+        if not self._materialized:
+            return []
         own_rows = {i for i, invoke in enumerate(self._invokes) if invoke.rows is not None}
         return [(node, before, where, frozenset(own_rows - {node.invoke}))
                 for node, before, where in self._materialized]
@@ -387,37 +392,48 @@ class Tracer:
     def _finish(self) -> None:
         if not self._invokes:
             raise ValueError(NO_INPUT)
-        Barrier.check(self._barriers)
+        if self._barriers:
+            Barrier.check(self._barriers)
         if self._caches:
             fill_caches(self._caches, self.structure_for(self.batcher.batch()), self.recorder.slot)
         session = self._session
-        pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
-                                                               hand_all=session is not None)
-        resolve = self._compute([v for _, v in pushes] + containers + [c.values() for c in self._caches])
+        pushes, containers, locals_ = self._frame.collect(self.holds_proxy, self._saved, hand_all=session is not None)
+        outputs = [v for _, v in pushes] + containers
+        if self._caches:
+            outputs += [c.values() for c in self._caches]
+        resolve, values = self._compute(outputs)
+        # in a session, values stay lazy until the session ends; a scan's are shapes only
+        pending = [v for v in values if v is not NEVER_REACHED] if session is None and not self.scan else []
+        transform = context.settings.value_transform
+        if pending and transform is not None:  # the transform (compat: to torch) reads the values
+            mx.eval(pending)
+            pending = []
         for request in self._caches:
             request.resolve(resolve)
         # in a session, names keep their values until the session hands them out (adopt); lists and
         # dicts the script made before the trace are transformed in place either way
-        transform = context.settings.value_transform
         updates = resolved_updates(pushes, containers, resolve, transform,
                                    transform_names=session is None)
         if session is not None:
             session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
             return
-        self._frame.push(self._locals, dict(updates), self.holds_proxy)  # reverted names are not pushed values
+        self._frame.push(locals_, dict(updates), self.holds_proxy)  # reverted names are not pushed values
+        if pending:
+            # Evaluated last, once the names are bound to the (lazy) arrays: the forward's computation
+            # evicts the caches, so the bookkeeping above runs before it, not after. If it fails, the
+            # block's exit reverts the names as for any failure.
+            mx.eval(pending)
         self._pushed = updates  # for the notebook display
         context.notify_exit(self._frame.info, updates)
 
-    def _compute(self, outputs: list) -> Callable[[Any], Any]:
-        """Run the graph for every proxy inside ``outputs``; a function replacing them by values."""
+    def _compute(self, outputs: list) -> tuple[Callable[[Any], Any], list]:
+        """Run the graph for every proxy inside ``outputs`` (nothing is evaluated): a function
+        replacing them by their values, and the values."""
         proxies = proxies_in(outputs, self.recorder)
         values = self._run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
-        reached = [v for v in values if v is not NEVER_REACHED]
-        if reached and self._session is None and not self.scan:
-            mx.eval(reached)  # in a session, values stay lazy until the session ends
-        return substitute(proxies, values)
+        return substitute(proxies, values), values
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)

@@ -40,10 +40,11 @@ def map_tree(value: Any, fn: Callable[[Any], Any], slices: bool = False) -> Any:
 def map_matching(value: Any, kind: type | tuple[type, ...], fn: Callable[[Any], Any]) -> Any:
     """``value`` rebuilt with every instance of ``kind`` inside it (slices included) replaced by
     ``fn(instance)``; other leaves are kept as they are."""
-    if isinstance(value, _ATOMS):
-        return value
+    # ``kind`` first: a proxy answers it from its type, but would have its ``__class__`` asked for atoms
     if isinstance(value, kind):
         return fn(value)
+    if isinstance(value, _ATOMS):
+        return value
     if isinstance(value, ModelOutput):
         return type(value)(**{k: map_matching(v, kind, fn) for k, v in value.items()})
     if isinstance(value, dict):
