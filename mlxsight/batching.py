@@ -367,6 +367,11 @@ class Batcher:
                 datas = sorted([*datas, self.datas[widest]], key=lambda d: order[id(d)])
         return self.batch(datas), datas
 
+    def separable(self) -> bool:
+        """Whether some invokes' rows can run without the others': not when they continue a KV cache,
+        which holds every row of the batch."""
+        return all(getattr(d, "cache", None) is None for d in self.datas)
+
     def rows_in(self, datas: list, data: Any) -> tuple[int, int]:
         """``data``'s row range in the batch of ``datas``."""
         start = 0

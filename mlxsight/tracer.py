@@ -144,6 +144,8 @@ class Invoke:
         if self._structure is None or self._structure[0] != key:
             if self.data is None:
                 structure, view = tracer.structure_for(tracer.batcher.batch()), None
+            elif not tracer.batcher.separable():  # a continued KV cache: rows of one length, none padded
+                structure, view = tracer.structure_for(tracer.batcher.batch([self.data])), None
             else:
                 batch, datas = tracer.batcher.part([self.data])
                 start, stop = tracer.batcher.rows_in(datas, self.data)
@@ -369,7 +371,8 @@ class Tracer:
         invokes = self._invokes
         rows = {i: invoke.rows for i, invoke in enumerate(invokes) if invoke.rows is not None}
         plan = None
-        if self.runs_parts and not self.scan and not self.model.whole_forward and len(rows) == len(invokes) > 1:
+        if self.runs_parts and not self.scan and not self.model.whole_forward and len(rows) == len(invokes) > 1 \
+                and self.batcher.separable():
             plan = invokes_needed(self.graph, node, rows)
         if plan is None or len(plan[0]) == len(invokes):
             return self._run([node])[0]
