@@ -18,6 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from .aliasing import ViewSpec
+from .graph import Graph, Node, map_nodes
 from .tree import map_tree, zip_tree
 
 
@@ -345,7 +346,7 @@ class Batcher:
         self.datas: list = []  # encoded inputs, in invoke order
         self.rows_used = 0
         self.size = BatchSize()
-        self._batch: tuple | None = None  # (ids of the datas, batch): built once per distinct list
+        self._batches: dict[tuple, Any] = {}  # by the ids of the datas: the last few batches built
 
     def add(self, inputs: tuple, kwargs: dict) -> tuple[Any, tuple[int, int]]:
         """Encode one invoke's input; its data and its rows of the batch."""
@@ -363,10 +364,41 @@ class Batcher:
     def batch(self, datas: list | None = None) -> Any:
         """The padded batch of ``datas`` (default: every invoke's input)."""
         datas = self.datas if datas is None else datas
-        key = tuple(map(id, datas))
-        if self._batch is None or self._batch[0] != key:
-            self._batch = (key, self.driver.batch(datas))
-        return self._batch[1]
+        key = tuple(id(d) for d in datas)
+        batch = self._batches.pop(key, None)
+        if batch is None:
+            batch = self.driver.batch(datas)
+        self._batches[key] = batch  # most recent last; a trace alternates between a few lists at most
+        if len(self._batches) > 4:
+            del self._batches[next(iter(self._batches))]
+        return batch
+
+    def part(self, datas: list) -> tuple[Any, list]:
+        """The batch of some invokes' inputs (``datas``, in invoke order) whose rows are as they are in
+        the batch of every input so far: as wide, so padded alike (the widest input so far joins them
+        when none of them is as wide). Also the inputs it holds, in row order."""
+        widths = [_width(d) for d in self.datas]
+        if None not in widths and widths:
+            widest = max(range(len(widths)), key=widths.__getitem__)
+            if widths[widest] > max(_width(d) for d in datas):
+                order = {id(d): i for i, d in enumerate(self.datas)}
+                datas = sorted([*datas, self.datas[widest]], key=lambda d: order[id(d)])
+        return self.batch(datas), datas
+
+    def separable(self) -> bool:
+        """Whether some invokes' rows can run without the others': not when they continue a KV cache,
+        which holds every row of the batch."""
+        return all(getattr(d, "cache", None) is None for d in self.datas)
+
+    def rows_in(self, datas: list, data: Any) -> tuple[int, int]:
+        """``data``'s row range in the batch of ``datas``."""
+        start = 0
+        for d in datas:
+            n = self.driver.rows(d)
+            if d is data:
+                return start, start + n
+            start += n
+        raise ValueError("the input is not part of that batch")
 
     def fix_size(self, batch: Any) -> int:
         self.size.value = self.driver.rows(batch)
@@ -375,6 +407,13 @@ class Batcher:
     def narrow(self, rows: tuple[int, int]) -> "RowSlice":
         """The view of an invoke's rows of a batched value."""
         return RowSlice(rows[0], rows[1], self.size)
+
+
+def _width(data: Any) -> int | None:
+    """The longest row of an invoke's token-id rows (``None``: not token rows)."""
+    if not isinstance(data, list) or not data:
+        return None
+    return max(r.shape[-1] if isinstance(r, mx.array) else len(r) for r in data)
 
 
 @dataclass(frozen=True)
@@ -425,3 +464,91 @@ def assemble_skip(path: str, replacements: list[tuple[tuple[int, int] | None, An
     for _, v in parts[1:]:
         out = zip_tree(out, v, lambda a, b: mx.concatenate([a, b], axis=0))
     return out
+
+
+def invokes_needed(graph: Graph, node: Node, rows: dict[int, tuple[int, int]]) -> tuple[set[int], set[int]] | None:
+    """The invokes whose rows ``node``'s value depends on, so it can be computed on their rows alone,
+    and the nodes that computation needs (``None``: it needs the whole batch).
+
+    Rows of a batched forward do not mix: an invoke's value depends on its own rows, on edits of
+    those rows, and on values other invokes hand it. An edit of another invoke's rows (a ``put`` of
+    its ``RowSlice``) leaves these rows as they were. ``rows``: each invoke's row range; a graph
+    with skips, gradients or a computation on the whole batch (an edit of ``model.edit``, an empty
+    invoke) needs the whole batch."""
+    if node.invoke is not None and node.invoke not in rows or \
+            any(n.op in ("skip", "grad", "set_grad") for n in graph):
+        return None
+    owner = {r: i for i, r in rows.items()}
+    needed = {node.invoke} if node.invoke is not None else set()
+    while True:
+        walked = _walk(graph, node, needed, owner)
+        if walked is None:
+            return None
+        found, seen = walked
+        if found <= needed:
+            return (needed, seen) if needed else None
+        needed |= found
+
+
+def _walk(graph: Graph, node: Node, keep: set[int], owner: dict) -> tuple[set[int], set[int]] | None:
+    """The invokes whose rows the values of ``keep``'s rows depend on, and the nodes reached;
+    ``None`` if one of them is computed on the whole batch (its rows mixed or indexed)."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    stack = [node] + [n for n in graph if n.op == "write"]
+    while stack:
+        n = stack.pop()
+        if n.index in seen:
+            continue
+        seen.add(n.index)
+        rows = _rows_of(n)
+        if rows is not None and rows not in owner:
+            return None
+        if rows is not None and n.op == "put" and owner[rows] not in keep:
+            stack.append(n.args[0])  # another invoke's edit: these rows are its base's
+            continue
+        if rows is not None:
+            found.add(owner[rows])
+        stack.extend(n.inputs())
+    whole: dict[int, bool] = {}  # node index -> its value is the whole batch (not one invoke's rows)
+    for n in (graph.nodes[i] for i in sorted(seen)):
+        rows = _rows_of(n)
+        if n.op in ("read", "write") or n.op == "put" and rows is not None:
+            whole[n.index] = True
+        elif n.op == "view" and rows is not None:
+            whole[n.index] = False
+        elif any(whole.get(d.index, False) for d in n.inputs()):
+            return None  # an operation on the whole batch: its rows are not these
+        else:
+            whole[n.index] = False
+    return found, seen
+
+
+def _rows_of(node: Node) -> tuple[int, int] | None:
+    """The row range a ``view``/``put`` of one invoke's rows addresses."""
+    if node.op in ("view", "put") and isinstance(node.target, RowSlice):
+        return node.target.start, node.target.stop
+    return None
+
+
+def restrict(graph: Graph, nodes: set[int], keep: set[int], rows: dict[int, tuple[int, int]],
+             moved: dict[int, tuple[int, int]], size: int) -> tuple[Graph, dict[int, Node]]:
+    """The ``nodes`` of ``graph`` (found by ``invokes_needed``) on the rows of the invokes ``keep``
+    only: each kept invoke's rows at ``moved[invoke]`` of a batch of ``size`` rows, the edits of
+    other invokes' rows dropped. Returns the new graph and each node's counterpart in it."""
+    owner = {r: i for i, r in rows.items()}
+    new: dict[int, Node] = {}
+    out = Graph()
+    for n in graph:
+        if n.index not in nodes:
+            continue
+        spec = n.target
+        if _rows_of(n) is not None:
+            invoke = owner[(spec.start, spec.stop)]
+            if invoke not in keep:  # another invoke's edit: these rows are its base's
+                new[n.index] = new[n.args[0].index]
+                continue
+            spec = RowSlice(*moved[invoke], size)
+        args, kwargs = map_nodes((n.args, n.kwargs), lambda d: new[d.index])
+        new[n.index] = out.create(n.op, spec, args, kwargs, n.where, n.invoke)
+    return out, new

@@ -161,12 +161,13 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
 def _check_materialized(graph: Graph, order, origin, materialized) -> None:
     """No edit recorded after a value was used concretely may change it; edits from the invokes in
     ``apart`` (a later invoke's own rows) cannot."""
+    writes = [n for n in graph if n.op == "write"] if materialized else []
     for node, recorded_before, where, apart in materialized:
         o = origin.get(node.index)
         if o is None:
             continue
-        for later in graph.nodes[recorded_before:]:
-            if later.op == "write" and later.invoke not in apart and order[later.target] <= order[o[0]]:
+        for later in writes:
+            if later.index >= recorded_before and later.invoke not in apart and order[later.target] <= order[o[0]]:
                 raise OutOfOrderError(
                     f"this edit of '{later.target}' would change a value that was already used as a "
                     f"concrete Python value", later.where, where)

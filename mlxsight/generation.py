@@ -37,6 +37,7 @@ class GenerationTracer(Tracer):
 
     stop_early = False  # every step runs: later steps, streaming and the result need them
     single_call = False  # the root is called once per step
+    runs_parts = False  # the decoding loop (its stop at EOS, the records) is the whole batch's
 
     def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,

@@ -129,13 +129,52 @@ class Recorder:
             return self._evaluator.evaluate(node, metas[0], metas[1])
         except TraceError:
             raise
-        except IndexError:
-            if self.tracer.example_shapes:  # an index past an edit's example input: checked when it runs
-                return UNKNOWN
-            raise
         except Exception as e:
+            rederived = self.rederive(node)  # an input recorded before a longer invoke widened the batch
+            if rederived is not UNKNOWN:
+                return rederived
+            if isinstance(e, IndexError):
+                if self.tracer.example_shapes:  # an index past an edit's example input: checked when it runs
+                    return UNKNOWN
+                raise
             what = context or f"recording `{format_node(node)}`"
             raise TraceError(f"{type(e).__name__} while {what}: {e}", where) from e
+
+    def rederive(self, node: Node) -> Any:
+        """``node``'s meta on the batch as it is now (``UNKNOWN`` if it cannot be had that way).
+
+        An invoke's values are as wide as the batch was when they were recorded; nnsight pads every
+        invoke's rows to the whole batch, so a later, longer invoke widens the values of earlier
+        ones. Their metas are re-derived from the hook points on demand, when a shorter one meets a
+        wider one (a write, an operation between invokes)."""
+        tracer = self.tracer
+        if not tracer.batcher.datas:
+            return UNKNOWN
+        batch = tracer.batcher.batch()
+        structure, size = tracer.structure_for(batch), tracer.batcher.driver.rows(batch)
+        needed, stack = set(), [node]
+        while stack:
+            n = stack.pop()
+            if n.index not in needed:
+                needed.add(n.index)
+                stack.extend(n.inputs())
+        metas: dict[int, Any] = {}
+        try:
+            for n in (self.graph.nodes[i] for i in sorted(needed)):
+                args, kwargs = map_nodes((n.args, n.kwargs), lambda d: metas[d.index])
+                if n.op == "read":
+                    value = structure.meta(n.target)
+                elif n.op in ("view", "put") and isinstance(n.target, RowSlice):
+                    spec = RowSlice(n.target.start, n.target.stop, size)
+                    value = spec.get(args[0]) if n.op == "view" else spec.put(args[0], args[1])
+                elif n.op in ("call_function", "call_method", "call_module", "view", "put"):
+                    value = self._evaluator.evaluate(n, args, kwargs)
+                else:
+                    return UNKNOWN
+                metas[n.index] = value
+        except Exception:
+            return UNKNOWN
+        return metas[node.index]
 
     def own(self, proxy: Proxy) -> Proxy:
         """``proxy``, if it belongs to this trace. One that escaped another trace (kept on an object,
@@ -244,6 +283,9 @@ class Recorder:
                 self._check_before_stop(position, point)
             self._check_order(invoke.index, position, point, where)
             meta = structure.meta(point)
+            view = invoke.view()
+            if view is not None:
+                meta = view.get(meta)
             slot = self.slot(point, where)
             if invoke.rows is None:
                 if slot._meta is UNKNOWN:
@@ -420,6 +462,17 @@ def _first_input_parent(inputs: Proxy) -> tuple[Proxy, Any]:
 def _check_same_shape(label: str, current: Any, value: Proxy) -> None:
     a = getattr(current, "_meta", UNKNOWN)
     b = value._meta
-    if isinstance(a, mx.array) and isinstance(b, mx.array) and tuple(a.shape) != tuple(b.shape):
+    if _same_shape(a, b):
+        return
+    if isinstance(current, Proxy):  # recorded on a narrower batch than the other: both as they are now
+        wide_a, wide_b = current._recorder.rederive(current.node), value._recorder.rederive(value.node)
+        if _same_shape(wide_a, wide_b) and isinstance(wide_b, mx.array):
+            current._meta, value._meta = wide_a, wide_b
+            return
+    if isinstance(a, mx.array) and isinstance(b, mx.array):
         raise TraceError(f"shape mismatch assigning to {label}: it has shape {tuple(a.shape)}, "
                          f"the new value has shape {tuple(b.shape)}", where_now())
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+    return not (isinstance(a, mx.array) and isinstance(b, mx.array)) or tuple(a.shape) == tuple(b.shape)

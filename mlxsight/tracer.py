@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import mlx.core as mx
 
 from . import context
-from .batching import Batcher
+from .batching import Batcher, RowSlice, invokes_needed, restrict
 from .cache import Cache, CacheRequest, fill_caches
 from .context import (  # noqa: F401 - the public names stay importable from here
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
@@ -130,12 +130,30 @@ class Invoke:
         self._structure: tuple | None = None
 
     def structure(self) -> Structure:
+        """The hook points this invoke's reads see: of its rows padded as wide as the batch so far
+        (as nnsight serves them, padded to the batch; a later, longer invoke widens them)."""
+        return self._learn()[0]
+
+    def view(self) -> "RowSlice | None":
+        """This invoke's rows of a value of ``structure()`` (``None``: all of them)."""
+        return self._learn()[1]
+
+    def _learn(self) -> tuple:
         tracer = self.tracer
         key = tracer.recorder.instrumented
         if self._structure is None or self._structure[0] != key:
-            data = [self.data] if self.data is not None else tracer.batcher.datas
-            self._structure = (key, tracer.structure_for(tracer.batcher.batch(data)))
-        return self._structure[1]
+            if self.data is None:
+                structure, view = tracer.structure_for(tracer.batcher.batch()), None
+            elif not tracer.batcher.separable():  # a continued KV cache: rows of one length, none padded
+                structure, view = tracer.structure_for(tracer.batcher.batch([self.data])), None
+            else:
+                batch, datas = tracer.batcher.part([self.data])
+                start, stop = tracer.batcher.rows_in(datas, self.data)
+                size = tracer.batcher.driver.rows(batch)
+                view = None if (start, stop) == (0, size) else RowSlice(start, stop, size)
+                structure = tracer.structure_for(batch)
+            self._structure = (key, structure, view)
+        return self._structure[1:]
 
     def __enter__(self) -> "Invoke":
         self.tracer.recorder.invokes.append(self)
@@ -155,6 +173,7 @@ class Tracer:
     single_call = True  # the forward is one call of the root module (generation: one per step)
     example_shapes = False  # True when shapes while recording come from an example, not the real input
     runs_failed_edits = True  # a stored edit whose body failed raises here (not while recording an edit)
+    runs_parts = True  # a value needed while recording may run on the rows of the invokes it needs only
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run
     rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
@@ -344,7 +363,7 @@ class Tracer:
         """Run the graph recorded so far, as far as ``proxy`` needs, and return its value."""
         self.check_open()
         node = proxy.node
-        value = self._run([node])[0]
+        value = self._run_rows_of(node)
         mx.eval(value)
         self._materialized.append((node, len(self.graph), where_now()))
         return value
@@ -362,10 +381,36 @@ class Tracer:
                                                 self.stop_early and not whole, whole)
         if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
+        return self._execute(schedule, nodes, batch, size)
+
+    def _execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int) -> list:
         self.model.dispatch()  # the first run reads the weights (scan never does)
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
+
+    def _run_rows_of(self, node: Node) -> Any:
+        """``node``'s value now, computed on the rows of the invokes it depends on only (each row as
+        it is in the batch so far), so a trace whose every invoke asks for a value runs each invoke's
+        rows once, not the whole batch each time. The whole graph is still validated."""
+        invokes = self._invokes
+        rows = {i: invoke.rows for i, invoke in enumerate(invokes) if invoke.rows is not None}
+        plan = None
+        if self.runs_parts and not self.scan and not self.model.whole_forward and len(rows) == len(invokes) > 1 \
+                and self.batcher.separable():
+            plan = invokes_needed(self.graph, node, rows)
+        if plan is None or len(plan[0]) == len(invokes):
+            return self._run([node])[0]
+        keep, needed = plan
+        batch, held = self.batcher.part([invokes[i].data for i in sorted(keep)])
+        moved = {i: self.batcher.rows_in(held, invokes[i].data) for i in keep}
+        size = self.driver.rows(batch)
+        structure = self.structure_for(batch)  # the same hook points, in the same order, as the whole batch
+        compiler = self.driver.compiler
+        compiler.compile(self.graph, structure, [node], self.materialized_checks(), self.stop_early)
+        graph, new = restrict(self.graph, needed, keep, rows, moved, size)
+        schedule = compiler.compile(graph, structure, [new[node.index]], (), self.stop_early)
+        return self._execute(schedule, [new[node.index]], batch, size)[0]
 
     def materialized_checks(self) -> list[tuple[Node, int, Where | None, frozenset]]:
         """Each value used as a concrete Python value, with the invokes whose later edits cannot

@@ -594,3 +594,18 @@ def test_a_module_run_ad_hoc_from_a_subclass_method_saves_what_nnsight_saves():
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "adhoc_module_call.py"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 values: 3 match" in proc.stdout
+def test_shorter_invokes_values_are_padded_to_the_batch_as_nnsights():
+    """docs/usage/barrier.md #0: a shorter invoke's embeddings written into a longer invoke, and an
+    operation between two invokes' values: nnsight pads both to the batch, so they agree; every
+    value, pad positions included, equals nnsight's on the same checkpoint."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "cross_invoke_padding.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "6 values: 6 match" in proc.stdout
+
+
+def test_item_in_every_invoke_equals_nnsights_one_forward():
+    """docs/patterns/ablation.md #3: `.item()` in every invoke of a sweep, prompts of different
+    lengths, one invoke patched from another: each number equals nnsight's."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "item_per_invoke.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "14 values: 14 match" in proc.stdout

@@ -2,6 +2,8 @@
 
 import mlx.core as mx
 import pytest
+
+import mlxsight
 from hypothesis import given, settings, strategies as st
 
 PROMPTS = ["Once upon a time there was a dog", "Lily", "The sun was hot and the sky", "Tom and Sue went"]
@@ -90,3 +92,94 @@ def test_invoke_inside_a_trace_with_an_input_is_refused_like_nnsight(stories):
         with stories.trace("Lily") as tracer:
             with tracer.invoke("Tom"):
                 pass
+
+
+# -- rows padded to the batch while recording (nnsight serves each invoke its rows of the padded batch) --
+
+def test_shorter_invokes_value_written_into_a_longer_invoke(stories):
+    """docs/usage/barrier.md's embedding transfer: the shorter invoke's value is as wide as the
+    batch, pads included, so it fits the longer invoke; the longer one runs on it (as nnsight)."""
+    short, long_ = PROMPTS[1], PROMPTS[0]
+    width = len(stories.tokenizer(long_)["input_ids"])
+    n = len(stories.tokenizer(short)["input_ids"])
+    with stories.trace() as tracer:
+        with tracer.invoke(short):
+            embeddings = stories.model.embed_tokens.output
+            donor = embeddings.save()
+        with tracer.invoke(long_):
+            stories.model.embed_tokens.output = embeddings
+            assert stories.model.embed_tokens.output.shape == (1, width, 64)
+            out = stories.output.save()
+    # independent reference: the padded ids' embeddings through the model itself
+    pad = stories.tokenizer.pad_token_id
+    ids = mx.array([[pad] * (width - n) + stories.tokenizer(short)["input_ids"]])
+    assert donor.shape == (1, width, 64)
+    assert mx.array_equal(donor, stories.mlx_model.model.embed_tokens(ids))
+    with stories.trace(ids):
+        ref = stories.output.save()  # the same ids, unpadded: every position attended
+    assert mx.allclose(out, ref, atol=1e-5)
+
+
+def test_values_of_invokes_of_different_lengths_combine(stories):
+    """An operation between a shorter, earlier invoke's value and a longer one's: both padded to the
+    batch, as in nnsight (the shorter one's meta is widened when they meet)."""
+    with stories.trace() as tracer:
+        with tracer.invoke(PROMPTS[1]):
+            a = stories.model.layers[0].output
+            a_saved = a.save()
+        with tracer.invoke(PROMPTS[0]):
+            b = stories.model.layers[0].output.save()
+            diff = (b - a).save()
+            assert diff.shape == b.shape
+    assert mx.allclose(diff, b - a_saved)
+    with pytest.raises(mlxsight.TraceError, match="shape mismatch"):  # a real mismatch is still refused
+        with stories.trace() as tracer:
+            with tracer.invoke(PROMPTS[1]):
+                a = stories.model.layers[0].output
+            with tracer.invoke(PROMPTS[0]):
+                stories.model.layers[0].output = a[:, :1]
+
+
+# -- values needed while recording: computed on the rows they depend on -------------------------
+
+def _forwarded_rows(lm, monkeypatch) -> list:
+    """Spy on the driver: the number of rows of each forward run."""
+    rows, forward = [], lm._driver.forward
+
+    def spy(batch):
+        rows.append(lm._driver.rows(batch))
+        return forward(batch)
+
+    monkeypatch.setattr(lm._driver, "forward", spy)
+    return rows
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PROMPTS), st.integers(0, 4), st.booleans()), min_size=2, max_size=6))
+def test_item_in_every_invoke_equals_the_whole_batch_and_runs_each_invokes_rows(stories, specs):
+    """`.item()` in each invoke (docs/patterns/ablation.md's head sweep): the number equals the same
+    value computed in the trace's one forward, patched from another invoke or not, and each is
+    computed on the rows it needs (its own, a donor's, the widest so far), not the batch so far."""
+    monkeypatch = pytest.MonkeyPatch()
+    rows = _forwarded_rows(stories, monkeypatch)
+    items, saved = [], []
+    try:
+        with stories.trace() as tracer:
+            with tracer.invoke(PROMPTS[2]):
+                donor = stories.model.layers[0].output[:, -1, :]
+            for text, layer, patch in specs:
+                with tracer.invoke(text):
+                    if patch:
+                        stories.model.layers[0].output[:, -1, :] = donor
+                    stories.model.layers[layer].output[:, -1, :8] = 0
+                    p = stories.output[0, -1].softmax(-1)[3]
+                    items.append(p.item())
+                    saved.append(p.save())
+            recording = list(rows)
+    finally:
+        monkeypatch.undo()
+    assert items == pytest.approx([float(s) for s in saved], rel=1e-5, abs=1e-7)
+    # while recording, no forward (values, structures) runs more than the donor's, its own and the
+    # widest rows, however many invokes came before; the trace's own run is the whole batch
+    assert recording and max(recording) <= 3
+    assert rows[-1] == len(specs) + 1
