@@ -19,10 +19,12 @@ from . import context
 from .batching import RowSlice
 from .errors import ExpiredProxyError, ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
 from .frames import holds
-from .graph import Graph, HookPoint, Node, format_node, map_nodes
+from .graph import POINT_OPS, Graph, HookPoint, ModuleCall, Node, format_node, map_nodes
+from .hooks import observing
 from .proxy import UNKNOWN, NodeRef, Proxy, constant, map_proxies
 from .runner import Evaluator
 from .source import SEP
+from .structure import Structure, StructureRecorder, meta_of
 
 if TYPE_CHECKING:
     from .tracer import Invoke, Tracer
@@ -218,7 +220,8 @@ class Recorder:
         proxy = self._served.get(key)
         if proxy is None:
             structure = invoke.structure()
-            if point not in structure.skeletons:
+            hosted = self.graph.hosted.get(point)
+            if point not in structure.skeletons and hosted is None:
                 name = ".".join(p for p in ("model", path) if p)
                 calls = structure.calls(path)
                 if point.call > 0 and calls and self.looping:
@@ -239,7 +242,7 @@ class Recorder:
             where = where_now()
             self._check_before_stop(structure.order.get(point), point)
             self._check_order(invoke.index, structure.order.get(point), point, where)
-            meta = structure.meta(point)
+            meta = structure.meta(point) if hosted is None else meta_of(hosted[1])
             slot = self.slot(point, where)
             if invoke.rows is None:
                 if slot._meta is UNKNOWN:
@@ -327,8 +330,39 @@ class Recorder:
         self.emit("skip", HookPoint(path, "input", 0), (value.node,), {"rows": invoke.rows}, invoke=invoke.index)
         self._served[key] = value
 
-    def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict) -> Proxy:
-        return self.record("call_module", (path, method), args, kwargs)
+    def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict, hook: bool = False,
+                    foreign: Any = None) -> Proxy:
+        """``model.<path>(...)`` on trace values: one node. ``foreign``: the module, when it is no MLX
+        module (``auxiliary``). With ``hook`` the call is observed (nnsight's ``hook=True``): the hook
+        points of the modules it runs are learned now, on the placeholders, and hosted by the node."""
+        if foreign is not None:
+            from .auxiliary import ForeignCall, named_modules
+
+            op, target = "call_function", ForeignCall(foreign, path, method, hook)
+            mlx_modules: dict = {}
+            watched = named_modules(foreign, path)
+        else:
+            op, target = "call_module", ModuleCall(path, method, hook)
+            modules = self.tracer.driver.modules()
+            mlx_modules = watched = {p: m for p, m in modules.items() if p == path or p.startswith(path + ".")}
+        if not hook:
+            return self.record(op, target, args, kwargs)
+        structure = Structure()
+        observer = StructureRecorder({id(m): p for p, m in mlx_modules.items()}, structure)
+        observer.counts.update(self._hosted_calls(watched))  # the calls earlier hooked calls made
+        with observing(list(mlx_modules.values()), observer):
+            proxy = self.record(op, target, args, kwargs)
+        for point in structure.order:
+            self.graph.hosted[point] = (proxy.node, structure.skeletons[point])
+        return proxy
+
+    def _hosted_calls(self, paths: Any) -> dict[str, int]:
+        """How many calls of each of ``paths`` the hooked calls recorded so far make."""
+        counts: dict[str, int] = {}
+        for point in self.graph.hosted:
+            if point.path in paths and point.kind == "output":
+                counts[point.path] = max(counts.get(point.path, 0), point.call + 1)
+        return counts
 
     def use_source(self, path: str) -> None:
         """Run ``path``'s forward instrumented, so its operations are hook points."""
@@ -382,8 +416,13 @@ class Recorder:
     def replay(self, edit: Graph) -> None:
         """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots."""
         new: dict[int, Node] = {}
+        # the calls an edit's hooked calls make follow those already hosted here
+        shift = self._hosted_calls({p.path for p in edit.hosted})
+        moved = lambda p: p._replace(call=p.call + shift.get(p.path, 0)) if p in edit.hosted else p  # noqa: E731
         for node in edit:
             args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
+            if node.op in POINT_OPS:
+                node = Node(node.op, moved(node.target), node.args, node.kwargs, node.where, node.index)
             if node.op == "read":
                 new[node.index] = self.slot(node.target).node
             elif node.op == "write":
@@ -393,6 +432,8 @@ class Recorder:
                 new[node.index] = self.emit("write", node.target, args, kwargs, where=node.where)
             else:
                 new[node.index] = self.emit(node.op, node.target, args, kwargs, where=node.where)
+        for point, (host, skeleton) in edit.hosted.items():
+            self.graph.hosted[moved(point)] = (new[host.index], skeleton)
 
 
 def _first_input(inputs: Proxy) -> Any:
