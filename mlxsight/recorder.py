@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
@@ -240,8 +241,9 @@ class Recorder:
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             where = where_now()
-            self._check_before_stop(structure.order.get(point), point)
-            self._check_order(invoke.index, structure.order.get(point), point, where)
+            position = structure.order.get(point) if hosted is None else self._hosted_position(point, structure)
+            self._check_before_stop(position, point)
+            self._check_order(invoke.index, position, point, where)
             meta = structure.meta(point) if hosted is None else meta_of(hosted[1])
             slot = self.slot(point, where)
             if invoke.rows is None:
@@ -355,6 +357,27 @@ class Recorder:
         for point in structure.order:
             self.graph.hosted[point] = (proxy.node, structure.skeletons[point])
         return proxy
+
+    def _hosted_position(self, point: HookPoint, structure: Structure) -> Any:
+        """Where a hosted point comes in the forward, as the compiler places it: just before the
+        point its hooked call's arguments come from, after the points hosted there earlier."""
+        order = structure.order
+
+        def latest(node: Node, memo: dict) -> int | None:
+            if node.index not in memo:
+                if node.op == "read":
+                    memo[node.index] = order.get(node.target)
+                else:
+                    found = [p for p in (latest(d, memo) for d in node.deps) if p is not None]
+                    memo[node.index] = max(found, default=None)
+            return memo[node.index]
+
+        memo: dict[int, Any] = {}
+        host = self.graph.hosted[point][0]
+        at = latest(host, memo) or 0
+        earlier = [p for p, (h, _) in self.graph.hosted.items() if (latest(h, memo) or 0) == at]
+        n = earlier.index(point) + 1
+        return at - 1 + Fraction(n, n + 1)
 
     def _hosted_calls(self, paths: Any) -> dict[str, int]:
         """How many calls of each of ``paths`` the hooked calls recorded so far make."""
