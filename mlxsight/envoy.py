@@ -193,7 +193,7 @@ class Envoy:
         if name in ("output", "input", "inputs") or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)  # the _Served descriptors, a custom envoy's properties
             return
-        if isinstance(value, nn.Module) or foreign_kind(value) is not None:
+        if isinstance(value, nn.Module) or (foreign_kind(value) is not None and not name.startswith("_")):
             # attached: a module of the tree (as nnsight registers it), with an envoy of its own
             setattr(self._mlx, name, value)
             self._envoys.pop(name, None)
@@ -344,7 +344,7 @@ def _children(module: Any) -> dict[str, Any]:
     if not isinstance(module, dict):
         return {}
     children = {k: v for k, v in module.items() if isinstance(v, nn.Module) or _is_module_list(v)}
-    children.update((k, v) for k, v in vars(module).items() if foreign_kind(v) is not None)
+    children.update((k, v) for k, v in vars(module).items() if not k.startswith("_") and foreign_kind(v) is not None)
     return children
 
 

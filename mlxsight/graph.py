@@ -106,6 +106,9 @@ class Graph:
         # The hook points that hooked module calls make (``envoy(x, hook=True)``): each point, the
         # call node that makes it and its skeleton. The forward never reaches them by itself.
         self.hosted: dict[HookPoint, tuple[Node, Any]] = {}
+        # (start, end, step): nodes[start:end] were recorded as the body of an open ``iter[:]`` loop
+        # at its last step, ``step`` (an edit replays them at each later step of a generation)
+        self.open_loops: list[tuple[int, int, int]] = []
 
     def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
                where: Where | None = None, invoke: int | None = None) -> Node:
@@ -198,7 +201,7 @@ def format_node(node: Node) -> str:
         return f"{name}{'.' + t.method if t.method else ''}({_call_args(node)}{hook})"
     name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
     module = getattr(t, "__module__", "") or ""
-    if module.startswith("mlx"):
+    if module.split(".")[0] == "mlx":
         name = "mx." + name
     return f"{name}({_call_args(node)})"
 

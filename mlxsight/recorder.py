@@ -436,27 +436,50 @@ class Recorder:
                     meta=value._meta)
 
     # -- edits ---------------------------------------------------------------------------------
-    def replay(self, edit: Graph) -> None:
-        """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots."""
-        new: dict[int, Node] = {}
-        # the calls an edit's hooked calls make follow those already hosted here
-        shift = self._hosted_calls({p.path for p in edit.hosted})
-        moved = lambda p: p._replace(call=p.call + shift.get(p.path, 0)) if p in edit.hosted else p  # noqa: E731
-        for node in edit:
+    def replay(self, edit: Graph, steps: int = 1) -> None:
+        """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots.
+        The body of an open ``tracer.iter[:]`` loop in the edit is copied again for each later step
+        of the ``steps`` this run makes, as nnsight's edit runs its loop at every step."""
+        placed: dict[HookPoint, HookPoint] = {}
+        new = self._copy(edit, edit.nodes, {}, 0, placed)
+        for start, end, step in edit.open_loops:
+            for later in range(step + 1, steps):
+                self._copy(edit, edit.nodes[start:end], dict(new), later - step, placed)
+
+    def _copy(self, edit: Graph, nodes: list[Node], new: dict[int, Node], later: int,
+              placed: dict[HookPoint, HookPoint]) -> dict[int, Node]:
+        """Copy ``nodes`` of ``edit`` (``new``: the copies of its nodes so far, by index), their hook
+        points ``later`` calls on; the points their hooked calls host follow those hosted here."""
+        indices = {n.index for n in nodes}
+        own = [p for p, (host, _) in edit.hosted.items() if host.index in indices]
+        first: dict[str, int] = {}
+        for point in own:
+            first[point.path] = min(first.get(point.path, point.call), point.call)
+        shift = self._hosted_calls(first)
+        for point in own:
+            placed[point] = point._replace(call=point.call - first[point.path] + shift.get(point.path, 0))
+        hosted = set(own)
+
+        def moved(point: HookPoint) -> HookPoint:
+            if point in hosted or point in edit.hosted:
+                return placed[point]
+            return point._replace(call=point.call + later) if later else point
+
+        for node in nodes:
             args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
-            if node.op in POINT_OPS:
-                node = Node(node.op, moved(node.target), node.args, node.kwargs, node.where, node.index)
+            target = moved(node.target) if node.op in POINT_OPS else node.target
             if node.op == "read":
-                new[node.index] = self.slot(node.target).node
+                new[node.index] = self.slot(target).node
             elif node.op == "write":
-                slot = self.slot(node.target)
+                slot = self.slot(target)
                 slot._node = args[0]
                 slot._version += 1
-                new[node.index] = self.emit("write", node.target, args, kwargs, where=node.where)
+                new[node.index] = self.emit("write", target, args, kwargs, where=node.where)
             else:
-                new[node.index] = self.emit(node.op, node.target, args, kwargs, where=node.where)
-        for point, (host, skeleton) in edit.hosted.items():
-            self.graph.hosted[moved(point)] = (new[host.index], skeleton)
+                new[node.index] = self.emit(node.op, target, args, kwargs, where=node.where)
+        for point in own:
+            self.graph.hosted[placed[point]] = (new[edit.hosted[point][0].index], edit.hosted[point][1])
+        return new
 
 
 def _first_input(inputs: Proxy) -> Any:

@@ -238,10 +238,10 @@ class Runner(CallCounter, Evaluator):
         written = self.deltas and any(n.op in ("write", "put", "skip") for n in nodes)
         if self.deltas and not written:
             value = self._perturb_slot(point, value)
-        self.slot = value
+        outer, self.slot = self.slot, value  # a hooked call fired here serves its own points inside
         for node in nodes:
             self._fire(node)
-        value, self.slot = self.slot, None
+        value, self.slot = self.slot, outer
         if written:
             value = self._perturb_slot(point, value)
         if point == self.schedule.stop_after:
