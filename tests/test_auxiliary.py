@@ -31,7 +31,7 @@ def test_an_attached_torch_sae_matches_nnsight(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = json.loads(out.read_text())
     assert table["passed"] and table["ran_ok"] == [True, True]
-    assert len(table["rows"]) == 11 and all(row["verdict"] == "ok" for row in table["rows"])
+    assert len(table["rows"]) == 15 and all(row["verdict"] == "ok" for row in table["rows"])
 
 
 class MLXSAE(nn.Module):
@@ -142,3 +142,25 @@ def test_internals_of_a_hooked_call_are_read_in_its_forward_order(stories):
             layer.sae.decoder.output.save()
             layer.sae.encoder.output.save()
     stories.clear_edits()
+
+
+def test_an_edits_open_loop_applies_at_every_generation_step(stories):
+    """nnsight runs an edit's ``for _ in tracer.iter[:]`` body at each step of a later generate: the
+    same ids as a generation whose own loop makes the edit at every step, each step's value zero."""
+    layer = stories.model.layers[1]
+    with stories.generate(PROMPT, max_new_tokens=4) as tracer:
+        for _ in tracer.iter[:4]:
+            layer.output[:] = 0
+        expected = tracer.result.save()
+    with stories.edit(inplace=True) as tracer:
+        for _ in tracer.iter[:]:
+            layer.output[:] = 0
+    with stories.generate(PROMPT, max_new_tokens=4) as tracer:
+        seen = mlxsight.save([])
+        for _ in tracer.iter[:4]:
+            seen.append(layer.output)
+        ids = tracer.result.save()
+    stories.clear_edits()
+    assert [tuple(v.shape)[1] for v in seen] == [len(seen[0][0]), 1, 1, 1]
+    assert all(not np.array(v).any() for v in seen)
+    np.testing.assert_array_equal(np.array(ids), np.array(expected))

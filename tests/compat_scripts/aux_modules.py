@@ -3,6 +3,7 @@ applied in an edit with hook=True, its internals read and written in a later tra
 an attached module, and the model as it was once the edits are cleared."""
 import sys
 
+import nnsight
 import torch
 from nnsight import LanguageModel
 from nnsight.intervention.interleaver import OutOfOrderError
@@ -62,6 +63,18 @@ try:
 except OutOfOrderError:
     ordered = True
 assert ordered, "reading the SAE's internals out of order is an OutOfOrderError"
+
+model.clear_edits()
+with model.edit(inplace=True) as tracer:  # an open loop in an edit: the SAE runs at every step
+    for _ in tracer.iter[:]:
+        acts = model.model.layers[1].output
+        model.model.layers[1].output = model.model.layers[1].sae(acts, hook=True)
+
+with model.generate(prompt, max_new_tokens=3, do_sample=False, min_new_tokens=3) as tracer:
+    step_feats = nnsight.save([])
+    for _ in tracer.iter[:3]:
+        step_feats.append(model.model.layers[1].sae.encode.output)
+    ids = tracer.result.save()
 
 model.clear_edits()
 with model.trace(prompt):
