@@ -358,6 +358,14 @@ class Recorder:
             self.graph.hosted[point] = (proxy.node, structure.skeletons[point])
         return proxy
 
+    def hook_order(self, structure: Structure) -> dict[HookPoint, Any]:
+        """Every hook point this trace's run makes, by its position: the forward's and the hosted."""
+        if not self.graph.hosted:
+            return structure.order
+        order = dict(structure.order)
+        order.update((p, self._hosted_position(p, structure)) for p in self.graph.hosted)
+        return order
+
     def _hosted_position(self, point: HookPoint, structure: Structure) -> Any:
         """Where a hosted point comes in the forward, as the compiler places it: just before the
         point its hooked call's arguments come from, after the points hosted there earlier."""

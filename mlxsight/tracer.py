@@ -376,7 +376,8 @@ class Tracer:
             raise ValueError(NO_INPUT)
         Barrier.check(self._barriers)
         if self._caches:
-            fill_caches(self._caches, self.structure_for(self.batcher.batch()), self.recorder.slot)
+            fill_caches(self._caches, self.recorder.hook_order(self.structure_for(self.batcher.batch())),
+                        self.recorder.slot)
         session = self._session
         pushes, containers, self._locals = self._frame.collect(self.holds_proxy, self._saved,
                                                                hand_all=session is not None)

@@ -164,3 +164,27 @@ def test_an_edits_open_loop_applies_at_every_generation_step(stories):
     assert [tuple(v.shape)[1] for v in seen] == [len(seen[0][0]), 1, 1, 1]
     assert all(not np.array(v).any() for v in seen)
     np.testing.assert_array_equal(np.array(ids), np.array(expected))
+
+
+def test_a_cache_holds_a_hooked_calls_modules(stories):
+    """nnsight's cache page: a module called with hook=True appears in ``tracer.cache()`` with its
+    submodules (after the point its argument comes from); without hook=True it does not."""
+    layer = stories.model.layers[2]
+    with stories.trace(PROMPT):
+        d = layer.output.shape[-1]
+    mx.random.seed(2)
+    layer.sae = sae = MLXSAE(d, 2 * d)
+    with stories.trace(PROMPT) as tracer:
+        cache = tracer.cache()
+        h = layer.output.save()
+        layer.output = layer.sae(layer.output, hook=True)
+    keys = list(cache.keys())
+    assert {"model.model.layers.2.sae", "model.model.layers.2.sae.encoder"} <= set(keys)
+    assert keys.index("model.model.layers.2.sae.encoder") < keys.index("model.model.layers.2.sae")
+    w = _weights(sae)
+    np.testing.assert_allclose(np.array(cache["model.model.layers.2.sae.encoder"].output),
+                               _reference(w, np.array(h))[0], rtol=1e-4, atol=1e-5)
+    with stories.trace(PROMPT) as tracer:
+        cache = tracer.cache()
+        layer.output = layer.sae(layer.output)
+    assert "model.model.layers.2.sae" not in cache.keys()
