@@ -17,7 +17,6 @@ from typing import Any, Callable
 import mlx.core as mx
 
 from .graph import HookPoint
-from .structure import Structure
 from .tree import leaves, map_tree
 
 
@@ -201,10 +200,11 @@ class CacheRequest:
             self.paths = {m._path if hasattr(m, "_path") else _strip_root(str(m)) for m in modules}
         self.dtype, self.output, self.inputs = dtype, include_output, include_inputs
 
-    def fill(self, structure: Structure, slot: Callable[[HookPoint], Any]) -> None:
-        """One entry per module call, in the order calls finish, holding the trace's proxies."""
+    def fill(self, order: dict[HookPoint, Any], slot: Callable[[HookPoint], Any]) -> None:
+        """One entry per module call, in the order calls finish (``order``: each hook point's
+        position in the run), holding the trace's proxies."""
         cache = self.cache
-        for point in sorted(structure.order, key=structure.order.__getitem__):
+        for point in sorted(order, key=order.__getitem__):
             if point.kind != "output" or (self.paths is not None and point.path not in self.paths):
                 continue
             entry = CacheEntry()
@@ -243,7 +243,7 @@ def _strip_root(path: str) -> str:
     return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
 
 
-def fill_caches(requests: list[CacheRequest], structure: Structure, slot: Callable[[HookPoint], Any]) -> None:
-    """Fill each request with the proxies of the hook points it caches."""
+def fill_caches(requests: list[CacheRequest], order: dict[HookPoint, Any], slot: Callable[[HookPoint], Any]) -> None:
+    """Fill each request with the proxies of the hook points it caches (``order``: their positions)."""
     for request in requests:
-        request.fill(structure, slot)
+        request.fill(order, slot)

@@ -13,6 +13,7 @@ dependencies, not constants), so a loop of identical traces compiles and validat
 from __future__ import annotations
 
 import threading
+from fractions import Fraction
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from .aliasing import Item
 from . import context
 from .errors import ModuleNotCalledError, OutOfOrderError, TraceError, Where
-from .graph import Graph, HookPoint, Node
+from .graph import POINT_OPS, Graph, HookPoint, Node
 from .structure import Structure
 
 
@@ -74,7 +75,8 @@ class Compiler:
     def compile(self, graph: Graph, structure: Structure, outputs: list[Node],
                 materialized: list[tuple[Node, int, Where | None, frozenset]] = (), stop_early: bool = True,
                 whole: bool = False) -> Schedule:
-        key = (tuple(graph.shape), tuple([n.index for n in outputs]),
+        key = (tuple(graph.shape), tuple([(p, n.index) for p, (n, _) in graph.hosted.items()]) if graph.hosted else (),
+               tuple([n.index for n in outputs]),
                tuple([(n.index, before, apart) for n, before, _, apart in materialized]) if materialized else (),
                stop_early, context.settings.relaxed_order, whole)  # the order checks differ
         with self.lock:
@@ -98,6 +100,12 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
     """The schedule computing ``outputs``; with ``whole``, every write and skip too and the
     forward runs to its end even with no output (something outside observes it)."""
     order = structure.order
+    hosts: dict[int, list[HookPoint]] = {}  # a hooked call node -> the points it hosts
+    for point, (host, _) in graph.hosted.items():
+        hosts.setdefault(host.index, []).append(point)
+    if hosts:
+        order = dict(order)
+    under: dict[Any, int] = {}  # per forward position: how many hosted points sit just before it
     # For each node: the latest hook point it depends on, and the node that reads it there.
     origin: dict[int, tuple[HookPoint, Node] | None] = {}
     for node in graph:
@@ -118,6 +126,13 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
             origin[node.index] = (point, node)
         else:
             origin[node.index] = latest
+        for point in hosts.get(node.index, ()):
+            # A hooked call runs while the forward is at its arguments' latest point: the points it
+            # hosts come after the point before that one, and before that point's value reaches
+            # later readers (as nnsight serves them while the worker calling it is at the point).
+            at = order[latest[0]] if latest is not None else 0
+            n = under[at] = under.get(at, 0) + 1
+            order[point] = at - 1 + Fraction(n, n + 1)
 
     _check_materialized(graph, order, origin, materialized)
     _check_skipped(graph)
@@ -133,6 +148,8 @@ def compile_graph(graph: Graph, structure: Structure, outputs: list[Node],
             if node.index not in needed:
                 needed.add(node.index)
                 stack.extend(node.inputs())
+                if node.op in POINT_OPS and node.target in graph.hosted:
+                    stack.append(graph.hosted[node.target][0])  # its value exists only if the call runs
         # a gradient edit matters to every later read of its backward pass
         losses = {n.args[1].index for n in graph if n.op == "grad" and n.index in needed}
         stack = [n for n in graph if n.op == "set_grad" and n.index not in needed and n.args[1].index in losses]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import mlx.nn as nn
 
 from . import context
+from .auxiliary import foreign_kind
 from .context import torch_semantics
 from .errors import TraceError, where_now
 from .proxy import Proxy, find_recorder
@@ -94,8 +95,14 @@ class Envoy:
     @property
     def _module(self) -> Any:
         """The wrapped module as nnsight scripts see it: the MLX module, or the view the root model
-        presents of it (``NNsight.module_view``: under compat, a ``torch.nn.Module``)."""
-        return self._root.module_view(self._mlx)
+        presents of it (``NNsight.module_view``: under compat, a ``torch.nn.Module``); a foreign
+        module attached to the model (``auxiliary``) is itself."""
+        return self._mlx if self._foreign else self._root.module_view(self._mlx)
+
+    @property
+    def _foreign(self) -> bool:
+        """Whether this envoy stands for a foreign module attached to the model (a torch SAE)."""
+        return foreign_kind(self._mlx) is not None
 
     @property
     def root(self) -> "NNsight":
@@ -118,8 +125,8 @@ class Envoy:
         if self._is_list:  # a list's entries are named by their index, as torch's ModuleList names them
             value = module[int(name)] if name.isdigit() and int(name) < len(module) else None
         else:
-            value = module.get(name) if isinstance(module, dict) else None
-        if not (isinstance(value, nn.Module) or _is_module_list(value)):
+            value = _children(module).get(name)
+        if value is None:
             return None
         path = _join(self._path, name)
         child = envoy_class(self._root, value, path)(value, path, self._root)
@@ -130,7 +137,7 @@ class Envoy:
         module = self._mlx
         if self._is_list:
             return [str(i) for i in range(len(module))]
-        return [k for k, v in module.items() if isinstance(v, nn.Module) or _is_module_list(v)]
+        return list(_children(module))
 
     @property
     def _aliases(self) -> dict[str, str]:
@@ -186,7 +193,8 @@ class Envoy:
         if name in ("output", "input", "inputs") or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)  # the _Served descriptors, a custom envoy's properties
             return
-        if isinstance(value, nn.Module):
+        if isinstance(value, nn.Module) or (foreign_kind(value) is not None and not name.startswith("_")):
+            # attached: a module of the tree (as nnsight registers it), with an envoy of its own
             setattr(self._mlx, name, value)
             self._envoys.pop(name, None)
             self._root._forget_modules()
@@ -305,13 +313,18 @@ class Envoy:
             raise ValueError(f"Cannot skip `{self.path}` outside of interleaving")
         tracer.recorder.skip(self._path, replacement)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the module; on proxies inside a trace this is recorded (and consumes no hook)."""
+    def __call__(self, *args: Any, hook: bool = False, **kwargs: Any) -> Any:
+        """Call the module; on proxies inside a trace this is recorded and consumes no hook point.
+        ``hook=True`` (nnsight's) observes the call: the ``.input``/``.output`` of this module and
+        of every module under it are served for it (a module attached to the model: an SAE)."""
         tracer = self._tracer()
         if _has_proxy((args, kwargs)):
             if tracer is None:
                 _refuse_foreign_call(self.path, (args, kwargs))
-            return tracer.recorder.call_module(self._path, None, args, kwargs)
+            return tracer.recorder.call_module(self._path, None, args, kwargs, hook=hook,
+                                               foreign=self._mlx if self._foreign else None)
+        if self._foreign:
+            return self._mlx(*args, **kwargs)  # a torch module outside a trace: torch's own call
         if torch_semantics():
             # an nnsight script calls a module on torch tensors outside a trace: same in, same out
             from .torch_ops import to_mlx
@@ -320,6 +333,19 @@ class Envoy:
             transform = context.settings.value_transform
             return transform(out) if transform is not None else out
         return self._mlx(*args, **kwargs)
+
+
+def _children(module: Any) -> dict[str, Any]:
+    """A module's child modules (and lists of modules) by name: an MLX module's entries and the
+    foreign modules attached to it as attributes; a foreign module's children as its kind says."""
+    kind = foreign_kind(module)
+    if kind is not None:
+        return kind.children(module)
+    if not isinstance(module, dict):
+        return {}
+    children = {k: v for k, v in module.items() if isinstance(v, nn.Module) or _is_module_list(v)}
+    children.update((k, v) for k, v in vars(module).items() if not k.startswith("_") and foreign_kind(v) is not None)
+    return children
 
 
 def _refuse_foreign_call(name: str, value: Any) -> None:
@@ -483,7 +509,9 @@ class _BoundModuleMethod:
         if _has_proxy((args, kwargs)):
             if tracer is None:
                 _refuse_foreign_call(f"{self.envoy.path}.{self.name}", (args, kwargs))
-            return tracer.recorder.call_module(self.envoy._path, self.name, args, kwargs)
+            envoy = self.envoy
+            return tracer.recorder.call_module(envoy._path, self.name, args, kwargs,
+                                               foreign=envoy._mlx if envoy._foreign else None)
         return self.fn(*args, **kwargs)
 
 

@@ -93,6 +93,9 @@ class GenerationTracer(Tracer):
     def step_count(self) -> int:
         return self.max_new_tokens
 
+    def edit_steps(self) -> int:
+        return self.max_new_tokens  # a stored edit's open loop runs at every step, as nnsight's
+
     def structure_for(self, batch: Any) -> Structure:
         beams = self.num_beams > 1
         rows = self.driver.rows(batch) // self.num_beams * self.num_return_sequences if beams else None

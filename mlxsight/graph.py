@@ -9,8 +9,9 @@ line. The opcodes are a closed set (``OPCODES``; ``Graph.create`` refuses any ot
   row range, or None for all): the module's body does not run and its output is ``value``.
 - ``view``   target: a ``ViewSpec``; args: (base,); a torch-style view of ``base``.
 - ``put``    target: a ``ViewSpec``; args: (base, value); ``base`` with the view replaced by ``value``.
-- ``call_function`` / ``call_method`` / ``call_module``: target a callable, a method name, or
-  ``(module_path, method)``; args may contain nodes anywhere (see ``map_nodes``).
+- ``call_function`` / ``call_method`` / ``call_module``: target a callable, a method name, or a
+  ``ModuleCall``; args may contain nodes anywhere (see ``map_nodes``). A hooked module call
+  (``envoy(x, hook=True)``) *hosts* the hook points of the calls it makes (``Graph.hosted``).
 - ``grad``   target: ``(kind, point, views)``; args: (value, loss): d loss / d value, where ``kind``
   "slot" means the value the forward continues with at ``point`` and ``views`` narrow the result.
   It fires in the backward of ``loss``, when the cotangent reaches the value.
@@ -59,6 +60,15 @@ class HookPoint(NamedTuple):
         return self.label() + (f".i{self.call}" if self.call else "")
 
 
+class ModuleCall(NamedTuple):
+    """A ``call_module`` target: ``model.<path>(...)`` (``.<method>(...)``). ``hook``: the call is
+    observed (nnsight's ``hook=True``), so the hook points of the modules it runs are served."""
+
+    path: str
+    method: str | None = None
+    hook: bool = False
+
+
 @dataclass(eq=False)
 class Node:
     op: str
@@ -95,6 +105,12 @@ class Graph:
         # What compiling depends on, one entry a node: opcode, hook point, dependencies. Two graphs
         # with equal shapes compile to the same schedule (constants and callables do not matter).
         self.shape: list[tuple] = []
+        # The hook points that hooked module calls make (``envoy(x, hook=True)``): each point, the
+        # call node that makes it and its skeleton. The forward never reaches them by itself.
+        self.hosted: dict[HookPoint, tuple[Node, Any]] = {}
+        # (start, end, step): nodes[start:end] were recorded as the body of an open ``iter[:]`` loop
+        # at its last step, ``step`` (an edit replays them at each later step of a generation)
+        self.open_loops: list[tuple[int, int, int]] = []
 
     def create(self, op: str, target: Any, args: tuple = (), kwargs: dict | None = None,
                where: Where | None = None, invoke: int | None = None) -> Node:
@@ -183,12 +199,12 @@ def format_node(node: Node) -> str:
     if op == "call_method":
         return f"{format_arg(node.args[0])}.{t}({_call_args(node, 1)})"
     if op == "call_module":
-        path, method = t
-        name = ".".join(p for p in ("model", path) if p)
-        return f"{name}{'.' + method if method else ''}({_call_args(node)})"
+        name = ".".join(p for p in ("model", t.path) if p)
+        hook = ", hook=True" if t.hook else ""
+        return f"{name}{'.' + t.method if t.method else ''}({_call_args(node)}{hook})"
     name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
     module = getattr(t, "__module__", "") or ""
-    if module.startswith("mlx"):
+    if module.split(".")[0] == "mlx":
         name = "mx." + name
     return f"{name}({_call_args(node)})"
 

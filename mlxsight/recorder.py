@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
@@ -19,10 +20,12 @@ from . import context
 from .batching import RowSlice
 from .errors import ExpiredProxyError, ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
 from .frames import holds
-from .graph import Graph, HookPoint, Node, format_node, map_nodes
+from .graph import POINT_OPS, Graph, HookPoint, ModuleCall, Node, format_node, map_nodes
+from .hooks import observing
 from .proxy import UNKNOWN, NodeRef, Proxy, constant, map_proxies
 from .runner import Evaluator
 from .source import SEP
+from .structure import Structure, StructureRecorder, meta_of
 
 if TYPE_CHECKING:
     from .tracer import Invoke, Tracer
@@ -259,7 +262,8 @@ class Recorder:
         proxy = self._served.get(key)
         if proxy is None:
             structure = invoke.structure()
-            if point not in structure.skeletons:
+            hosted = self.graph.hosted.get(point)
+            if point not in structure.skeletons and hosted is None:
                 name = ".".join(p for p in ("model", path) if p)
                 calls = structure.calls(path)
                 if point.call > 0 and calls and self.looping:
@@ -278,11 +282,11 @@ class Recorder:
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             where = where_now()
-            position = structure.order.get(point)
+            position = structure.order.get(point) if hosted is None else self._hosted_position(point, structure)
             if self._stop is not None:
                 self._check_before_stop(position, point)
             self._check_order(invoke.index, position, point, where)
-            meta = structure.meta(point)
+            meta = structure.meta(point) if hosted is None else meta_of(hosted[1])
             view = invoke.view()
             if view is not None:
                 meta = view.get(meta)
@@ -377,8 +381,68 @@ class Recorder:
         self.emit("skip", HookPoint(path, "input", 0), (value.node,), {"rows": invoke.rows}, invoke=invoke.index)
         self._served[key] = value
 
-    def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict) -> Proxy:
-        return self.record("call_module", (path, method), args, kwargs)
+    def call_module(self, path: str, method: str | None, args: tuple, kwargs: dict, hook: bool = False,
+                    foreign: Any = None) -> Proxy:
+        """``model.<path>(...)`` on trace values: one node. ``foreign``: the module, when it is no MLX
+        module (``auxiliary``). With ``hook`` the call is observed (nnsight's ``hook=True``): the hook
+        points of the modules it runs are learned now, on the placeholders, and hosted by the node."""
+        if foreign is not None:
+            from .auxiliary import ForeignCall, named_modules
+
+            op, target = "call_function", ForeignCall(foreign, path, method, hook)
+            mlx_modules: dict = {}
+            watched = named_modules(foreign, path)
+        else:
+            op, target = "call_module", ModuleCall(path, method, hook)
+            modules = self.tracer.driver.modules()
+            mlx_modules = watched = {p: m for p, m in modules.items() if p == path or p.startswith(path + ".")}
+        if not hook:
+            return self.record(op, target, args, kwargs)
+        structure = Structure()
+        observer = StructureRecorder({id(m): p for p, m in mlx_modules.items()}, structure)
+        observer.counts.update(self._hosted_calls(watched))  # the calls earlier hooked calls made
+        with observing(list(mlx_modules.values()), observer):
+            proxy = self.record(op, target, args, kwargs)
+        for point in structure.order:
+            self.graph.hosted[point] = (proxy.node, structure.skeletons[point])
+        return proxy
+
+    def hook_order(self, structure: Structure) -> dict[HookPoint, Any]:
+        """Every hook point this trace's run makes, by its position: the forward's and the hosted."""
+        if not self.graph.hosted:
+            return structure.order
+        order = dict(structure.order)
+        order.update((p, self._hosted_position(p, structure)) for p in self.graph.hosted)
+        return order
+
+    def _hosted_position(self, point: HookPoint, structure: Structure) -> Any:
+        """Where a hosted point comes in the forward, as the compiler places it: just before the
+        point its hooked call's arguments come from, after the points hosted there earlier."""
+        order = structure.order
+
+        def latest(node: Node, memo: dict) -> int | None:
+            if node.index not in memo:
+                if node.op == "read":
+                    memo[node.index] = order.get(node.target)
+                else:
+                    found = [p for p in (latest(d, memo) for d in node.deps) if p is not None]
+                    memo[node.index] = max(found, default=None)
+            return memo[node.index]
+
+        memo: dict[int, Any] = {}
+        host = self.graph.hosted[point][0]
+        at = latest(host, memo) or 0
+        earlier = [p for p, (h, _) in self.graph.hosted.items() if (latest(h, memo) or 0) == at]
+        n = earlier.index(point) + 1
+        return at - 1 + Fraction(n, n + 1)
+
+    def _hosted_calls(self, paths: Any) -> dict[str, int]:
+        """How many calls of each of ``paths`` the hooked calls recorded so far make."""
+        counts: dict[str, int] = {}
+        for point in self.graph.hosted:
+            if point.path in paths and point.kind == "output":
+                counts[point.path] = max(counts.get(point.path, 0), point.call + 1)
+        return counts
 
     def use_source(self, path: str) -> None:
         """Run ``path``'s forward instrumented, so its operations are hook points."""
@@ -429,20 +493,50 @@ class Recorder:
                     meta=value._meta)
 
     # -- edits ---------------------------------------------------------------------------------
-    def replay(self, edit: Graph) -> None:
-        """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots."""
-        new: dict[int, Node] = {}
-        for node in edit:
+    def replay(self, edit: Graph, steps: int = 1) -> None:
+        """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots.
+        The body of an open ``tracer.iter[:]`` loop in the edit is copied again for each later step
+        of the ``steps`` this run makes, as nnsight's edit runs its loop at every step."""
+        placed: dict[HookPoint, HookPoint] = {}
+        new = self._copy(edit, edit.nodes, {}, 0, placed)
+        for start, end, step in edit.open_loops:
+            for later in range(step + 1, steps):
+                self._copy(edit, edit.nodes[start:end], dict(new), later - step, placed)
+
+    def _copy(self, edit: Graph, nodes: list[Node], new: dict[int, Node], later: int,
+              placed: dict[HookPoint, HookPoint]) -> dict[int, Node]:
+        """Copy ``nodes`` of ``edit`` (``new``: the copies of its nodes so far, by index), their hook
+        points ``later`` calls on; the points their hooked calls host follow those hosted here."""
+        indices = {n.index for n in nodes}
+        own = [p for p, (host, _) in edit.hosted.items() if host.index in indices]
+        first: dict[str, int] = {}
+        for point in own:
+            first[point.path] = min(first.get(point.path, point.call), point.call)
+        shift = self._hosted_calls(first)
+        for point in own:
+            placed[point] = point._replace(call=point.call - first[point.path] + shift.get(point.path, 0))
+        hosted = set(own)
+
+        def moved(point: HookPoint) -> HookPoint:
+            if point in hosted or point in edit.hosted:
+                return placed[point]
+            return point._replace(call=point.call + later) if later else point
+
+        for node in nodes:
             args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
+            target = moved(node.target) if node.op in POINT_OPS else node.target
             if node.op == "read":
-                new[node.index] = self.slot(node.target).node
+                new[node.index] = self.slot(target).node
             elif node.op == "write":
-                slot = self.slot(node.target)
+                slot = self.slot(target)
                 slot._node = args[0]
                 slot._version += 1
-                new[node.index] = self.emit("write", node.target, args, kwargs, where=node.where)
+                new[node.index] = self.emit("write", target, args, kwargs, where=node.where)
             else:
-                new[node.index] = self.emit(node.op, node.target, args, kwargs, where=node.where)
+                new[node.index] = self.emit(node.op, target, args, kwargs, where=node.where)
+        for point in own:
+            self.graph.hosted[placed[point]] = (new[edit.hosted[point][0].index], edit.hosted[point][1])
+        return new
 
 
 def _first_input(inputs: Proxy) -> Any:

@@ -60,12 +60,13 @@ class Evaluator:
         return getattr(args[0], node.target)(*args[1:], **kwargs)
 
     def call_module(self, node: Node, args: tuple, kwargs: dict) -> Any:
-        """An ad hoc call such as ``model.lm_head(h)``: it consumes no hook point."""
-        path, method = node.target
-        module = self.modules[path]
-        fn = getattr(module, method) if method else module
+        """An ad hoc call such as ``model.lm_head(h)``: it consumes no hook point. A hooked call
+        (``hook=True``) is observed: the modules it runs serve their hook points (``Graph.hosted``)."""
+        call = node.target
+        module = self.modules[call.path]
+        fn = getattr(module, call.method) if call.method else module
         observer = active()
-        if observer is None:
+        if observer is None or call.hook:
             return fn(*args, **kwargs)
         with suspended(observer):
             return fn(*args, **kwargs)
@@ -249,10 +250,10 @@ class Runner(CallCounter, Evaluator):
         written = self.deltas and any(n.op in ("write", "put", "skip") for n in nodes)
         if self.deltas and not written:
             value = self._perturb_slot(point, value)
-        self.slot = value
+        outer, self.slot = self.slot, value  # a hooked call fired here serves its own points inside
         for node in nodes:
             self._fire(node)
-        value, self.slot = self.slot, None
+        value, self.slot = self.slot, outer
         if written:
             value = self._perturb_slot(point, value)
         return value

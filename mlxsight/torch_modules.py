@@ -1,4 +1,7 @@
-"""``NNsight(torch_module)``: a torch module built from standard layers, mirrored in MLX.
+"""torch modules in mlxsight: ``NNsight(torch_module)`` mirrors one in MLX; one attached to a traced
+model runs as it is (``TorchKind``).
+
+``NNsight(torch_module)``: a torch module built from standard layers, mirrored in MLX.
 
 nnsight wraps any torch module and runs its forward. mlxsight runs MLX, so it wraps a mirror: the
 same tree under the same child names (``model[0]``, ``model.fc1`` address the same layers), the
@@ -119,3 +122,69 @@ def mirror(module: Any) -> nn.Module:
             f"mlxsight.LanguageModel, or run the script on nnsight: `python -m compat run --backend nnsight SCRIPT`")
     out.train(module.training)  # dropout follows the torch module's mode, as nnsight runs it
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# torch modules attached to a traced model, run as they are (``auxiliary.ForeignCall``)
+
+def to_torch(value: Any) -> Any:
+    """``value`` with ``mx.array``s turned into torch tensors (lists, tuples, dicts walked)."""
+    import torch
+
+    if isinstance(value, mx.array):
+        if value.dtype == mx.bfloat16:  # numpy has no bfloat16
+            return torch.from_numpy(np.array(value.astype(mx.float32))).to(torch.bfloat16)
+        return torch.from_numpy(np.array(value))
+    if type(value) in (list, tuple):
+        return type(value)(to_torch(v) for v in value)
+    if type(value) is dict:
+        return {k: to_torch(v) for k, v in value.items()}
+    return value
+
+
+class TorchKind:
+    """``auxiliary.ForeignKind`` of ``torch.nn.Module``: torch runs the module on torch copies of the
+    values; an observed module reports its calls through a ``forward`` set on the instance for the
+    call's duration (removed on every exit path), so its own hooks still fire as in torch."""
+
+    def children(self, module: Any) -> dict[str, Any]:
+        return dict(module.named_children())
+
+    def call(self, module: Any, method: str | None, args: tuple, kwargs: dict,
+             paths: dict[int, str], observer: Any) -> Any:
+        import torch
+
+        from .torch_ops import to_mlx
+
+        patched: list[tuple[Any, Any]] = []
+        try:
+            for sub in module.modules():
+                path = paths.get(id(sub))
+                if path is not None:
+                    patched.append((sub, sub.__dict__.get("forward")))
+                    sub.forward = _observed(sub.forward, path, observer)
+            fn = getattr(module, method) if method else module
+            with torch.no_grad():
+                return to_mlx(fn(*to_torch(args), **to_torch(kwargs)))
+        finally:
+            for sub, own in reversed(patched):
+                if own is None:
+                    del sub.forward
+                else:
+                    sub.forward = own
+
+
+def _observed(forward: Callable, path: str, observer: Any) -> Callable:
+    """``forward`` reporting each call to ``observer`` as a call of ``path``, with MLX values."""
+    from .torch_ops import to_mlx
+
+    def body(*args: Any, **kwargs: Any) -> Any:
+        return to_mlx(forward(*to_torch(args), **to_torch(kwargs)))
+
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        return to_torch(observer.on_op(path, body, to_mlx(args), to_mlx(kwargs)))
+
+    return observed
+
+
+TORCH_KIND = TorchKind()

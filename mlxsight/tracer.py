@@ -49,9 +49,14 @@ class Steps:
         previous = recorder.step
         recorder.looping += 1  # a loop asking for a step the run does not make ends (Recorder)
         try:
+            body = None
             for step in self.steps:
                 recorder.step = step
+                start = len(recorder.graph)
                 yield step
+                body = (start, len(recorder.graph), step)
+            if self.open_ended and body is not None:
+                recorder.graph.open_loops.append(body)
             if self.open_ended:  # nnsight's open loop waits for one more step, which never comes
                 recorder.step = recorder.beyond = len(self.steps)
                 yield len(self.steps)
@@ -224,7 +229,7 @@ class Tracer:
             context.push_tracer(self)
             for edit in self.model._edits:
                 if isinstance(edit, Graph):
-                    self.recorder.replay(edit)
+                    self.recorder.replay(edit, self.edit_steps())
                 elif self.runs_failed_edits:
                     edit.replay()  # an edit whose body failed raises its error in each trace (nnsight)
             if implicit is not None:
@@ -314,6 +319,10 @@ class Tracer:
     def all(self) -> Steps:
         """Every step: the same as ``tracer.iter[:]``."""
         return self.iter[:]
+
+    def edit_steps(self) -> int:
+        """How many steps a stored edit's open ``iter[:]`` loop is replayed for: a trace's one."""
+        return 1
 
     def step_count(self) -> int:
         """How many calls an open ``iter[:]`` covers: the most any module is called."""
@@ -440,7 +449,8 @@ class Tracer:
         if self._barriers:
             Barrier.check(self._barriers)
         if self._caches:
-            fill_caches(self._caches, self.structure_for(self.batcher.batch()), self.recorder.slot)
+            fill_caches(self._caches, self.recorder.hook_order(self.structure_for(self.batcher.batch())),
+                        self.recorder.slot)
         session = self._session
         pushes, containers, locals_ = self._frame.collect(self.holds_proxy, self._saved, hand_all=session is not None)
         outputs = [v for _, v in pushes] + containers

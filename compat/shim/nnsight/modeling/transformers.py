@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import mlxsight
+import torch  # after mlx (mlxsight imports it): the other order aborts
 
 from .._surface import missing
 
@@ -159,6 +160,15 @@ def _hf_config(model: Any, fallback: Any) -> Any:
         except (KeyError, ValueError, TypeError):
             pass
     return PretrainedConfig(**values)
+
+
+class WrapperModule(torch.nn.Module):
+    """nnsight's identity module: a value passed through it is served at its ``.output``. Attached to
+    a traced model (inside a torch module such as an SAE) it runs as any attached torch module does
+    (``mlxsight.auxiliary``): observed when its owner is called with ``hook=True``."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return args[0] if len(args) == 1 else args
 
 
 __getattr__ = missing(__name__)
