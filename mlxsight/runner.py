@@ -90,7 +90,8 @@ class Runner(CallCounter, Evaluator):
             module_of(p.path) == "" for p in schedule.at if p != ROOT_OUTPUT)
         if self.fires_root:
             hooked.discard("")
-        CallCounter.__init__(self, {id(modules[p]): p for p in hooked}, instrumented & hooked)
+        CallCounter.__init__(self, {id(modules[p]): p for p in hooked},
+                             frozenset(p for p in instrumented if module_of(p) in hooked))
         Evaluator.__init__(self, modules)
         self.schedule = schedule
         self.hooked = hooked
