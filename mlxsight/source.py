@@ -125,10 +125,9 @@ def callee(fn: Any) -> Any:
     return f"a {type(fn).__name__} (no Python source)"
 
 
-def instrument_callee(fn: Any, label: str) -> Instrumented:
-    """The instrumented copy of what operation ``label`` calls (see ``callee``): a bound method
-    keeps its ``self``."""
-    target = callee(fn)
+def instrument_callee(target: Any, label: str) -> Instrumented:
+    """The instrumented copy of what operation ``label`` calls, ``target`` as ``callee`` gives it: a
+    bound method keeps its ``self``; a description raises ``SourceNotAvailable`` with it."""
     if target == "a submodule":
         raise SourceNotAvailable(f"'{label}' calls a submodule; call `.source` on that submodule directly "
                                  "instead of drilling into the call")

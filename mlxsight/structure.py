@@ -164,11 +164,11 @@ def call_instrumented(observer: Any, module: nn.Module, path: str, args: tuple, 
 
 def call_instrumented_function(observer: Any, fn: Any, path: str, args: tuple, kwargs: dict) -> Any:
     """Run what operation ``path`` calls instrumented, its operations reported to ``observer``."""
-    from .source import instrument_callee
+    from .source import callee, instrument_callee
 
     observer.source_stack.append(path)
     try:
-        return instrument_callee(fn, path).call(*args, **kwargs)
+        return instrument_callee(callee(fn), path).call(*args, **kwargs)
     finally:
         observer.source_stack.pop()
 
