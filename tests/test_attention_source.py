@@ -165,3 +165,31 @@ def test_output_attentions_is_a_forward_option(gpt2_path):
     with pytest.raises(TypeError, match="view='hf'"):
         with mlxsight.LanguageModel(gpt2_path, view="mlx").trace(PROMPT, output_attentions=True):
             pass
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_llama_family_attention_matches_nnsight(arch):
+    import torch
+
+    path = cached_checkpoint(arch)
+    ours_model = mlxsight.LanguageModel(path, attn_implementation="eager")
+    theirs_model = _nnsight(path, "eager")
+    theirs_names = list(theirs_model.model.layers[0].self_attn.source.names)
+    ours_names = ours_model.model.layers[0].self_attn.source.operations
+    # MLX spells `view` `reshape`, `.to` `.astype`, has no `contiguous`, and updates mlx-lm's cache
+    spelled = ("view_", "contiguous", "past_key_values_update")
+    assert [n for n in theirs_names if not any(s in n for s in spelled)] == \
+        [n for n in ours_names if n in theirs_names]
+
+    def run(model, ids):
+        attn = model.model.layers[1].self_attn
+        with model.trace(ids):
+            inner = attn.source.attention_interface_1.source
+            probs = inner.nn_functional_softmax_0.output.save()
+            both = attn.source.attention_interface_1.output.save()
+            logits = model.output.logits.save()
+        return [_np(probs), _np(both[0]), _np(both[1]), _np(logits)]
+
+    ids = ours_model.tokenizer(PROMPT)["input_ids"]
+    for a, b in zip(run(ours_model, [ids]), run(theirs_model, torch.tensor([ids]))):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-4

@@ -127,6 +127,11 @@ def cos_sin(x: mx.array, position_ids: mx.array, inv_freq: mx.array,
     return cos.astype(x.dtype), sin.astype(x.dtype)
 
 
+def apply_rotary_pos_emb(q: mx.array, k: mx.array, cos: mx.array, sin: mx.array) -> tuple[mx.array, mx.array]:
+    """transformers' ``apply_rotary_pos_emb``: RoPE on the queries and the keys."""
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+
 def rotate_half(x: mx.array) -> mx.array:
     half = x.shape[-1] // 2
     return mx.concatenate([-x[..., half:], x[..., :half]], axis=-1)
@@ -307,7 +312,8 @@ def attention_weights(q: mx.array, k: mx.array, scale: float, mask: mx.array | N
                       softcap: float | None = None) -> mx.array:
     """``[B, H, T, S]`` float32 ``softmax(softcap(q k^T * scale) + mask)`` as transformers' eager
     attention computes it: grouped key heads repeated, ``mask`` boolean ``[B, 1, T, S]`` (True =
-    attend) or ``None`` for causal; a row that may attend nowhere (a left pad) is uniform."""
+    attend), additive floats (``eager_mask``) or ``None`` for causal; a row that may attend nowhere
+    (a left pad) is uniform."""
     repeats = q.shape[1] // k.shape[1]
     if repeats > 1:
         k = mx.repeat(k, repeats, axis=1)
@@ -315,6 +321,8 @@ def attention_weights(q: mx.array, k: mx.array, scale: float, mask: mx.array | N
     if softcap is not None:
         scores = mx.tanh(scores / softcap) * softcap
     T, S = scores.shape[-2:]
+    if mask is not None and mx.issubdtype(mask.dtype, mx.floating):  # additive (``eager_mask``)
+        return mx.softmax((scores + mask).astype(mx.float32), axis=-1)
     if mask is None:
         mask = mx.arange(S)[None] <= mx.arange(S - T, S)[:, None]
     scores = mx.where(mask, scores, mx.finfo(scores.dtype).min)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import mlx.core as mx
+
 from .. import torch_ops
 
-torch = SimpleNamespace(matmul=torch_ops.matmul)
+torch = SimpleNamespace(matmul=torch_ops.matmul, float32=mx.float32)
 nn = SimpleNamespace(functional=SimpleNamespace(softmax=torch_ops.softmax, dropout=torch_ops.dropout))
