@@ -11,7 +11,7 @@ a separate run of that input.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -29,6 +29,7 @@ class Batch:
     left_padding: list[int]
     right_padding: list[int]
     cache: list | None = None  # past_key_values: one mlx-lm KVCache per layer, continued by the forward
+    options: dict = field(default_factory=dict)  # forward options the invokes pass (``output_attentions``)
 
     @property
     def size(self) -> int:
@@ -262,12 +263,23 @@ class PaddingMask:
         return True
 
 
-class CachedRows(list):
-    """One invoke's token-id rows that continue ``past_key_values`` (the invoke's ``cache``)."""
+class InvokeRows(list):
+    """One invoke's token-id rows, with what else it passes to the forward: the ``past_key_values``
+    it continues (``cache``) and forward options (``options``, e.g. ``output_attentions``)."""
 
-    def __init__(self, rows: list, cache: Any) -> None:
+    def __init__(self, rows: list, cache: Any = None, options: dict | None = None) -> None:
         super().__init__(rows)
         self.cache = cache
+        self.options = dict(options or {})
+
+
+def forward_options(datas: list) -> dict:
+    """The forward options of a batch's invokes, merged in order (nnsight updates one dict with
+    each invoke's, so a later invoke's value wins)."""
+    options: dict = {}
+    for data in datas:
+        options.update(getattr(data, "options", {}))
+    return options
 
 
 def continued_cache(datas: list, batch: Batch, n_layers: int) -> list | None:

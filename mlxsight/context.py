@@ -12,8 +12,10 @@ This module imports nothing from mlxsight: every other module may import it.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ExitListener = Callable[[dict, dict], None]
 # (temperature, top_k, top_p) -> a function from last-position logits ``[rows, vocab]`` to one
@@ -116,6 +118,30 @@ def _forget(stack: list[Any], item: Any) -> None:
         if stack[i] is item:
             del stack[i]
             return
+
+
+# -- outputs a forward collects from its layers (transformers' ``output_attentions``) -------------
+_captured: ContextVar[dict[str, list] | None] = ContextVar("mlxsight_captured", default=None)
+
+
+@contextmanager
+def capturing(*keys: str) -> Iterator[dict[str, list]]:
+    """Collect, for the forward run inside, what layers report under ``keys`` (``capture``), as
+    transformers' ``capture_outputs`` does; nested forwards collect their own."""
+    collected: dict[str, list] = {key: [] for key in keys}
+    token = _captured.set(collected)
+    try:
+        yield collected
+    finally:
+        _captured.reset(token)
+
+
+def capture(key: str, value: Any) -> None:
+    """Report ``value`` under ``key`` to the forward collecting it (``None`` values are not
+    collected: sdpa attention has no weights, and transformers then collects nothing)."""
+    collected = _captured.get()
+    if collected is not None and key in collected and value is not None:
+        collected[key].append(value)
 
 
 # -- saving ---------------------------------------------------------------------------------------

@@ -516,14 +516,16 @@ class _BoundModuleMethod:
 
 
 class SourceEnvoy:
-    """A module's forward as operations; ``print()`` shows the source with operation names."""
+    """A module's forward (or, drilled into, a function an operation calls) as operations; ``print()``
+    shows the source with operation names."""
 
-    def __init__(self, envoy: Envoy) -> None:
+    def __init__(self, envoy: Envoy, instrumented: Any = None, prefix: str | None = None) -> None:
         from .hooks import original_class
         from .source import instrument
 
         self._envoy = envoy
-        self._instrumented = instrument(original_class(envoy._mlx))
+        self._prefix = envoy._path if prefix is None else prefix  # the hook-point path its operations extend
+        self._instrumented = instrumented if instrumented is not None else instrument(original_class(envoy._mlx))
 
     @property
     def operations(self) -> list[str]:
@@ -535,9 +537,9 @@ class SourceEnvoy:
         if name not in self._instrumented.ops:
             from .source import SourceNotAvailable
 
-            raise SourceNotAvailable(f"'{self._envoy.path}.source' has no operation {name!r}; available: "
-                                     f"{', '.join(self._instrumented.ops)}")
-        return OperationEnvoy(self._envoy, name, self._instrumented.lines.get(name))
+            raise SourceNotAvailable(f"'{_shown(self._envoy, self._prefix)}.source' has no operation {name!r}; "
+                                     f"available: {', '.join(self._instrumented.ops)}")
+        return OperationEnvoy(self._envoy, name, self._instrumented.lines.get(name), self._prefix)
 
     def __dir__(self) -> list[str]:
         return self.operations
@@ -548,24 +550,33 @@ class SourceEnvoy:
         return listing(self._instrumented)
 
 
-class OperationEnvoy:
-    """One operation inside a module's forward: ``.output``, ``.input``, ``.inputs``, ``.skip``."""
+def _shown(envoy: Envoy, path: str) -> str:
+    """A hook-point path as the user writes it (``model.transformer.h.0.attn.source.op``)."""
+    return envoy.path + path[len(envoy._path):]
 
-    def __init__(self, envoy: Envoy, name: str, line: int | None) -> None:
+
+class OperationEnvoy:
+    """One operation inside a module's forward: ``.output``, ``.input``, ``.inputs``, ``.skip``, and
+    ``.source`` (inside a trace) for the operations of the function it calls."""
+
+    def __init__(self, envoy: Envoy, name: str, line: int | None, prefix: str | None = None) -> None:
         from .source import SEP
 
         self._envoy, self._name, self._line = envoy, name, line
-        self._path = f"{envoy._path}{SEP}{name}"
+        self._path = f"{envoy._path if prefix is None else prefix}{SEP}{name}"
 
     @property
     def path(self) -> str:
-        return f"{self._envoy.path}.source.{self._name}"
+        return _shown(self._envoy, self._path)
 
     def _tracer(self) -> "Tracer":
+        from .source import drilled
+
         tracer = self._envoy._tracer()
         if tracer is None:
             raise ValueError(f"Cannot access `{self.path}` outside of interleaving")
-        tracer.recorder.use_source(self._envoy._path)
+        for path in drilled(self._path):
+            tracer.recorder.use_source(path)
         return tracer
 
     def _read(self, kind: str) -> Any:
@@ -577,6 +588,18 @@ class OperationEnvoy:
     output = _Served("output", OUTPUT)
     inputs = _Served("inputs", INPUTS)
     input = _Served("input", INPUT)
+
+    @property
+    def source(self) -> SourceEnvoy:
+        """The operations of the function this operation calls (nnsight's recursive ``.source``).
+        The function is the one the forward calls here, so this exists only inside a trace."""
+        from .source import SourceNotAvailable, instrument_callee
+
+        tracer = self._envoy._tracer()
+        if tracer is None:
+            raise SourceNotAvailable("recursive `.source` is only available inside a trace")
+        instrumented = instrument_callee(tracer.recorder.drill(self._path), self._name)
+        return SourceEnvoy(self._envoy, instrumented, self._path)
 
     def skip(self, replacement: Any) -> None:
         self._tracer().recorder.skip(self._path, replacement)

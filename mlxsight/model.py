@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from .batching import Batch, CachedRows, CacheReader, PaddingMask, continued_cache, pad, rows_of
+from .batching import Batch, CacheReader, InvokeRows, PaddingMask, continued_cache, forward_options, pad, rows_of
 from .compiler import Compiler
 from .context import current_tracer
 from .envoy import Envoy
@@ -391,6 +391,10 @@ class LanguageModel(NNsight):
         return _handed_back(tracer.run())
 
 
+# What an invoke may pass to an HF view's forward besides its inputs (transformers' keywords).
+FORWARD_OPTIONS = ("output_attentions",)
+
+
 class LanguageModelDriver(ModuleDriver):
     """The driver of an mlx-lm language model: inputs are token-id rows, padded together; it decodes."""
 
@@ -415,12 +419,15 @@ class LanguageModelDriver(ModuleDriver):
         return self._layer_count
 
     def encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
-        if "past_key_values" in kwargs:  # continue a KV cache (see ``batch`` and ``forward``)
-            kwargs = dict(kwargs)
-            cache = kwargs.pop("past_key_values")
-            rows = rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
-            return rows if cache is None else CachedRows(rows, cache)
-        return rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
+        kwargs = dict(kwargs)
+        cache = kwargs.pop("past_key_values", None)  # continue a KV cache (see ``batch`` and ``forward``)
+        # forward options, passed to the model as nnsight passes an invoke's non-tokenizer keywords
+        options = {k: kwargs.pop(k) for k in FORWARD_OPTIONS if k in kwargs}
+        if options and self.view != "hf":
+            raise TypeError(f"{sorted(options)}: forward options of transformers' models, which the HF view "
+                            "(view='hf') takes; view='mlx' runs mlx-lm's forward")
+        rows = rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
+        return rows if cache is None and not options else InvokeRows(rows, cache, options)
 
     def edit_example(self) -> tuple:
         return ([[self.pad_id, self.pad_id]],)  # structure only: edits are shape-agnostic
@@ -432,6 +439,7 @@ class LanguageModelDriver(ModuleDriver):
         rows = [r for d in datas for r in d]
         batch = pad(rows, getattr(self.tokenizer, "padding_side", "left"), self.pad_id)
         batch.cache = continued_cache(datas, batch, self.layer_count)
+        batch.options = forward_options(datas)
         if self.positions is not None:
             self.check_length(batch.input_ids.shape[1] + (batch.cache[0].offset if batch.cache else 0))
         return batch
@@ -448,7 +456,8 @@ class LanguageModelDriver(ModuleDriver):
         # The attention implementation decides what attention modules return (weights or None).
         cached = batch.cache[0].offset if batch.cache else None
         attention = getattr(self.module, "attn_implementation", None) if self.view == "hf" else None
-        return (batch.input_ids.shape, tuple(batch.left_padding), tuple(batch.right_padding), cached, attention)
+        options = tuple(sorted(batch.options.items())) if batch.options else ()
+        return (batch.input_ids.shape, tuple(batch.left_padding), tuple(batch.right_padding), cached, attention, options)
 
     def structure(self, batch: Batch, instrumented: frozenset = frozenset()) -> Structure:
         if batch.cache is None:
@@ -464,8 +473,8 @@ class LanguageModelDriver(ModuleDriver):
         """The forward of ``batch``'s rows after the positions ``cache`` holds (mlx-lm's ``cache=``)."""
         module, ids = self.module, batch.input_ids
         if self.view == "hf":
-            mask = mx.ones(ids.shape, mx.int32)
-            return lambda: module(input_ids=ids, attention_mask=mask, past_key_values=cache)
+            mask, options = mx.ones(ids.shape, mx.int32), batch.options
+            return lambda: module(input_ids=ids, attention_mask=mask, past_key_values=cache, **options)
         return lambda: module(ids, cache=cache)
 
     def forward(self, batch: Batch) -> Callable[[], Any]:
@@ -476,7 +485,8 @@ class LanguageModelDriver(ModuleDriver):
             # As transformers is called under nnsight: keywords, with a mask even when nothing is
             # padded, so `model.inputs` is `((), {"input_ids": ..., "attention_mask": ...})`.
             mask = batch.attention_mask if batch.attention_mask is not None else mx.ones(ids.shape, mx.int32)
-            return lambda: module(input_ids=ids, attention_mask=mask)
+            options = batch.options
+            return lambda: module(input_ids=ids, attention_mask=mask, **options)
         if batch.attention_mask is None:
             return lambda: module(ids)
         n_layers = self.layer_count

@@ -24,7 +24,7 @@ from .graph import POINT_OPS, Graph, HookPoint, ModuleCall, Node, format_node, m
 from .hooks import observing
 from .proxy import UNKNOWN, NodeRef, Proxy, constant, map_proxies
 from .runner import Evaluator
-from .source import SEP
+from .source import SEP, drilled
 from .structure import Structure, StructureRecorder, meta_of
 
 if TYPE_CHECKING:
@@ -448,6 +448,24 @@ class Recorder:
         """Run ``path``'s forward instrumented, so its operations are hook points."""
         if path not in self.instrumented:
             self.instrumented = self.instrumented | {path}
+
+    def drill(self, path: str) -> Any:
+        """``<op>.source`` in the current invoke: what operation ``path`` calls there (see
+        ``source.callee``). As in nnsight the drill is a request served just before the call, so it
+        is ordered like the operation's input."""
+        for outer in drilled(path):
+            self.use_source(outer)
+        invoke = self.current_invoke()
+        structure = invoke.structure()
+        point = HookPoint(path, "input", self.step)
+        if point not in structure.skeletons:
+            raise OutOfOrderError(f"'{point}' is never reached: that operation does not run in this forward "
+                                  f"(or not that many times), so there is no call to drill into", where_now())
+        where = where_now()
+        position = structure.order.get(point)
+        self._check_before_stop(position, point)
+        self._check_order(invoke.index, position, point, where)
+        return structure.callees[path]
 
     # -- gradients -----------------------------------------------------------------------------
     def set_loss(self, loss: Proxy, gradient: Any = None) -> None:

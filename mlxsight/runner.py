@@ -94,7 +94,8 @@ class Runner(CallCounter, Evaluator):
         if self.fires_root:
             hooked.discard("")
         CallCounter.__init__(self, {id(modules[p]): p for p in hooked} if hooked else {},
-                             instrumented & hooked if instrumented else instrumented)
+                             frozenset(p for p in instrumented if module_of(p) in hooked) if instrumented
+                             else instrumented)
         Evaluator.__init__(self, modules)
         self.schedule = schedule
         self.hooked = hooked

@@ -5,7 +5,9 @@ A module's ``__call__`` source is parsed and every call ``f(...)`` becomes an op
 ``x = ...`` one named ``x_{n}``; ``n`` counts per name in execution order (inner calls first),
 following nnsight's naming. When a trace touches an operation, that module runs an instrumented
 copy of its forward whose operations are hook points ``<module>.source.<op>``; every other module
-runs untouched.
+runs untouched. An operation that calls a Python function can be drilled into, as in nnsight
+(``<module>.source.<op>.source.<inner op>``): inside a trace, the function the forward actually
+calls there runs instrumented in turn.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import mlx.nn as nn
 
 from . import hooks
 
@@ -103,15 +108,49 @@ _CACHE: dict[Any, Instrumented] = {}
 def instrument(cls: type) -> Instrumented:
     """The instrumented ``__call__`` of a module class (cached per function)."""
     func = cls.__call__
+    if getattr(func, "__code__", None) is None:
+        raise SourceNotAvailable(f"{cls.__name__}.__call__ has no Python source")
+    return instrument_function(func)
+
+
+def callee(fn: Any) -> Any:
+    """What a drill into an operation that calls ``fn`` reaches: the Python function (or bound
+    method) itself; otherwise a description of why there is none (a submodule, a builtin)."""
+    if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
+        return fn
+    if isinstance(fn, types.FunctionType):
+        return fn
+    if isinstance(fn, nn.Module):
+        return "a submodule"
+    return f"a {type(fn).__name__} (no Python source)"
+
+
+def instrument_callee(target: Any, label: str) -> Instrumented:
+    """The instrumented copy of what operation ``label`` calls, ``target`` as ``callee`` gives it: a
+    bound method keeps its ``self``; a description raises ``SourceNotAvailable`` with it."""
+    if target == "a submodule":
+        raise SourceNotAvailable(f"'{label}' calls a submodule; call `.source` on that submodule directly "
+                                 "instead of drilling into the call")
+    if isinstance(target, str):
+        raise SourceNotAvailable(f"'{label}' calls {target}: there is no source to drill into")
+    if isinstance(target, types.MethodType):
+        inner = instrument_function(target.__func__)
+        return Instrumented(types.MethodType(inner.call, target.__self__), inner.ops, inner.lines,
+                            inner.source, inner.first_line)
+    return instrument_function(target)
+
+
+def instrument_function(func: Callable) -> Instrumented:
+    """The instrumented copy of a Python function (cached per code object)."""
     code = getattr(func, "__code__", None)
     if code is None:
-        raise SourceNotAvailable(f"{cls.__name__}.__call__ has no Python source")
+        raise SourceNotAvailable(f"{getattr(func, '__qualname__', func)!r} has no Python source")
     if code in _CACHE:
         return _CACHE[code]
     try:
         lines, start = inspect.getsourcelines(code)
     except (OSError, TypeError) as e:
-        raise SourceNotAvailable(f"the source of {cls.__name__}.__call__ is not available") from e
+        raise SourceNotAvailable(f"the source of {func.__qualname__} is not available") from e
     text = textwrap.dedent("".join(lines))
     tree = ast.parse(text)
     definition = tree.body[0]
@@ -154,6 +193,13 @@ def _op(name: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
 def module_of(path: str) -> str:
     """The module path of a hook-point path (``a.b.source.op`` -> ``a.b``)."""
     return path.split(SEP, 1)[0]
+
+
+def drilled(path: str) -> list[str]:
+    """What runs instrumented for a hook point of ``path``: its module, and every operation drilled
+    into on the way (``m.source.f.source.op`` -> ``m``, ``m.source.f``)."""
+    parts = path.split(SEP)
+    return [SEP.join(parts[:i]) for i in range(1, len(parts))]
 
 
 def listing(instrumented: Instrumented) -> str:

@@ -64,6 +64,7 @@ def signature(value: Any) -> str:
 class Structure:
     order: dict[HookPoint, int] = field(default_factory=dict)
     skeletons: dict[HookPoint, Any] = field(default_factory=dict)
+    callees: dict[str, Any] = field(default_factory=dict)  # operation path -> what it calls (``source.callee``)
     _arrays: dict[HookPoint, mx.array] = field(default_factory=dict, repr=False, compare=False)
 
     def meta(self, point: HookPoint) -> Any:
@@ -107,7 +108,11 @@ class CallCounter:
         return self._count(path, body, args, kwargs)
 
     def on_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
-        return self._count(path, lambda a, k: fn(*a, **k), args, kwargs)
+        if path in self.instrumented:  # drilled into: the function it calls runs instrumented
+            body = lambda a, k: call_instrumented_function(self, fn, path, a, k)  # noqa: E731
+        else:
+            body = lambda a, k: fn(*a, **k)  # noqa: E731
+        return self._count(path, body, args, kwargs)
 
     def _count(self, path: str, body: Callable[[tuple, dict], Any], args: tuple, kwargs: dict) -> Any:
         n = self.counts[path]
@@ -128,6 +133,12 @@ class StructureRecorder(CallCounter):
         super().__init__(paths, instrumented)
         self.structure = structure
 
+    def on_op(self, path: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        from .source import callee
+
+        self.structure.callees.setdefault(path, callee(fn))
+        return super().on_op(path, fn, args, kwargs)
+
     def visit(self, path: str, call: int, body: Callable[[tuple, dict], Any], args: tuple, kwargs: dict) -> Any:
         self._note(HookPoint(path, "input", call), (args, kwargs))
         out = body(args, kwargs)
@@ -147,6 +158,17 @@ def call_instrumented(observer: Any, module: nn.Module, path: str, args: tuple, 
     observer.source_stack.append(path)
     try:
         return instrument(original_class(module)).call(module, *args, **kwargs)
+    finally:
+        observer.source_stack.pop()
+
+
+def call_instrumented_function(observer: Any, fn: Any, path: str, args: tuple, kwargs: dict) -> Any:
+    """Run what operation ``path`` calls instrumented, its operations reported to ``observer``."""
+    from .source import callee, instrument_callee
+
+    observer.source_stack.append(path)
+    try:
+        return instrument_callee(callee(fn), path).call(*args, **kwargs)
     finally:
         observer.source_stack.pop()
 

@@ -8,11 +8,12 @@ modules (``rotary_emb``, ``act_fn``, the tied ``lm_head``) lives here.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..context import capture, capturing
 from ..outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 
@@ -59,7 +60,12 @@ ACTIVATIONS = {"silu": SiLUActivation, "swish": SiLUActivation, "gelu_new": GELU
 
 
 class Dropout(nn.Module):
-    """transformers' inference-time dropout: the identity (kept so module paths match)."""
+    """transformers' inference-time dropout: the identity (kept so module paths match); ``p`` is
+    the configured rate, which transformers' attention passes on only in training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
 
     def __call__(self, x: Any) -> Any:
         return x
@@ -119,6 +125,11 @@ def cos_sin(x: mx.array, position_ids: mx.array, inv_freq: mx.array,
     emb = mx.concatenate([freqs, freqs], axis=-1)
     cos, sin = mx.cos(emb) * scaling, mx.sin(emb) * scaling
     return cos.astype(x.dtype), sin.astype(x.dtype)
+
+
+def apply_rotary_pos_emb(q: mx.array, k: mx.array, cos: mx.array, sin: mx.array) -> tuple[mx.array, mx.array]:
+    """transformers' ``apply_rotary_pos_emb``: RoPE on the queries and the keys."""
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
 
 def rotate_half(x: mx.array) -> mx.array:
@@ -195,11 +206,53 @@ def causal_mask(T: int, offset: int, attention_mask: mx.array | None = None,
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
-class AttentionModule(nn.Module):
-    """An HF-view attention module: it runs the implementation its model set (``attn_implementation``,
-    transformers' ``config._attn_implementation``) and returns ``(attn_output, attn_weights)``."""
+class UsesAttnImplementation(nn.Module):
+    """A module whose forward depends on the attention implementation its model set
+    (``attn_implementation``, transformers' ``config._attn_implementation``): attention modules,
+    and backbones that build the mask each implementation takes."""
 
     attn_implementation: str = "sdpa"
+
+
+class AttentionModule(UsesAttnImplementation):
+    """An HF-view attention module: it runs the implementation its model set and returns
+    ``(attn_output, attn_weights)``."""
+
+
+class AttentionInterface(dict):
+    """transformers' ``AttentionInterface``: implementation name -> attention function, each called
+    ``fn(module, query, key, value, attention_mask, *, scaling, dropout, **kwargs)`` on ``[B, H, T, hd]``
+    and returning ``(attn_output [B, T, H, hd], attn_weights or None)``. "eager" is each model's own."""
+
+    def get_interface(self, attn_implementation: str, default: Callable) -> Callable:
+        if attn_implementation != "eager" and attn_implementation not in self:
+            raise KeyError(f"`{attn_implementation}` is not a valid attention implementation registered in "
+                           "the `AttentionInterface`")
+        return self.get(attn_implementation, default)
+
+
+def sdpa_attention_forward(module: nn.Module, query: mx.array, key: mx.array, value: mx.array,
+                           attention_mask: mx.array | None, dropout: float = 0.0, scaling: float | None = None,
+                           is_causal: bool | None = None, **kwargs: Any) -> tuple[mx.array, None]:
+    """transformers' ``sdpa_attention_forward`` on MLX's fused kernel: no weights."""
+    if kwargs.get("softcap") is not None:
+        raise ValueError("`sdpa` attention does not support `softcap`. Try using `eager`")
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    attn_output = attention(query, key, value, scaling, attention_mask)
+    attn_output = attn_output.transpose(0, 2, 1, 3)
+    return attn_output, None
+
+
+ALL_ATTENTION_FUNCTIONS = AttentionInterface(sdpa=sdpa_attention_forward)
+
+
+def eager_mask(mask: mx.array | None, T: int, S: int, dtype: mx.Dtype) -> mx.array:
+    """The mask transformers gives eager attention: the boolean (or ``None`` = causal) mask as
+    ``[B, 1, T, S]`` floats, 0 where attending and the dtype's minimum elsewhere, always materialised."""
+    if mask is None:
+        mask = (mx.arange(S)[None] <= mx.arange(S - T, S)[:, None])[None, None]
+    return mx.where(mask, mx.zeros((), dtype), mx.array(mx.finfo(dtype).min, dtype))
 
 
 def attend(module: AttentionModule, q: mx.array, k: mx.array, v: mx.array,
@@ -259,7 +312,8 @@ def attention_weights(q: mx.array, k: mx.array, scale: float, mask: mx.array | N
                       softcap: float | None = None) -> mx.array:
     """``[B, H, T, S]`` float32 ``softmax(softcap(q k^T * scale) + mask)`` as transformers' eager
     attention computes it: grouped key heads repeated, ``mask`` boolean ``[B, 1, T, S]`` (True =
-    attend) or ``None`` for causal; a row that may attend nowhere (a left pad) is uniform."""
+    attend), additive floats (``eager_mask``) or ``None`` for causal; a row that may attend nowhere
+    (a left pad) is uniform."""
     repeats = q.shape[1] // k.shape[1]
     if repeats > 1:
         k = mx.repeat(k, repeats, axis=1)
@@ -267,6 +321,8 @@ def attention_weights(q: mx.array, k: mx.array, scale: float, mask: mx.array | N
     if softcap is not None:
         scores = mx.tanh(scores / softcap) * softcap
     T, S = scores.shape[-2:]
+    if mask is not None and mx.issubdtype(mask.dtype, mx.floating):  # additive (``eager_mask``)
+        return mx.softmax((scores + mask).astype(mx.float32), axis=-1)
     if mask is None:
         mask = mx.arange(S)[None] <= mx.arange(S - T, S)[:, None]
     scores = mx.where(mask, scores, mx.finfo(scores.dtype).min)
@@ -307,6 +363,7 @@ class ForCausalLM(nn.Module):
         self._sdpa_refusal = sdpa_refusal
         self._attn_implementation = None
         self.set_attn_implementation(None)
+        self.eval()  # as nnsight's model: transformers' attention passes dropout only in training
 
     # -- attention implementation (transformers' PreTrainedModel API) ---------------------------
     @property
@@ -321,7 +378,7 @@ class ForCausalLM(nn.Module):
         default = "sdpa" if self._sdpa_refusal is None else "eager"
         name = check_attn_implementation(attn_implementation or default, self._sdpa_refusal)
         for module in self.modules():
-            if isinstance(module, AttentionModule):
+            if isinstance(module, UsesAttnImplementation):
                 module.attn_implementation = name
         self._attn_implementation = name
         config = getattr(self, "config", None)
@@ -335,7 +392,21 @@ class ForCausalLM(nn.Module):
                  position_ids: mx.array | None = None, cache: list | None = None,
                  past_key_values: list | None = None, inputs_embeds: mx.array | None = None,
                  use_cache: bool | None = None, logits_to_keep: int = 0,
-                 **kwargs: Any) -> CausalLMOutputWithPast:
+                 output_attentions: bool | None = None, **kwargs: Any) -> CausalLMOutputWithPast:
+        """transformers' ``XForCausalLM.forward``; ``output_attentions=True`` adds ``attentions``: each
+        layer's attention weights (``capture_attentions``), none under sdpa, as transformers gives."""
+        if not output_attentions:
+            return self._forward(input_ids, attention_mask, position_ids, cache, past_key_values, inputs_embeds,
+                                 use_cache, logits_to_keep, **kwargs)
+        with capturing("attentions") as captured:
+            out = self._forward(input_ids, attention_mask, position_ids, cache, past_key_values, inputs_embeds,
+                                use_cache, logits_to_keep, **kwargs)
+        out.attentions = tuple(captured["attentions"])
+        return out
+
+    def _forward(self, input_ids: mx.array | None, attention_mask: mx.array | None, position_ids: mx.array | None,
+                 cache: list | None, past_key_values: list | None, inputs_embeds: mx.array | None,
+                 use_cache: bool | None, logits_to_keep: int, **kwargs: Any) -> CausalLMOutputWithPast:
         cache = cache if cache is not None else past_key_values
         kw = dict.fromkeys(self._extra_keywords)
         kw.update(attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
@@ -352,6 +423,12 @@ class ForCausalLM(nn.Module):
             cap = self.final_logit_softcapping
             logits = mx.tanh(logits / cap) * cap
         return CausalLMOutputWithPast(logits=logits, past_key_values=outputs.past_key_values)
+
+
+def capture_attentions(attn_weights: mx.array | None) -> None:
+    """A decoder layer reports its attention module's weights (``None`` under sdpa) to a forward
+    called with ``output_attentions=True`` (transformers' ``OutputRecorder(attention, index=1)``)."""
+    capture("attentions", attn_weights)
 
 
 def backbone_output(hidden: mx.array, cache: list | None) -> BaseModelOutputWithPast:

@@ -89,10 +89,11 @@ class DecoderLayer(nn.Module):
                  attention_mask: mx.array | None = None, position_ids: mx.array | None = None,
                  past_key_values: Any = None, **kwargs: Any) -> mx.array:
         residual = hidden_states
-        hidden_states, _ = self.self_attn(
+        hidden_states, attn_weights = self.self_attn(
             hidden_states=self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings, attention_mask=attention_mask,
             position_ids=position_ids, past_key_values=past_key_values, **kwargs)
+        base.capture_attentions(attn_weights)  # output_attentions=True collects them
         hidden_states = residual + self.post_attention_layernorm(hidden_states)
         residual = hidden_states
         hidden_states = self.mlp(self.pre_feedforward_layernorm(hidden_states))

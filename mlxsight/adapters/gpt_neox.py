@@ -62,10 +62,11 @@ class Layer(nn.Module):
                  layer_past: Any = None,
                  position_embeddings: tuple[mx.array, mx.array] | None = None,
                  **kwargs: Any) -> mx.array:
-        attn_output, _ = self.attention(
+        attn_output, attn_weights = self.attention(
             self.input_layernorm(hidden_states), attention_mask=attention_mask,
             position_ids=position_ids, layer_past=layer_past, use_cache=use_cache,
             position_embeddings=position_embeddings, **kwargs)
+        base.capture_attentions(attn_weights)  # output_attentions=True collects them
         attn_output = self.post_attention_dropout(attn_output)
         if self.use_parallel_residual:
             mlp_output = self.mlp(self.post_attention_layernorm(hidden_states))

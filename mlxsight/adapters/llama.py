@@ -7,46 +7,154 @@ rotary_emb}``, ``lm_head``. Biases live in the mlx-lm Linears themselves, so qwe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
-import mlx.nn as nn
+import mlx.nn as mnn
 
 from . import base
+from .base import ALL_ATTENTION_FUNCTIONS, apply_rotary_pos_emb
+from .torch_names import nn, torch
+
+
+def repeat_kv(hidden_states: mx.array, n_rep: int) -> mx.array:
+    """transformers' ``repeat_kv``: ``[B, kv_heads, S, hd]`` -> ``[B, kv_heads * n_rep, S, hd]``."""
+    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
+    if n_rep == 1:
+        return hidden_states
+    hidden_states = mx.broadcast_to(hidden_states[:, :, None, :, :], (batch, num_key_value_heads, n_rep, slen, head_dim))
+    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' Llama ``eager_attention_forward``, line for line (softmax in float32)."""
+    key_states = repeat_kv(key, module.num_key_value_groups)
+    value_states = repeat_kv(value, module.num_key_value_groups)
+
+    attn_weights = torch.matmul(query, key_states.transpose(0, 1, 3, 2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).astype(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value_states)
+    attn_output = attn_output.transpose(0, 2, 1, 3)
+
+    return attn_output, attn_weights
 
 
 class Attention(base.AttentionModule):
-    """Called with keywords only, returns ``(attn_output, attn_weights)`` as transformers does."""
+    """transformers' ``LlamaAttention`` (also Mistral's and Qwen2's): its forward is transformers'
+    statement for statement, so ``.source`` names the same operations (``attention_interface_0`` is
+    the implementation, ``attention_interface_1`` the call). MLX spells ``view`` ``reshape`` and
+    transposes with all axes; the cache is the layer's mlx-lm ``KVCache``."""
 
-    def __init__(self, src: nn.Module):
+    def __init__(self, src: mnn.Module, config: dict | None = None):
         super().__init__()
+        config = config or {}
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
             src.q_proj, src.k_proj, src.v_proj, src.o_proj)
-        if "q_norm" in src:  # qwen3: RMSNorm over each head, before RoPE
-            self.q_norm, self.k_norm = src.q_norm, src.k_norm
         self.num_heads, self.num_key_value_heads = src.n_heads, src.n_kv_heads
+        self.num_key_value_groups = src.n_heads // src.n_kv_heads
+        self.head_dim = src.q_proj.weight.shape[0] // src.n_heads
         self.scaling = src.scale
+        self.attention_dropout = config.get("attention_dropout", 0.0)
+        self.is_causal = True
 
-    def __call__(self, hidden_states: mx.array, position_embeddings: tuple[mx.array, mx.array],
-                 attention_mask: mx.array | None = None, past_key_values: Any = None,
-                 **kwargs: Any) -> tuple[mx.array, mx.array | None]:
-        B, T, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).reshape(B, T, self.num_heads, -1)
-        k = self.k_proj(hidden_states).reshape(B, T, self.num_key_value_heads, -1)
-        v = base.split_heads(self.v_proj(hidden_states), self.num_key_value_heads)
-        if "q_norm" in self:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
+    def __call__(
+        self,
+        hidden_states: mx.array,
+        position_embeddings: tuple[mx.array, mx.array] | None = None,
+        attention_mask: mx.array | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> tuple[mx.array, mx.array | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+
+        query_states = self.q_proj(hidden_states).reshape(hidden_shape).transpose(0, 2, 1, 3)
+        key_states = self.k_proj(hidden_states).reshape(hidden_shape).transpose(0, 2, 1, 3)
+        value_states = self.v_proj(hidden_states).reshape(hidden_shape).transpose(0, 2, 1, 3)
+
         cos, sin = position_embeddings
-        q, k = base.apply_rotary(q, cos, sin), base.apply_rotary(k, cos, sin)
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+
         if past_key_values is not None:
-            k, v = past_key_values.update_and_fetch(k, v)
-        attn_output, attn_weights = base.attend(self, q, k, v, attention_mask, self.scaling)
-        return self.o_proj(base.merge_heads(attn_output)), attn_weights
+            key_states, value_states = past_key_values.update_and_fetch(key_states, value_states)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.attn_implementation, eager_attention_forward
+        )
+
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+
+        attn_output = attn_output.reshape(*input_shape, -1)
+        attn_output = self.o_proj(attn_output)
+        return attn_output, attn_weights
 
 
-class MLP(nn.Module):
-    def __init__(self, src: nn.Module, act: str = "silu"):
+class Qwen3Attention(Attention):
+    """transformers' ``Qwen3Attention``: Llama's, with an RMSNorm over each head of the queries and
+    keys before RoPE (``q_norm``, ``k_norm``)."""
+
+    def __init__(self, src: mnn.Module, config: dict | None = None):
+        super().__init__(src, config)
+        self.q_norm, self.k_norm = src.q_norm, src.k_norm
+        self.sliding_window = None  # transformers passes it on; the mask already holds any window
+
+    def __call__(
+        self,
+        hidden_states: mx.array,
+        position_embeddings: tuple[mx.array, mx.array],
+        attention_mask: mx.array | None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> tuple[mx.array, mx.array | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+
+        query_states = self.q_norm(self.q_proj(hidden_states).reshape(hidden_shape)).transpose(0, 2, 1, 3)
+        key_states = self.k_norm(self.k_proj(hidden_states).reshape(hidden_shape)).transpose(0, 2, 1, 3)
+        value_states = self.v_proj(hidden_states).reshape(hidden_shape).transpose(0, 2, 1, 3)
+
+        cos, sin = position_embeddings
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+
+        if past_key_values is not None:
+            key_states, value_states = past_key_values.update_and_fetch(key_states, value_states)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.attn_implementation, eager_attention_forward
+        )
+
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            sliding_window=self.sliding_window,  # diff with Llama
+            **kwargs,
+        )
+
+        attn_output = attn_output.reshape(*input_shape, -1)
+        attn_output = self.o_proj(attn_output)
+        return attn_output, attn_weights
+
+
+class MLP(mnn.Module):
+    def __init__(self, src: mnn.Module, act: str = "silu"):
         super().__init__()
         self.gate_proj, self.up_proj, self.down_proj = src.gate_proj, src.up_proj, src.down_proj
         self.act_fn = base.ACTIVATIONS[act]()
@@ -57,10 +165,11 @@ class MLP(nn.Module):
         return down_proj
 
 
-class DecoderLayer(nn.Module):
-    def __init__(self, src: nn.Module, act: str = "silu"):
+class DecoderLayer(mnn.Module):
+    def __init__(self, src: mnn.Module, act: str = "silu", config: dict | None = None):
         super().__init__()
-        self.self_attn = Attention(src.self_attn)
+        attention = Qwen3Attention if "q_norm" in src.self_attn else Attention
+        self.self_attn = attention(src.self_attn, config)
         self.mlp = MLP(src.mlp, act)
         self.input_layernorm = src.input_layernorm
         self.post_attention_layernorm = src.post_attention_layernorm
@@ -72,10 +181,11 @@ class DecoderLayer(nn.Module):
                  **kwargs: Any) -> mx.array:
         residual = hidden_states
         hidden_states = self.input_layernorm(hidden_states)
-        hidden_states, _ = self.self_attn(
+        hidden_states, attn_weights = self.self_attn(
             hidden_states=hidden_states, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, use_cache=use_cache,
             position_embeddings=position_embeddings, **kwargs)
+        base.capture_attentions(attn_weights)  # output_attentions=True collects them
         hidden_states = residual + hidden_states
         residual = hidden_states
         hidden_states = self.post_attention_layernorm(hidden_states)
@@ -83,11 +193,11 @@ class DecoderLayer(nn.Module):
         return residual + hidden_states
 
 
-class Model(nn.Module):
+class Model(base.UsesAttnImplementation):
     """``LlamaModel``: embeddings, decoder layers, final norm and the shared rotary embedding."""
 
-    def __init__(self, src: nn.Module, layers: list[nn.Module], layer_types: list[str],
-                 windows: dict[str, int | None], rotary_emb: nn.Module | None = None,
+    def __init__(self, src: mnn.Module, layers: list[mnn.Module], layer_types: list[str],
+                 windows: dict[str, int | None], rotary_emb: mnn.Module | None = None,
                  rotary_positional: bool = False):
         super().__init__()
         self.embed_tokens = src.embed_tokens
@@ -106,6 +216,10 @@ class Model(nn.Module):
         hidden_states = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         position_ids, masks = base.prepare_inputs(hidden_states, attention_mask, position_ids,
                                                   past_key_values, self._windows)
+        if self.attn_implementation == "eager":  # transformers' eager masks: additive, always there
+            T = hidden_states.shape[1]
+            S = T + (past_key_values[0].offset if past_key_values else 0)
+            masks = {kind: base.eager_mask(mask, T, S, hidden_states.dtype) for kind, mask in masks.items()}
         if self._rotary_positional:
             position_embeddings = self.rotary_emb(hidden_states, position_ids)
         else:
@@ -135,14 +249,14 @@ def layer_types(config: dict) -> tuple[list[str], dict[str, int | None]]:
     return list(types), {"full_attention": None, "sliding_attention": window}
 
 
-def lm_head(src: nn.Module, embedding: nn.Module) -> nn.Module:
+def lm_head(src: mnn.Module, embedding: mnn.Module) -> mnn.Module:
     return src.lm_head if "lm_head" in src else base.TiedLMHead(embedding)
 
 
-def hf_view(src: nn.Module, config: dict) -> nn.Module:
+def hf_view(src: mnn.Module, config: dict) -> mnn.Module:
     act = config.get("hidden_act", "silu")
     types, windows = layer_types(config)
-    layers = [DecoderLayer(layer, act) for layer in src.model.layers]
+    layers = [DecoderLayer(layer, act, config) for layer in src.model.layers]
     model = Model(src.model, layers, types, windows,
                   rotary_positional=config["model_type"] in ("qwen2", "qwen3"))
     return base.ForCausalLM("model", model, lm_head(src, src.model.embed_tokens), len(layers))

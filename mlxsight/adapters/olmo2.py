@@ -51,10 +51,11 @@ class DecoderLayer(nn.Module):
                  position_embeddings: tuple[mx.array, mx.array] | None = None,
                  **kwargs: Any) -> mx.array:
         residual = hidden_states
-        hidden_states, _ = self.self_attn(
+        hidden_states, attn_weights = self.self_attn(
             hidden_states=hidden_states, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, use_cache=use_cache,
             position_embeddings=position_embeddings, **kwargs)
+        base.capture_attentions(attn_weights)  # output_attentions=True collects them
         hidden_states = residual + self.post_attention_layernorm(hidden_states)
         residual = hidden_states
         return residual + self.post_feedforward_layernorm(self.mlp(hidden_states))
