@@ -287,7 +287,7 @@ def continued_cache(datas: list, batch: Batch, n_layers: int) -> list | None:
 
     Raises unless all invokes give the same cache, one mlx-lm ``KVCache`` per decoder layer with
     one row per batch row, and no row is padded (a cache holds no padding mask)."""
-    caches = [d.cache for d in datas if isinstance(d, CachedRows)]
+    caches = [d.cache for d in datas if isinstance(d, InvokeRows) and d.cache is not None]
     if not caches:
         return None
     from mlx_lm.models.cache import KVCache
