@@ -114,103 +114,58 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
     """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor, this call's to use) at
     input ``positions``.
 
-    Everything runs in numpy over the logits' own memory (an MLX array is not copied): each block
-    of rows is read for its top-k and target scores and then overwritten by its probabilities while
-    it is still in the CPU cache (``decode_rows``), so no other ``[rows, P, vocab]`` array is
-    allocated and the logits cross main memory once. On CPU numpy's exp and partition run many
-    times faster than MLX's CPU kernels (measured over ``[8, 128, 8192]``: ``exp`` 11 ms against
-    230 ms, ``argpartition`` 34 ms against 210 ms)."""
+    Everything runs as vectorised numpy passes over the logits' own memory (an MLX array is not
+    copied): top-k, target scores and ranks read them, then the softmax overwrites them with the
+    probabilities, so no other ``[rows, P, vocab]`` array is allocated (on Linux a fresh 32 MB
+    array costs more in page faults than the exp that fills it). On CPU numpy's exp and partition
+    run many times faster than MLX's CPU kernels (measured over ``[8, 128, 8192]``: ``exp`` 11 ms
+    against 230 ms, ``argpartition`` 34 ms against 210 ms); top-k partitions a few blocks per row
+    (``top_k_ids``), not the whole vocabulary."""
     with backend.no_grad(std.model):
         z = _writable_numpy(logits)
     R, P, V = z.shape
+    top_ids = np.concatenate(by_rows(lambda rows: top_k_ids(rows, top_k), z)).reshape(R, P, -1)
+    k = top_ids.shape[-1]
     target_list = _targets(targets, ids, positions)
-    target_rows = None
     if target_list is not None:
         t = np.asarray(target_list)
-        target_rows = np.broadcast_to(t[None, :], (R, P)).reshape(-1)
-    parts = by_rows(lambda rows, a, b: decode_rows(rows, top_k, None if target_rows is None else target_rows[a:b]), z)
-    top_ids, top_p, log_total, target_lp, rank = (np.concatenate([p[i] for p in parts]) for i in range(5))
-    k = top_ids.shape[-1]
-    top_ids, top_p = top_ids.reshape(R, P, k), top_p.reshape(R, P, k)
+        valid = t >= 0
+        index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
+        target_z = np.take_along_axis(z, index, -1)
+        rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
+    parts = by_rows(softmax_, z)
+    log_total = np.concatenate([p[0] for p in parts]).reshape(R, P)
+    shift = np.concatenate([p[1] for p in parts]).reshape(R, P, 1)
+    probs = z  # overwritten in place
+    top_p = np.take_along_axis(probs, top_ids, -1)
     nll = None
     if target_list is not None:
-        valid = (np.asarray(target_list) >= 0)[None, :]
-        nll = np.where(valid, -target_lp.reshape(R, P), np.nan).astype(np.float32)
-        rank = np.where(valid, rank.reshape(R, P), -1).astype(np.int64)
+        nll = np.where(valid, log_total - (target_z - shift)[..., 0], np.nan).astype(np.float32)
     else:
         rank = None
     strings = token_strings(std.model, top_ids)
     top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
-    return LensResult(probs=z, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
+    return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
                       input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
                       top_tokens=top_tokens, targets=target_list, target_nll=nll, target_rank=rank, kind=kind,
                       positions=list(positions))
 
 
 PARALLEL_MIN = 1 << 20  # values per block below which splitting the rows costs more than it saves
-_POOL: ThreadPoolExecutor | None = None
 
 
-def _pool() -> ThreadPoolExecutor:
-    """One process-wide pool: starting threads per call costs more than a small decode."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(min(os.cpu_count() or 1, 4), thread_name_prefix="mlxsight-lens")
-    return _POOL
-
-
-def by_rows(fn: Callable[[np.ndarray, int, int], Any], z: np.ndarray) -> list:
-    """``fn(block, start, stop)`` over contiguous blocks of ``z``'s rows (``[..., V]`` seen as
-    ``[rows, V]``; ``start:stop`` are the block's row numbers), one thread per block: numpy's kernels
-    release the GIL, so on a multi-core CPU the blocks run side by side. Each row is computed
-    exactly as alone; small arrays are one block."""
+def by_rows(fn: Callable[[np.ndarray], Any], z: np.ndarray) -> list:
+    """``fn`` over contiguous blocks of ``z``'s rows (``[..., V]`` seen as ``[rows, V]``), one thread
+    per block: numpy's kernels release the GIL, so on a multi-core CPU the blocks run side by side.
+    Each row is computed exactly as alone; small arrays are one block."""
     rows = z.reshape(-1, z.shape[-1])
     n = max(1, min(os.cpu_count() or 1, 4, rows.size // PARALLEL_MIN, len(rows)))
     if n == 1:
-        return [fn(rows, 0, len(rows))]
+        return [fn(rows)]
     bounds = np.linspace(0, len(rows), n + 1).astype(int)
-    return list(_pool().map(lambda ab: fn(rows[ab[0]:ab[1]], ab[0], ab[1]), zip(bounds[:-1], bounds[1:])))
-
-
-CACHE_VALUES = 1 << 18  # rows are decoded in blocks of about this many values (1 MB): they stay in cache
-
-
-def decode_rows(rows: np.ndarray, k: int, targets: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Decode ``[n, V]`` logits in place into probabilities, a cache-sized block of rows at a time
-    (the passes of a softmax over a block that stays in the CPU cache cost about one pass).
-
-    Returns ``(top_ids, top_probs, log_total, target_logprob, target_rank)``: ``[n, k]`` the ids of
-    the ``k`` most probable tokens (most probable first, equal probabilities by id) and their
-    probabilities, ``[n]`` each row's log-normaliser of ``z - shift`` (see ``softmax_``), and for
-    ``targets`` (``[n]`` ids, ``-1``: none) the target's log-probability and rank (how many tokens
-    are more probable), else empty arrays."""
-    n, V = rows.shape
-    k = min(k, V)
-    step = max(1, CACHE_VALUES // V)
-    maxima = np.empty((n, max(1, V // BLOCK)), rows.dtype)
-    log_total = np.empty(n, np.float32)
-    scored = targets is not None
-    target_lp = np.empty(n if scored else 0, np.float32)
-    rank = np.empty(n if scored else 0, np.int64)
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        block = rows[a:b]
-        maxima[a:b] = peak = block_maxima(block)
-        peak = peak.max(axis=-1, keepdims=True)
-        if V % BLOCK:
-            peak = np.maximum(peak, block[:, V - V % BLOCK:].max(axis=-1, keepdims=True))
-        if scored:
-            t = targets[a:b]
-            tz = np.take_along_axis(block, np.maximum(t, 0)[:, None], -1)
-        total, shift = _softmax_rows(block, peak)
-        log_total[a:b] = total
-        if scored:
-            target_lp[a:b] = (tz - shift)[:, 0] - total
-            rank[a:b] = (block > np.take_along_axis(block, np.maximum(t, 0)[:, None], -1)).sum(-1)
-    # exp is monotone: the blocks with the largest logit maxima hold the largest probabilities too
-    top_ids = _top_k(rows, k, maxima)
-    return top_ids, np.take_along_axis(rows, top_ids, -1), log_total, target_lp, rank
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda ab: fn(rows[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:])))
 
 
 # |row maximum| up to which exp(z) needs no shift: exp(60) * vocab stays far below float32's 3e38,
@@ -224,22 +179,16 @@ def softmax_(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Rows are shifted by their maximum only when some ``|maximum|`` exceeds ``SAFE_EXP``; otherwise
     ``exp(z)`` is exact to float32 rounding and a pass over the logits is saved."""
-    rows = z.reshape(-1, z.shape[-1])
-    log_total, shift = _softmax_rows(rows, rows.max(axis=-1, keepdims=True))
-    return log_total.reshape(z.shape[:-1]), shift.reshape(z.shape[:-1] + (1,))
-
-
-def _softmax_rows(rows: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``softmax_`` of ``[n, V]`` rows whose maxima ``peak`` (``[n, 1]``) are known."""
+    peak = z.max(axis=-1, keepdims=True)
     if np.abs(peak).max(initial=0.0) > SAFE_EXP:
         shift = peak
-        np.subtract(rows, shift, out=rows)
+        np.subtract(z, shift, out=z)
     else:
         shift = np.zeros_like(peak)
-    np.exp(rows, out=rows)
-    total = rows.sum(axis=-1, keepdims=True)
-    rows /= total
-    return np.log(total)[:, 0], shift
+    np.exp(z, out=z)
+    total = z.sum(axis=-1, keepdims=True)
+    z /= total
+    return np.log(total)[..., 0], shift
 
 
 def _writable_numpy(logits: Any) -> np.ndarray:
@@ -260,38 +209,25 @@ BLOCK = 32  # top-k partitions only the k blocks of this many ids with the large
 def top_k_ids(z: np.ndarray, k: int) -> np.ndarray:
     """``[..., k]`` int64 ids of the ``k`` largest values of each row of ``z`` (``k`` capped at
     its width), largest first; equal values in order of id among those kept (which of several
-    equal values at the k-th place are kept is unspecified, as with a partition)."""
-    V = z.shape[-1]
-    rows = z.reshape(-1, V)
-    return _top_k(rows, min(k, V), block_maxima(rows)).reshape(z.shape[:-1] + (min(k, V),))
-
-
-def block_maxima(rows: np.ndarray) -> np.ndarray:
-    """``[n, V // BLOCK]``: the maximum of each block of ``BLOCK`` ids (block ``j`` holds ids
-    ``j, j + m, j + 2m, ...`` for ``m = V // BLOCK`` blocks), one elementwise maximum over ``BLOCK``
-    contiguous slices of each row; ids past the last whole block belong to no block."""
-    m = rows.shape[-1] // BLOCK
-    if m == 0:
-        return rows.max(axis=-1, keepdims=True)
-    return rows[:, :m * BLOCK].reshape(len(rows), BLOCK, m).max(axis=1)
-
-
-def _top_k(rows: np.ndarray, k: int, maxima: np.ndarray) -> np.ndarray:
-    """``top_k_ids`` of ``[n, V]`` rows (``k <= V``) given their ``block_maxima``.
+    equal values at the k-th place are kept is unspecified, as with a partition).
 
     The ``k`` largest values lie in the ``k`` blocks whose maxima are largest (each lies in a block
     whose maximum is at least the k-th largest value, and at most ``k`` blocks have one), so only
-    those blocks are partitioned, about twice as fast as partitioning the whole row. Ids past the
-    last whole block are always kept."""
-    V = rows.shape[-1]
-    m = V // BLOCK
-    if m <= 4 * k:
+    those blocks are partitioned. Block ``j`` holds ids ``j, j + n, j + 2n, ...`` (``n`` blocks):
+    their maxima are one elementwise maximum over ``BLOCK`` contiguous slices of the row, about
+    twice as fast as partitioning the whole row. Ids past the last whole block are always kept."""
+    V = z.shape[-1]
+    k = min(k, V)
+    rows = z.reshape(-1, V)
+    n = V // BLOCK
+    if n <= 4 * k:
         candidates = np.broadcast_to(np.arange(V), rows.shape)
     else:
-        blocks = np.argpartition(maxima, m - k, axis=-1)[:, m - k:]
-        candidates = (blocks[:, :, None] + m * np.arange(BLOCK)).reshape(len(rows), -1)
+        maxima = rows[:, :n * BLOCK].reshape(len(rows), BLOCK, n).max(axis=1)
+        blocks = np.argpartition(maxima, n - k, axis=-1)[:, n - k:]
+        candidates = (blocks[:, :, None] + n * np.arange(BLOCK)).reshape(len(rows), -1)
         if V % BLOCK:
-            tail = np.broadcast_to(np.arange(m * BLOCK, V), (len(rows), V % BLOCK))
+            tail = np.broadcast_to(np.arange(n * BLOCK, V), (len(rows), V % BLOCK))
             candidates = np.concatenate([candidates, tail], axis=1)
     values = np.take_along_axis(rows, candidates, -1)
     width = values.shape[-1]
@@ -300,7 +236,7 @@ def _top_k(rows: np.ndarray, k: int, maxima: np.ndarray) -> np.ndarray:
     ids = np.take_along_axis(candidates, pick, -1)
     best = np.take_along_axis(values, pick, -1)
     order = np.lexsort((ids, -best), axis=-1)  # by value, descending; then by id
-    return np.take_along_axis(ids, order, -1).astype(np.int64)
+    return np.take_along_axis(ids, order, -1).astype(np.int64).reshape(z.shape[:-1] + (k,))
 
 
 def _targets(targets: list[int] | str | None, ids: list[int], positions: list[int]) -> list[int] | None:
