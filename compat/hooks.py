@@ -15,19 +15,15 @@ def to_torch(value: Any, memo: dict[int, Any] | None = None) -> Any:
     hold them under several names.
     """
     import mlx.core as mx
-    import numpy as np
-    import torch
     from mlxsight.cache import CacheEntries, CacheEntry
     from mlxsight.structure import ArraySpec
+    from mlxsight.torch_ops import array_to_torch
 
     memo = {} if memo is None else memo
     if id(value) in memo:
         return memo[id(value)]
     if isinstance(value, mx.array):
-        if value.dtype == mx.bfloat16:
-            out = torch.from_numpy(np.array(value.astype(mx.float32))).to(torch.bfloat16)
-        else:
-            out = torch.from_numpy(np.array(value))
+        out = array_to_torch(value)
     elif isinstance(value, ArraySpec):  # a scan's value: a fake tensor, as nnsight's scan saves
         out = _fake(value)
     elif isinstance(value, list):

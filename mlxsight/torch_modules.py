@@ -127,21 +127,6 @@ def mirror(module: Any) -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 # torch modules attached to a traced model, run as they are (``auxiliary.ForeignCall``)
 
-def to_torch(value: Any) -> Any:
-    """``value`` with ``mx.array``s turned into torch tensors (lists, tuples, dicts walked)."""
-    import torch
-
-    if isinstance(value, mx.array):
-        if value.dtype == mx.bfloat16:  # numpy has no bfloat16
-            return torch.from_numpy(np.array(value.astype(mx.float32))).to(torch.bfloat16)
-        return torch.from_numpy(np.array(value))
-    if type(value) in (list, tuple):
-        return type(value)(to_torch(v) for v in value)
-    if type(value) is dict:
-        return {k: to_torch(v) for k, v in value.items()}
-    return value
-
-
 class TorchKind:
     """``auxiliary.ForeignKind`` of ``torch.nn.Module``: torch runs the module on torch copies of the
     values; an observed module reports its calls through a ``forward`` set on the instance for the
@@ -154,7 +139,7 @@ class TorchKind:
              paths: dict[int, str], observer: Any) -> Any:
         import torch
 
-        from .torch_ops import to_mlx
+        from .torch_ops import to_mlx, to_torch
 
         patched: list[tuple[Any, Any]] = []
         try:
@@ -176,7 +161,7 @@ class TorchKind:
 
 def _observed(forward: Callable, path: str, observer: Any) -> Callable:
     """``forward`` reporting each call to ``observer`` as a call of ``path``, with MLX values."""
-    from .torch_ops import to_mlx
+    from .torch_ops import to_mlx, to_torch
 
     def body(*args: Any, **kwargs: Any) -> Any:
         return to_mlx(forward(*to_torch(args), **to_torch(kwargs)))

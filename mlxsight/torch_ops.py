@@ -113,6 +113,27 @@ def to_mlx(obj: Any) -> Any:
     return obj
 
 
+def array_to_torch(array: mx.array) -> Any:
+    """One ``mx.array`` as a torch tensor (imports torch; bfloat16 through float32, numpy has none)."""
+    import torch
+
+    if array.dtype == mx.bfloat16:
+        return torch.from_numpy(np.array(array.astype(mx.float32))).to(torch.bfloat16)
+    return torch.from_numpy(np.array(array))
+
+
+def to_torch(obj: Any) -> Any:
+    """``to_mlx``'s inverse: ``obj`` with ``mx.array``s turned into torch tensors (new lists, tuples
+    and dicts; everything else as it is)."""
+    if isinstance(obj, mx.array):
+        return array_to_torch(obj)
+    if type(obj) in (list, tuple):
+        return type(obj)(to_torch(o) for o in obj)
+    if type(obj) is dict:
+        return {k: to_torch(v) for k, v in obj.items()}
+    return obj
+
+
 # ----------------------------------------------------------------------------------------------
 # helpers shared by the ops
 

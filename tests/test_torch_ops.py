@@ -442,3 +442,20 @@ def test_torch_calls_inside_a_trace(stories_path):
     assert_same(best, L.max(-1).indices)
     assert_same(gelu, F.gelu(H), atol=1e-5)
     assert_same(both, torch.cat([H, H], dim=0))
+
+
+@settings(max_examples=20, deadline=None)
+@given(dtype=st.sampled_from(["float32", "float16", "bfloat16", "int32", "int64", "bool_"]),
+       shape=st.lists(st.integers(0, 4), max_size=3), seed=st.integers(0, 2 ** 16))
+def test_to_torch_is_to_mlxs_inverse(dtype, shape, seed):
+    """``torch_ops.to_torch`` turns MLX arrays (in lists, tuples, dicts) into torch tensors of the
+    matching dtype and values, and ``to_mlx`` brings them back unchanged."""
+    from mlxsight.torch_ops import to_mlx, to_torch, torch_dtype
+
+    x = mx.array(np.random.default_rng(seed).normal(size=shape) * 3).astype(getattr(mx, dtype))
+    got = to_torch({"a": [x, (x, 1)], "b": "s"})
+    t = got["a"][0]
+    assert isinstance(t, torch.Tensor) and t.dtype == torch_dtype(x.dtype) and tuple(t.shape) == x.shape
+    assert got["b"] == "s" and isinstance(got["a"][1], tuple) and got["a"][1][1] == 1
+    back = to_mlx(got)["a"][1][0]
+    assert back.dtype == x.dtype and mx.array_equal(back, x)

@@ -29,12 +29,11 @@ from typing import Any, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 import torch
 from mlx.utils import tree_flatten
 
 from mlxsight.hooks import active
-from mlxsight.torch_ops import to_mlx
+from mlxsight.torch_ops import array_to_torch, to_mlx
 from mlxsight.tree import map_tree
 
 _CLASSES: dict[tuple[type, str], type] = {}
@@ -77,14 +76,7 @@ def _torch_dtype(dtype: mx.Dtype) -> torch.dtype:
 def _torch(value: Any) -> Any:
     """MLX arrays inside ``value`` -> torch tensors (new containers; everything else as it is)."""
 
-    def leaf(v: Any) -> Any:
-        if not isinstance(v, mx.array):
-            return v
-        if v.dtype == mx.bfloat16:
-            return torch.from_numpy(np.array(v.astype(mx.float32))).to(torch.bfloat16)
-        return torch.from_numpy(np.array(v))
-
-    return map_tree(value, leaf)
+    return map_tree(value, lambda v: array_to_torch(v) if isinstance(v, mx.array) else v)
 
 
 class TorchModule(torch.nn.Module):
