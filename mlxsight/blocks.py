@@ -84,13 +84,16 @@ def run_body(frame: FrameType, code: CodeType, each: Iterable[Any], before: Call
     write_frame(frame, updates, [])
 
 
-def skip_inline(frame: FrameType) -> Callable[[], None]:
-    """Make the frame's next line raise ``SkipBlock``; returns the function that undoes it."""
+def skip_inline(frame: FrameType, at_body: Callable[[FrameType], None] | None = None) -> Callable[[], None]:
+    """Make the frame's next line raise ``SkipBlock``; returns the function that undoes it.
+    ``at_body(frame)`` is called first, at that line (the ``with ... as`` target is bound by then)."""
     previous = sys.gettrace()
 
     def local_trace(f, event, arg):
         if event == "line":
             f.f_trace = None
+            if at_body is not None:
+                at_body(f)
             raise SkipBlock
         return local_trace
 

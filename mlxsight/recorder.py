@@ -283,6 +283,8 @@ class Recorder:
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             where = where_now()
             position = structure.order.get(point) if hosted is None else self._hosted_position(point, structure)
+            if self.tracer.workers is not None:  # a body run as a worker waits for the forward to get here
+                self.tracer.workers.reach(position, point)
             if self._stop is not None:
                 self._check_before_stop(position, point)
             self._check_order(invoke.index, position, point, where)
@@ -463,6 +465,8 @@ class Recorder:
                                   f"(or not that many times), so there is no call to drill into", where_now())
         where = where_now()
         position = structure.order.get(point)
+        if self.tracer.workers is not None:
+            self.tracer.workers.reach(position, point)
         self._check_before_stop(position, point)
         self._check_order(invoke.index, position, point, where)
         return structure.callees[path]

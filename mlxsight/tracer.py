@@ -24,13 +24,14 @@ from .context import (  # noqa: F401 - the public names stay importable from her
     set_value_transform, torch_semantics,
 )
 from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, warn_abandoned, where_now
-from .blocks import BlockInfo
+from .blocks import BlockInfo, SkipBlock
 from .frames import FrameSnapshot, holds, resolved_updates
 from .graph import Graph, Node
 from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
 from .structure import Structure, skeleton
+from .workers import Barrier, Workers
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -111,22 +112,6 @@ class StepIndexer:
         return Steps(self.tracer.recorder, steps, open_ended and (key.step or 1) == 1)
 
 
-class Barrier:
-    """``b = tracer.barrier(n)``; ``b()`` in n invokes. Counts arrivals only."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.arrivals = n, 0
-
-    def __call__(self) -> None:
-        self.arrivals += 1
-
-    @staticmethod
-    def check(barriers: list["Barrier"]) -> None:
-        if any(b.arrivals % b.n for b in barriers):
-            raise ValueError("A barrier was never reached by every block it waits for; check the count it "
-                             "was created with")
-
-
 class Invoke:
     """One input's rows of the batched forward; reads inside it see only those rows."""
 
@@ -161,10 +146,18 @@ class Invoke:
         return self._structure[1:]
 
     def __enter__(self) -> "Invoke":
+        workers = self.tracer.workers
+        if workers is not None:  # the trace has a barrier: the body runs as a worker at the trace's exit
+            self._restore = workers.capture(self, user_frame(2))
+            return self
         self.tracer.recorder.invokes.append(self)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        restore = self.__dict__.pop("_restore", None)
+        if restore is not None:
+            restore()
+            return exc_type is not None and issubclass(exc_type, SkipBlock)
         self.tracer.recorder.invokes.pop()
         # An open iter loop or a tracer.stop() ends its own invoke only: in nnsight each invoke is its
         # own worker (a stop also ends the run there, which the recorder holds its siblings to).
@@ -186,6 +179,7 @@ class Tracer:
     _session: Any = None  # the session this trace runs in
     _frame = FrameSnapshot(None)  # the caller's frame (this one holds none)
     info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
+    workers: Workers | None = None  # the invoke bodies run as workers, once the trace has a barrier
     _structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     def _repr_html_(self) -> str:
@@ -247,6 +241,8 @@ class Tracer:
             stopped = issubclass(exc_type, StopTrace)
         try:
             if exc_type is None or stopped:
+                if self.workers is not None:
+                    self.workers.run()
                 self._finish()
             else:
                 self._frame.revert(keep=(self,))
@@ -342,9 +338,12 @@ class Tracer:
         raise StopTrace()
 
     def barrier(self, n: int) -> Barrier:
-        """nnsight's barrier. A graph needs none (dependencies order the work), but scripts call it,
-        and nnsight's error for a barrier that too few blocks reach is kept."""
-        barrier = Barrier(n)
+        """nnsight's barrier: from here on the trace's invoke bodies run as workers meeting at their
+        barriers (``workers``), so a value one body hands another at a barrier is the one it held there."""
+        self.check_open()
+        if self.workers is None:
+            self.workers = Workers(self)
+        barrier = Barrier(n, self.workers)
         self._barriers.append(barrier)
         return barrier
 

@@ -60,14 +60,22 @@ def markdown_blocks(text: str) -> list[str]:
 
 def notebook_blocks(path: Path) -> list[str]:
     """A notebook's code cells; IPython magics and shell escapes (``%pip``, ``!ls``) are not Python
-    and are left out, as running the cells as a script would need."""
+    and are left out, as running the cells as a script would need. One inside a compound statement
+    (``if is_colab:`` then ``!pip install ...``) becomes ``pass``, so the statement stays valid, as
+    it is in IPython (where the escape is a statement)."""
     cells = json.loads(path.read_text())["cells"]
     out = []
     for cell in cells:
         if cell.get("cell_type") != "code":
             continue
         source = "".join(cell["source"])
-        kept = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        kept = []
+        for ln in source.splitlines():
+            body = ln.lstrip()
+            if not body.startswith(("%", "!")):
+                kept.append(ln)
+            elif body != ln:
+                kept.append(ln[:len(ln) - len(body)] + "pass")
         if any(ln.strip() for ln in kept):
             out.append("\n".join(kept) + "\n")
     return out
