@@ -99,6 +99,11 @@ def install_nnsight(listener: Listener) -> None:
         if getattr(ttracer._local, "depth", 0) == 1:
             saves = ttracer._saves()
             pending.update({k: v for k, v in variables.items() if id(v) in saves})
+            # A list or dict made before the trace and saved in it is not rebound, so nnsight pushes
+            # nothing for it, but the caller sees it filled under its name (mlxsight reports it too).
+            for name, value in list(frame.f_locals.items()):
+                if type(value) in (list, dict) and id(value) in saves and name not in pending:
+                    pending[name] = value
             where[:] = [frame.f_code.co_filename, frame.f_lineno]
         return original_push(frame, variables)
 
