@@ -50,6 +50,12 @@ def body_code(frame: FrameType) -> CodeType:
 
 def compile_body(filename: str, line: int, globals_: dict) -> CodeType:
     """The compiled body of the ``with`` statement being entered at ``filename:line``."""
+    found = find_with(filename, line, globals_)
+    return compile(ast.Module(body=found.body, type_ignores=[]), filename, "exec")
+
+
+def find_with(filename: str, line: int, globals_: dict) -> ast.With | ast.AsyncWith:
+    """The ``with`` statement being entered at ``filename:line``, read back from its file."""
     source = "".join(linecache.getlines(filename, globals_))
     if not source:
         raise RuntimeError(f"the block form needs the script's source ({filename} is not readable): "
@@ -61,7 +67,7 @@ def compile_body(filename: str, line: int, globals_: dict) -> CodeType:
                 found = node
     if found is None:
         raise RuntimeError(f"no `with` block found at {filename}:{line}")
-    return compile(ast.Module(body=found.body, type_ignores=[]), filename, "exec")
+    return found
 
 
 def run_body(frame: FrameType, code: CodeType, each: Iterable[Any], before: Callable[[Any], None]) -> None:
@@ -84,13 +90,15 @@ def run_body(frame: FrameType, code: CodeType, each: Iterable[Any], before: Call
     write_frame(frame, updates, [])
 
 
-def skip_inline(frame: FrameType, at_body: Callable[[FrameType], None] | None = None) -> Callable[[], None]:
-    """Make the frame's next line raise ``SkipBlock``; returns the function that undoes it.
+def skip_inline(frame: FrameType, at_body: Callable[[FrameType], None] | None = None,
+                body_line: int = 0) -> Callable[[], None]:
+    """Make the frame's next line (from ``body_line`` on: a ``with`` header over several lines
+    reaches its own lines first) raise ``SkipBlock``; returns the function that undoes it.
     ``at_body(frame)`` is called first, at that line (the ``with ... as`` target is bound by then)."""
     previous = sys.gettrace()
 
     def local_trace(f, event, arg):
-        if event == "line":
+        if event == "line" and f.f_lineno >= body_line:
             f.f_trace = None
             if at_body is not None:
                 at_body(f)

@@ -25,11 +25,12 @@ treats them as names bound in the block: saved values are pushed, unsaved proxie
 
 from __future__ import annotations
 
+import ast
 from collections import deque
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Callable
 
-from .blocks import compile_body, skip_inline
+from .blocks import find_with, skip_inline
 from .errors import OutOfOrderError, where_now
 from .frames import write_frame
 from .recorder import StopTrace
@@ -40,6 +41,18 @@ if TYPE_CHECKING:
 
 BARRIER_UNMET = "A barrier was never reached by every block it waits for; check the count it was created with"
 _END = float("inf")  # the position of a value the forward gives only at its end (a generation's result)
+
+
+def _body(filename: str, line: int, globals_: dict) -> tuple[CodeType, int]:
+    """The invoke block's body, compiled, and its first line. A body starting with ``try:`` is
+    refused, as nnsight refuses it: CPython puts that line on an instruction no exception handler
+    covers, so the skip raised there would leave the frame past the block's ``__exit__``."""
+    node = find_with(filename, line, globals_)
+    first = node.body[0]
+    if type(first).__name__ in ("Try", "TryStar"):
+        raise ValueError("an invoke block in a trace with a barrier cannot start with `try:` (nnsight refuses it "
+                         "too): put a statement above the `try`, or move the `try` outside the block")
+    return compile(ast.Module(body=node.body, type_ignores=[]), filename, "exec"), first.lineno
 
 
 class Scope(dict):
@@ -117,7 +130,7 @@ class Workers:
         self.position: Any = None  # the forward position reached (None: before the first)
         self.current: Worker | None = None  # the worker running now
         self._ready: deque[Worker] = deque()
-        self._codes: dict[tuple[str, int], CodeType] = {}
+        self._bodies: dict[tuple[str, int], tuple[CodeType, int]] = {}  # per `with` line: its body, first line
         self._shared: dict[int, tuple[FrameType, dict]] = {}  # per frame: the names its bodies bound
         self._main: Any = None  # the greenlet the interleaver runs in
 
@@ -126,9 +139,10 @@ class Workers:
         """Take the invoke's body as a worker and make it not run inline; returns what undoes that
         (called at the block's exit, which swallows the ``SkipBlock`` it raises)."""
         key = (frame.f_code.co_filename, frame.f_lineno)
-        code = self._codes.get(key)
-        if code is None:
-            code = self._codes[key] = compile_body(key[0], key[1], frame.f_globals)
+        found = self._bodies.get(key)
+        if found is None:
+            found = self._bodies[key] = _body(key[0], key[1], frame.f_globals)
+        code, body_line = found
         recorder = self.tracer.recorder
         worker = Worker(invoke, code, frame, ([invoke], recorder.step, recorder.looping, recorder.beyond))
         shared = self._shared.setdefault(id(frame), (frame, {}))[1]
@@ -137,7 +151,7 @@ class Workers:
             worker.scope = Scope(dict(f.f_locals), shared, f.f_globals)
 
         self.workers.append(worker)
-        return skip_inline(frame, at_body)
+        return skip_inline(frame, at_body, body_line)
 
     # -- at the trace's exit ---------------------------------------------------------------------
     def run(self) -> None:
