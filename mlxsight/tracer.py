@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Any, Callable
 import mlx.core as mx
 
 from . import context
-from .batching import Batcher, RowSlice, invokes_needed, restrict
+from .batching import Batcher, RowSlice
 from .cache import Cache, CacheRequest, fill_caches
 from .context import (  # noqa: F401 - the public names stay importable from here
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
 )
-from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, warn_abandoned, where_now
+from .errors import ExpiredProxyError, NestedTraceError, hint_mlx_function, user_frame, warn_abandoned, where_now
 from .blocks import BlockInfo
 from .frames import FrameSnapshot, holds, resolved_updates
 from .graph import Graph, Node
+from .materialize import Materialized
 from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
@@ -202,7 +203,7 @@ class Tracer:
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._invokes: list[Invoke] = []
         self._saved: dict[int, Any] = {}
-        self._materialized: list[tuple[Node, int, Where | None]] = []
+        self.materialized = Materialized(self)  # values used as concrete values while recording
         self._caches: list[CacheRequest] = []
         self._barriers: list[Barrier] = []
 
@@ -368,17 +369,8 @@ class Tracer:
         self.check_open()
         self._saved[id(obj)] = obj
 
-    def materialize(self, proxy: Proxy) -> Any:
-        """Run the graph recorded so far, as far as ``proxy`` needs, and return its value."""
-        self.check_open()
-        node = proxy.node
-        value = self._run_rows_of(node)
-        mx.eval(value)
-        self._materialized.append((node, len(self.graph), where_now()))
-        return value
-
     # -- compile and run -------------------------------------------------------------------------
-    def _run(self, nodes: list[Node]) -> list:
+    def run(self, nodes: list[Node]) -> list:
         """Compile the graph for ``nodes`` (validating all of it) and run it in one forward."""
         if not self.batcher.datas:
             raise ValueError(NO_INPUT)
@@ -386,50 +378,17 @@ class Tracer:
         size = self.batcher.fix_size(batch)
         structure = self.structure_for(batch)
         whole = self.model.whole_forward and not self.scan  # observed from outside: run it all
-        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized_checks(),
+        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized.checks(),
                                                 self.stop_early and not whole, whole)
         if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
-        return self._execute(schedule, nodes, batch, size)
+        return self.execute(schedule, nodes, batch, size)
 
-    def _execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int) -> list:
+    def execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int) -> list:
         self.model.dispatch()  # the first run reads the weights (scan never does)
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
-
-    def _run_rows_of(self, node: Node) -> Any:
-        """``node``'s value now, computed on the rows of the invokes it depends on only (each row as
-        it is in the batch so far), so a trace whose every invoke asks for a value runs each invoke's
-        rows once, not the whole batch each time. The whole graph is still validated."""
-        invokes = self._invokes
-        rows = {i: invoke.rows for i, invoke in enumerate(invokes) if invoke.rows is not None}
-        plan = None
-        if self.runs_parts and not self.scan and not self.model.whole_forward and len(rows) == len(invokes) > 1 \
-                and self.batcher.separable():
-            plan = invokes_needed(self.graph, node, rows)
-        if plan is None or len(plan[0]) == len(invokes):
-            return self._run([node])[0]
-        keep, needed = plan
-        batch, held = self.batcher.part([invokes[i].data for i in sorted(keep)])
-        moved = {i: self.batcher.rows_in(held, invokes[i].data) for i in keep}
-        size = self.driver.rows(batch)
-        structure = self.structure_for(batch)  # the same hook points, in the same order, as the whole batch
-        compiler = self.driver.compiler
-        compiler.compile(self.graph, structure, [node], self.materialized_checks(), self.stop_early)
-        graph, new = restrict(self.graph, needed, keep, rows, moved, size)
-        schedule = compiler.compile(graph, structure, [new[node.index]], (), self.stop_early)
-        return self._execute(schedule, [new[node.index]], batch, size)[0]
-
-    def materialized_checks(self) -> list[tuple[Node, int, Where | None, frozenset]]:
-        """Each value used as a concrete Python value, with the invokes whose later edits cannot
-        change it: those with rows of their own other than its invoke's, as their rows were not in
-        the batch it was computed on (nnsight runs each invoke's block on its own rows)."""
-        if not self._materialized:
-            return []
-        own_rows = {i for i, invoke in enumerate(self._invokes) if invoke.rows is not None}
-        return [(node, before, where, frozenset(own_rows - {node.invoke}))
-                for node, before, where in self._materialized]
 
     def structure_for(self, batch: Any) -> Structure:
         """The hook points of the run on ``batch`` (generation: of every step)."""
@@ -485,7 +444,7 @@ class Tracer:
         """Run the graph for every proxy inside ``outputs`` (nothing is evaluated): a function
         replacing them by their values, and the values."""
         proxies = proxies_in(outputs, self.recorder)
-        values = self._run([p.node for p in proxies])  # validates even when nothing is saved
+        values = self.run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
         return substitute(proxies, values), values
