@@ -243,7 +243,34 @@ def _strip_root(path: str) -> str:
     return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
 
 
-def fill_caches(requests: list[CacheRequest], order: dict[HookPoint, Any], slot: Callable[[HookPoint], Any]) -> None:
-    """Fill each request with the proxies of the hook points it caches (``order``: their positions)."""
-    for request in requests:
-        request.fill(order, slot)
+class Caches:
+    """A trace's ``tracer.cache()`` requests: declared while it records, filled with its proxies
+    when it ends, their values resolved after the run. Made on a trace's first request only."""
+
+    def __init__(self) -> None:
+        self.requests: list[CacheRequest] = []
+
+    def request(self, recorder: Any, model: Any, modules: Any, dtype: Any, include_output: bool,
+                include_inputs: bool) -> Cache:
+        """A new request in the open invoke. As in nnsight, declared inside an invoke (or a trace
+        given an input) before the invoke reads or writes a model value; otherwise a ``ValueError``."""
+        if not recorder.invokes:
+            raise ValueError("Cannot access `tracer.cache()` outside of interleaving")
+        if recorder.has_accessed(recorder.invokes[-1].index):
+            raise ValueError("tracer.cache() must be declared before reading or modifying a model value")
+        request = CacheRequest(modules, dtype, include_output, include_inputs, model, recorder.row_view())
+        self.requests.append(request)
+        return request.cache
+
+    def fill(self, order: dict[HookPoint, Any], slot: Callable[[HookPoint], Any]) -> None:
+        """Fill each request with the proxies of the hook points it caches (``order``: their positions)."""
+        for request in self.requests:
+            request.fill(order, slot)
+
+    def values(self) -> list:
+        """Everything the requests hold, to be computed."""
+        return [request.values() for request in self.requests]
+
+    def resolve(self, resolve: Callable[[Any], Any]) -> None:
+        for request in self.requests:
+            request.resolve(resolve)

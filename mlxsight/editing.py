@@ -63,7 +63,7 @@ class EditTracer(Tracer):
     def compile_check(self) -> None:
         """Validate the edit (time travel, unknown modules) on the example input it was recorded with."""
         structure = self.driver.structure(self.batcher.batch())
-        self.driver.compiler.compile(self.graph, structure, [], self.materialized_checks())
+        self.driver.compiler.compile(self.graph, structure, [], self.materialized.checks())
 
 
 class FailedEdit:

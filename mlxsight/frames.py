@@ -13,6 +13,9 @@ import sys
 from types import FrameType
 from typing import Any, Callable
 
+import mlx.core as mx
+
+from . import context
 from .proxy import Proxy
 from .runner import NEVER_REACHED
 from .tree import contains
@@ -109,6 +112,40 @@ class FrameSnapshot:
         kept = {id(k) for k in keep}
         changed = [n for n, v in locals_.items() if before.get(n, _MISSING) is not v and id(v) not in kept]
         write_frame(frame, {n: before[n] for n in changed if n in before}, [n for n in changed if n not in before])
+
+
+def hand_back(snapshot: FrameSnapshot, saved: dict[int, Any], owns: Callable[[Any], bool],
+              compute: Callable[[list], tuple[Callable[[Any], Any], list]], session: Any = None,
+              evaluate: bool = True) -> dict[str, Any] | None:
+    """Push a finished block's saved values to the caller's frame; the names bound (``None`` in a
+    session, whose ``adopt`` takes every value the block holds, lazily, instead).
+
+    ``compute(outputs)`` runs the graph for the proxies inside ``outputs``: a function replacing
+    them by their values, and the values (not yet evaluated; ``evaluate``: evaluate them here, not
+    for a scan's shapes). Names bound to unsaved proxies go back to their values before the block;
+    exit listeners hear of the names bound."""
+    pushes, containers, locals_ = snapshot.collect(owns, saved, hand_all=session is not None)
+    resolve, values = compute([v for _, v in pushes] + containers)
+    # in a session, values stay lazy until the session ends
+    pending = [v for v in values if v is not NEVER_REACHED] if session is None and evaluate else []
+    transform = context.settings.value_transform
+    if pending and transform is not None:  # the transform (compat: to torch) reads the values
+        mx.eval(pending)
+        pending = []
+    # in a session, names keep their values until the session hands them out (adopt); lists and
+    # dicts the script made before the trace are transformed in place either way
+    updates = resolved_updates(pushes, containers, resolve, transform, transform_names=session is None)
+    if session is not None:
+        session.adopt(snapshot.frame, updates, {n for n, v in pushes if id(v) in saved})
+        return None
+    snapshot.push(locals_, dict(updates), owns)  # reverted names are not pushed values
+    if pending:
+        # Evaluated last, once the names are bound to the (lazy) arrays: the forward's computation
+        # evicts the caches, so the bookkeeping above runs before it, not after. If it fails, the
+        # block's exit reverts the names as for any failure.
+        mx.eval(pending)
+    context.notify_exit(snapshot.info, updates)
+    return updates
 
 
 def resolved_updates(pushes: list[tuple[str, Any]], containers: list, resolve: Callable[[Any], Any],

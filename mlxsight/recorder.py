@@ -77,7 +77,9 @@ class Recorder:
         self.tracer.save(obj)
 
     def materialize(self, proxy: Proxy) -> Any:
-        return self.tracer.materialize(proxy)
+        """``proxy``'s value now (``materialize``): the graph so far runs as far as it needs."""
+        self.check_open()
+        return self.tracer.materialized.value(proxy.node)
 
     def owns(self, value: Any) -> bool:
         """Whether ``value`` is one of this trace's proxies."""

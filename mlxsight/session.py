@@ -7,16 +7,13 @@ across traces. When the session ends, only saved values are evaluated and kept, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlx.core as mx
 
 from . import context
 from .errors import NestedTraceError, user_frame, warn_abandoned, where_now
 from .frames import FrameSnapshot, write_frame
-
-if TYPE_CHECKING:
-    from .tracer import Tracer
 
 
 class Session:
@@ -52,8 +49,8 @@ class Session:
         """Release a session left without its ``__exit__``: nothing is pushed."""
         context.pop_session(self)
 
-    def adopt(self, tracer: "Tracer", updates: dict[str, Any], saved_names: set[str]) -> None:
-        """Take an inner trace's values: all are pushed (lazily); saved ones will leave the session.
+    def adopt(self, frame: Any, updates: dict[str, Any], saved_names: set[str]) -> None:
+        """Take an inner trace's values (bound in its block's ``frame``): all are pushed (lazily); saved ones will leave the session.
 
         Under a value transform (compat: torch) the script holds transformed values inside the session
         too, as nnsight's session body holds real tensors between its traces."""
@@ -64,7 +61,7 @@ class Session:
             self._handed[id(value)] = value
             if name in saved_names:
                 self._saved[id(value)] = value
-        write_frame(tracer._frame.frame, updates, [])
+        write_frame(frame, updates, [])
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         context.pop_session(self)

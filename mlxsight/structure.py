@@ -82,6 +82,24 @@ class Structure:
         return sum(1 for p in self.order if p.path == path and p.kind == "output")
 
 
+class LastStructure:
+    """The structure of the last batch asked about: kept while the batch (the same object) and the
+    instrumented modules stay the same. One entry: a trace asks about one batch at a time (the
+    whole batch, or one invoke's part of it while recording), so nothing grows."""
+
+    def __init__(self) -> None:
+        self._batch: Any = None
+        self._instrumented: frozenset | None = None
+        self._structure: Any = None
+
+    def get(self, batch: Any, instrumented: frozenset, make: Callable[[], Any]) -> Any:
+        """The structure of ``batch`` with ``instrumented`` modules; ``make()`` when it is not kept."""
+        if self._structure is None or self._batch is not batch or self._instrumented != instrumented:
+            self._structure = make()  # made first: a failure keeps nothing
+            self._batch, self._instrumented = batch, instrumented
+        return self._structure
+
+
 class CallCounter:
     """A hook observer that counts each observed module's (and instrumented operation's) calls: a
     module's n-th call is its hook points ``input``/``output`` with ``call=n``. Subclasses say what

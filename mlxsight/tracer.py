@@ -14,23 +14,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-import mlx.core as mx
-
 from . import context
-from .batching import Batcher, RowSlice, invokes_needed, restrict
-from .cache import Cache, CacheRequest, fill_caches
+from .batching import Batcher, RowSlice
+from .cache import Cache, Caches
 from .context import (  # noqa: F401 - the public names stay importable from here
     add_exit_listener, current_session, current_tracer, remove_exit_listener, save, set_torch_semantics,
     set_value_transform, torch_semantics,
 )
-from .errors import ExpiredProxyError, NestedTraceError, Where, hint_mlx_function, user_frame, warn_abandoned, where_now
+from .errors import ExpiredProxyError, NestedTraceError, hint_mlx_function, user_frame, warn_abandoned, where_now
 from .blocks import BlockInfo, SkipBlock
-from .frames import FrameSnapshot, holds, resolved_updates
+from .frames import FrameSnapshot, hand_back, holds
 from .graph import Graph, Node
+from .materialize import Materialized
 from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
 from .runner import NEVER_REACHED, Runner
-from .structure import Structure, skeleton
+from .structure import LastStructure, Structure, skeleton
 from .workers import Barrier, Workers
 
 if TYPE_CHECKING:
@@ -173,14 +172,14 @@ class Tracer:
     runs_failed_edits = True  # a stored edit whose body failed raises here (not while recording an edit)
     runs_parts = True  # a value needed while recording may run on the rows of the invokes it needs only
 
-    _pushed: dict | None = None  # the saved values pushed to the caller, once run
+    _pushed: dict | None = None  # the saved values pushed to the caller, once run (for the notebook display)
+    _caches: Caches | None = None  # the block's tracer.cache() requests (made on the first)
     rows_per_input = 1  # the model sees each input row this many times (generate's num_return_sequences)
     # set on entry (class defaults: a trace is made per block, so it sets only what it must)
     _session: Any = None  # the session this trace runs in
     _frame = FrameSnapshot(None)  # the caller's frame (this one holds none)
     info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
     workers: Workers | None = None  # the invoke bodies run as workers, once the trace has a barrier
-    _structure: tuple | None = None  # (key, structure) of the last batch asked about
 
     def _repr_html_(self) -> str:
         from .notebook import tracer_html
@@ -196,8 +195,8 @@ class Tracer:
         self._implicit = False  # the trace was given an input: that input is the only invoke
         self._invokes: list[Invoke] = []
         self._saved: dict[int, Any] = {}
-        self._materialized: list[tuple[Node, int, Where | None]] = []
-        self._caches: list[CacheRequest] = []
+        self._structure = LastStructure()  # of the last batch asked about
+        self.materialized = Materialized(self)  # values used as concrete values while recording
         self._barriers: list[Barrier] = []
 
     @property
@@ -349,35 +348,20 @@ class Tracer:
 
     def cache(self, modules: Any = None, device: Any = None, dtype: Any = None, detach: bool = True,
               include_output: bool = True, include_inputs: bool = False, non_blocking: bool = False) -> Cache:
-        """Cache every (or the given) module's post-intervention output (and inputs) in this trace.
-
-        As in nnsight, declared inside an invoke (or a trace given an input) before the invoke reads
-        or writes a model value; otherwise a ``ValueError``."""
+        """Cache every (or the given) module's post-intervention output (and inputs) in this trace
+        (``cache.Caches.request``)."""
         self.check_open()
-        recorder = self.recorder
-        if not recorder.invokes:
-            raise ValueError("Cannot access `tracer.cache()` outside of interleaving")
-        if recorder.has_accessed(recorder.invokes[-1].index):
-            raise ValueError("tracer.cache() must be declared before reading or modifying a model value")
-        request = CacheRequest(modules, dtype, include_output, include_inputs, self.model, self.recorder.row_view())
-        self._caches.append(request)
-        return self._saved.setdefault(id(request.cache), request.cache)
+        if self._caches is None:
+            self._caches = Caches()
+        cache = self._caches.request(self.recorder, self.model, modules, dtype, include_output, include_inputs)
+        return self._saved.setdefault(id(cache), cache)
 
     def save(self, obj: Any) -> None:
         self.check_open()
         self._saved[id(obj)] = obj
 
-    def materialize(self, proxy: Proxy) -> Any:
-        """Run the graph recorded so far, as far as ``proxy`` needs, and return its value."""
-        self.check_open()
-        node = proxy.node
-        value = self._run_rows_of(node)
-        mx.eval(value)
-        self._materialized.append((node, len(self.graph), where_now()))
-        return value
-
     # -- compile and run -------------------------------------------------------------------------
-    def _run(self, nodes: list[Node]) -> list:
+    def run(self, nodes: list[Node]) -> list:
         """Compile the graph for ``nodes`` (validating all of it) and run it in one forward."""
         if not self.batcher.datas:
             raise ValueError(NO_INPUT)
@@ -385,57 +369,22 @@ class Tracer:
         size = self.batcher.fix_size(batch)
         structure = self.structure_for(batch)
         whole = self.model.whole_forward and not self.scan  # observed from outside: run it all
-        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized_checks(),
+        schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized.checks(),
                                                 self.stop_early and not whole, whole)
         if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
-        return self._execute(schedule, nodes, batch, size)
+        return self.execute(schedule, nodes, batch, size)
 
-    def _execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int) -> list:
+    def execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int) -> list:
         self.model.dispatch()  # the first run reads the weights (scan never does)
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
         return [env.get(n.index, NEVER_REACHED) for n in nodes]
 
-    def _run_rows_of(self, node: Node) -> Any:
-        """``node``'s value now, computed on the rows of the invokes it depends on only (each row as
-        it is in the batch so far), so a trace whose every invoke asks for a value runs each invoke's
-        rows once, not the whole batch each time. The whole graph is still validated."""
-        invokes = self._invokes
-        rows = {i: invoke.rows for i, invoke in enumerate(invokes) if invoke.rows is not None}
-        plan = None
-        if self.runs_parts and not self.scan and not self.model.whole_forward and len(rows) == len(invokes) > 1 \
-                and self.batcher.separable():
-            plan = invokes_needed(self.graph, node, rows)
-        if plan is None or len(plan[0]) == len(invokes):
-            return self._run([node])[0]
-        keep, needed = plan
-        batch, held = self.batcher.part([invokes[i].data for i in sorted(keep)])
-        moved = {i: self.batcher.rows_in(held, invokes[i].data) for i in keep}
-        size = self.driver.rows(batch)
-        structure = self.structure_for(batch)  # the same hook points, in the same order, as the whole batch
-        compiler = self.driver.compiler
-        compiler.compile(self.graph, structure, [node], self.materialized_checks(), self.stop_early)
-        graph, new = restrict(self.graph, needed, keep, rows, moved, size)
-        schedule = compiler.compile(graph, structure, [new[node.index]], (), self.stop_early)
-        return self._execute(schedule, [new[node.index]], batch, size)[0]
-
-    def materialized_checks(self) -> list[tuple[Node, int, Where | None, frozenset]]:
-        """Each value used as a concrete Python value, with the invokes whose later edits cannot
-        change it: those with rows of their own other than its invoke's, as their rows were not in
-        the batch it was computed on (nnsight runs each invoke's block on its own rows)."""
-        if not self._materialized:
-            return []
-        own_rows = {i for i, invoke in enumerate(self._invokes) if invoke.rows is not None}
-        return [(node, before, where, frozenset(own_rows - {node.invoke}))
-                for node, before, where in self._materialized]
-
     def structure_for(self, batch: Any) -> Structure:
         """The hook points of the run on ``batch`` (generation: of every step)."""
-        key = (id(batch), self.recorder.instrumented)
-        if self._structure is None or self._structure[0] != key:
-            self._structure = (key, self.driver.structure(batch, self.recorder.instrumented))
-        return self._structure[1]
+        instrumented = self.recorder.instrumented
+        return self._structure.get(batch, instrumented, lambda: self.driver.structure(batch, instrumented))
 
     def forward(self, runner: Runner, batch: Any) -> Callable[[], Any]:
         """What the runner runs (generation: the whole decoding loop)."""
@@ -447,47 +396,25 @@ class Tracer:
             raise ValueError(NO_INPUT)
         if self._barriers:
             Barrier.check(self._barriers)
-        if self._caches:
-            fill_caches(self._caches, self.recorder.hook_order(self.structure_for(self.batcher.batch())),
-                        self.recorder.slot)
-        session = self._session
-        pushes, containers, locals_ = self._frame.collect(self.holds_proxy, self._saved, hand_all=session is not None)
-        outputs = [v for _, v in pushes] + containers
-        if self._caches:
-            outputs += [c.values() for c in self._caches]
-        resolve, values = self._compute(outputs)
-        # in a session, values stay lazy until the session ends; a scan's are shapes only
-        pending = [v for v in values if v is not NEVER_REACHED] if session is None and not self.scan else []
-        transform = context.settings.value_transform
-        if pending and transform is not None:  # the transform (compat: to torch) reads the values
-            mx.eval(pending)
-            pending = []
-        for request in self._caches:
-            request.resolve(resolve)
-        # in a session, names keep their values until the session hands them out (adopt); lists and
-        # dicts the script made before the trace are transformed in place either way
-        updates = resolved_updates(pushes, containers, resolve, transform,
-                                   transform_names=session is None)
-        if session is not None:
-            session.adopt(self, updates, {n for n, v in pushes if id(v) in self._saved})
-            return
-        self._frame.push(locals_, dict(updates), self.holds_proxy)  # reverted names are not pushed values
-        if pending:
-            # Evaluated last, once the names are bound to the (lazy) arrays: the forward's computation
-            # evicts the caches, so the bookkeeping above runs before it, not after. If it fails, the
-            # block's exit reverts the names as for any failure.
-            mx.eval(pending)
-        self._pushed = updates  # for the notebook display
-        context.notify_exit(self._frame.info, updates)
+        if self._caches is not None:
+            self._caches.fill(self.recorder.hook_order(self.structure_for(self.batcher.batch())), self.recorder.slot)
+        self._pushed = hand_back(self._frame, self._saved, self.holds_proxy, self._compute, self._session,
+                                 evaluate=not self.scan)
 
     def _compute(self, outputs: list) -> tuple[Callable[[Any], Any], list]:
-        """Run the graph for every proxy inside ``outputs`` (nothing is evaluated): a function
-        replacing them by their values, and the values."""
+        """Run the graph for every proxy inside ``outputs`` and the caches (nothing is evaluated): a
+        function replacing them by their values, and the values."""
+        caches = self._caches
+        if caches is not None:
+            outputs = outputs + caches.values()
         proxies = proxies_in(outputs, self.recorder)
-        values = self._run([p.node for p in proxies])  # validates even when nothing is saved
+        values = self.run([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
-        return substitute(proxies, values), values
+        resolve = substitute(proxies, values)
+        if caches is not None:
+            caches.resolve(resolve)
+        return resolve, values
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
