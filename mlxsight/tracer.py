@@ -360,7 +360,7 @@ class Tracer:
         self._saved[id(obj)] = obj
 
     # -- compile and run -------------------------------------------------------------------------
-    def run(self, nodes: list[Node]) -> list:
+    def run_graph(self, nodes: list[Node]) -> list:
         """Compile the graph for ``nodes`` (validating all of it) and run it in one forward."""
         if not self.batcher.datas:
             raise ValueError(NO_INPUT)
@@ -407,7 +407,7 @@ class Tracer:
         if caches is not None:
             outputs = outputs + caches.values()
         proxies = proxies_in(outputs, self.recorder)
-        values = self.run([p.node for p in proxies])  # validates even when nothing is saved
+        values = self.run_graph([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
         resolve = substitute(proxies, values)
