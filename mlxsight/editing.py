@@ -12,11 +12,14 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from . import context
+from .graph import POINT_OPS, Graph, HookPoint, Node, map_nodes
+from .hosting import hosted_calls
 from .recorder import StopTrace
 from .tracer import Tracer
 
 if TYPE_CHECKING:
     from .model import NNsight
+    from .recorder import Recorder
 
 
 class EditTracer(Tracer):
@@ -57,7 +60,7 @@ class EditTracer(Tracer):
 
     def _finish(self) -> None:
         self.compile_check()
-        self.model._edits.append(self.graph)
+        self.model._edits.append(StoredEdit(self.graph))
         context.notify_exit({**self._frame.info, "edit": True}, {})  # nnsight counts an edit as a trace
 
     def compile_check(self) -> None:
@@ -66,14 +69,68 @@ class EditTracer(Tracer):
         self.driver.compiler.compile(self.graph, structure, [], self.materialized.checks())
 
 
+class StoredEdit:
+    """A recorded edit: its graph, copied into each later trace's graph before the trace's own nodes."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def replay(self, tracer: Tracer) -> None:
+        """Copy the edit's nodes into ``tracer``'s graph, wiring its reads and writes to the trace's
+        slots. The body of an open ``tracer.iter[:]`` loop in the edit is copied again for each later
+        step the run makes, as nnsight's edit runs its loop at every step."""
+        recorder, edit, steps = tracer.recorder, self.graph, tracer.edit_steps()
+        placed: dict[HookPoint, HookPoint] = {}
+        new = _copy(recorder, edit, edit.nodes, {}, 0, placed)
+        for start, end, step in edit.open_loops:
+            for later in range(step + 1, steps):
+                _copy(recorder, edit, edit.nodes[start:end], dict(new), later - step, placed)
+
+
+def _copy(recorder: "Recorder", edit: Graph, nodes: list[Node], new: dict[int, Node], later: int,
+          placed: dict[HookPoint, HookPoint]) -> dict[int, Node]:
+    """Copy ``nodes`` of ``edit`` (``new``: the copies of its nodes so far, by index), their hook
+    points ``later`` calls on; the points their hooked calls host follow those hosted here."""
+    graph = recorder.graph
+    indices = {n.index for n in nodes}
+    own = [p for p, (host, _) in edit.hosted.items() if host.index in indices]
+    first: dict[str, int] = {}
+    for point in own:
+        first[point.path] = min(first.get(point.path, point.call), point.call)
+    shift = hosted_calls(graph, first)
+    for point in own:
+        placed[point] = point._replace(call=point.call - first[point.path] + shift.get(point.path, 0))
+    hosted = set(own)
+
+    def moved(point: HookPoint) -> HookPoint:
+        if point in hosted or point in edit.hosted:
+            return placed[point]
+        return point._replace(call=point.call + later) if later else point
+
+    for node in nodes:
+        args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
+        target = moved(node.target) if node.op in POINT_OPS else node.target
+        if node.op == "read":
+            new[node.index] = recorder.slot(target).node
+        elif node.op == "write":
+            new[node.index] = recorder.rewrite(target, args, kwargs, node.where)
+        else:
+            new[node.index] = recorder.emit(node.op, target, args, kwargs, where=node.where)
+    for point in own:
+        graph.hosted[placed[point]] = (new[edit.hosted[point][0].index], edit.hosted[point][1])
+    return new
+
+
 class FailedEdit:
-    """An edit whose body raised: replaying it raises that error again (see ``EditTracer.__exit__``)."""
+    """An edit whose body raised: replaying it raises that error again (see ``EditTracer.__exit__``)
+    in a trace, not while recording another edit (nnsight stores an edit's body unrun)."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def replay(self) -> None:
-        raise self.error.with_traceback(None)
+    def replay(self, tracer: Tracer) -> None:
+        if tracer.runs_failed_edits:
+            raise self.error.with_traceback(None)
 
 
 def shallow_copy(model: "NNsight") -> "NNsight":

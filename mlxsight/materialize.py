@@ -55,7 +55,7 @@ class Materialized:
                 and len(rows) == len(invokes) > 1 and batcher.separable():
             plan = invokes_needed(tracer.graph, node, rows)
         if plan is None or len(plan[0]) == len(invokes):
-            return tracer.run([node])[0]
+            return tracer.run_graph([node])[0]
         keep, needed = plan
         batch, held = batcher.part([invokes[i].data for i in sorted(keep)])
         moved = {i: batcher.rows_in(held, invokes[i].data) for i in keep}

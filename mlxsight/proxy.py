@@ -357,18 +357,18 @@ class Proxy:
     # -- gradients ---------------------------------------------------------------------------
     def backward(self, gradient: Any = None, retain_graph: Any = None, **_: Any) -> "Backward":
         """Make this value the loss whose gradients ``.grad`` reads (works with or without ``with``)."""
-        self._recorder.set_loss(self, gradient)
+        self._recorder.gradients.set_loss(self, gradient)
         return Backward()
 
     @property
     def grad(self) -> "Proxy":
         """d(loss)/d(this value) in the latest ``backward()``'s pass."""
-        return self._recorder.grad_of(self)
+        return self._recorder.gradients.grad_of(self)
 
     @grad.setter
     def grad(self, value: Any) -> None:
         """Replace the gradient flowing on from this value (to earlier values and later reads)."""
-        self._recorder.set_grad(self, value)
+        self._recorder.gradients.set_grad(self, value)
 
     def retain_grad(self) -> None:
         return None  # every proxied value can give its gradient

@@ -3,40 +3,31 @@
 The ``Recorder`` is the recording surface of one trace. Proxies hold it (``proxy._recorder``) and
 envoys reach it through the open trace. It serves module values (one proxy per hook point and
 invoke, narrowed to the invoke's rows), turns reads, writes, swaps, skips, module calls and
-gradients into nodes, knows each node's shape and dtype while recording, and replays stored edits.
-Nothing runs here: running is the tracer's job.
+gradients into nodes (``gradients``), and knows each node's shape and dtype while recording
+(``metas``); hooked calls' hook points are ``hosting``'s, stored edits ``editing``'s. Nothing runs
+here: running is the tracer's job.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from fractions import Fraction
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import mlx.core as mx
+from typing import TYPE_CHECKING, Any
 
 from . import context
 from .batching import RowSlice
 from .errors import ExpiredProxyError, ModuleNotCalledError, OutOfOrderError, TraceError, Where, where_now
 from .frames import holds
-from .graph import POINT_OPS, Graph, HookPoint, ModuleCall, Node, format_node, map_nodes
-from .hooks import observing
-from .proxy import UNKNOWN, NodeRef, Proxy, constant, map_proxies
-from .runner import Evaluator
+from .gradients import Gradients
+from .graph import Graph, HookPoint, ModuleCall, Node
+from .hosting import hosted_position, record_hooked
+from .metas import Metas, check_same_shape
+from .proxy import UNKNOWN, Proxy, constant, map_proxies
 from .source import SEP, drilled
-from .structure import Structure, StructureRecorder, meta_of
+from .structure import meta_of
 
 if TYPE_CHECKING:
     from .tracer import Invoke, Tracer
-
-
-class GradBind(NamedTuple):
-    """What a ``.grad`` proxy's in-place edits reach: that gradient, in that backward pass."""
-
-    target: tuple
-    dep: Node
-    loss: Node
 
 
 class StopTrace(Exception):
@@ -59,7 +50,6 @@ class Recorder:
         self.beyond: int | None = None  # the step an open iter loop waits for in vain
         self.looping = 0  # how many iter loops are open around the current line
         self.instrumented: frozenset[str] = frozenset()  # modules whose .source is used
-        self.loss: Node | None = None
         self._slots: dict[HookPoint, Proxy] = {}  # the whole-batch proxy of each hook point read
         self._served: dict[tuple[HookPoint, int], Proxy] = {}  # what each invoke sees there
         # per invoke: the furthest hook point requested so far (its forward position, the point, where)
@@ -67,7 +57,8 @@ class Recorder:
         self._skipped: dict[int, set[str]] = {}  # per invoke: the modules skipped
         # where a tracer.stop() ends the run: (forward position, hook point); nothing later is reached
         self._stop: tuple[int, HookPoint | None] | None = None
-        self._evaluator: Evaluator | None = None  # made on the first operation recorded on a proxy
+        self.metas = Metas(tracer)
+        self._gradients: Gradients | None = None
 
     # -- what proxies ask of their trace -------------------------------------------------------
     def check_open(self) -> None:
@@ -117,69 +108,8 @@ class Recorder:
         node_args = map_proxies((args, kwargs), lambda p: self.own(p).node)
         node = self.graph.create(op, target, node_args[0], node_args[1], where, self._invoke_index())
         if meta is UNKNOWN:
-            meta = self._meta(node, (args, kwargs), context, where)
+            meta = self.metas.of(node, (args, kwargs), context, where)
         return Proxy(self, node, meta, label)
-
-    def _meta(self, node: Node, args_kwargs: tuple, context: str, where: Where | None) -> Any:
-        """The node's value on placeholders: its structure, shape and dtype (nothing is computed)."""
-        unknown: list = []
-        metas = map_proxies(args_kwargs, lambda p: unknown.append(p) or p._meta if p._meta is UNKNOWN else p._meta)
-        if any(p._meta is UNKNOWN for p in unknown):
-            return UNKNOWN
-        if isinstance(node.target, RowSlice):  # the batch size is only known at exit
-            return metas[0][0] if node.op == "put" else UNKNOWN
-        if self._evaluator is None:
-            self._evaluator = Evaluator(self.tracer.driver.modules())
-        try:
-            return self._evaluator.evaluate(node, metas[0], metas[1])
-        except TraceError:
-            raise
-        except Exception as e:
-            rederived = self.rederive(node)  # an input recorded before a longer invoke widened the batch
-            if rederived is not UNKNOWN:
-                return rederived
-            if isinstance(e, IndexError):
-                if self.tracer.example_shapes:  # an index past an edit's example input: checked when it runs
-                    return UNKNOWN
-                raise
-            what = context or f"recording `{format_node(node)}`"
-            raise TraceError(f"{type(e).__name__} while {what}: {e}", where) from e
-
-    def rederive(self, node: Node) -> Any:
-        """``node``'s meta on the batch as it is now (``UNKNOWN`` if it cannot be had that way).
-
-        An invoke's values are as wide as the batch was when they were recorded; nnsight pads every
-        invoke's rows to the whole batch, so a later, longer invoke widens the values of earlier
-        ones. Their metas are re-derived from the hook points on demand, when a shorter one meets a
-        wider one (a write, an operation between invokes)."""
-        tracer = self.tracer
-        if not tracer.batcher.datas:
-            return UNKNOWN
-        batch = tracer.batcher.batch()
-        structure, size = tracer.structure_for(batch), tracer.batcher.driver.rows(batch)
-        needed, stack = set(), [node]
-        while stack:
-            n = stack.pop()
-            if n.index not in needed:
-                needed.add(n.index)
-                stack.extend(n.inputs())
-        metas: dict[int, Any] = {}
-        try:
-            for n in (self.graph.nodes[i] for i in sorted(needed)):
-                args, kwargs = map_nodes((n.args, n.kwargs), lambda d: metas[d.index])
-                if n.op == "read":
-                    value = structure.meta(n.target)
-                elif n.op in ("view", "put") and isinstance(n.target, RowSlice):
-                    spec = RowSlice(n.target.start, n.target.stop, size)
-                    value = spec.get(args[0]) if n.op == "view" else spec.put(args[0], args[1])
-                elif n.op in ("call_function", "call_method", "call_module", "view", "put"):
-                    value = self._evaluator.evaluate(n, args, kwargs)
-                else:
-                    return UNKNOWN
-                metas[n.index] = value
-        except Exception:
-            return UNKNOWN
-        return metas[node.index]
 
     def own(self, proxy: Proxy) -> Proxy:
         """``proxy``, if it belongs to this trace. One that escaped another trace (kept on an object,
@@ -250,6 +180,13 @@ class Recorder:
             self._slots[point] = slot
         return slot
 
+    def rewrite(self, point: HookPoint, args: tuple, kwargs: dict, where: Where | None) -> Node:
+        """A ``write`` of ``point`` copied from a stored edit: the slot holds the written value on."""
+        slot = self.slot(point)
+        slot._node = args[0]
+        slot._version += 1
+        return self.emit("write", point, args, kwargs, where=where)
+
     def _served_value(self, path: str, kind: str) -> tuple[Proxy, tuple]:
         self.check_open()
         invoke = self.current_invoke()
@@ -284,7 +221,7 @@ class Recorder:
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
             where = where_now()
-            position = structure.order.get(point) if hosted is None else self._hosted_position(point, structure)
+            position = structure.order.get(point) if hosted is None else hosted_position(self.graph, point, structure)
             if self.tracer.workers is not None:  # a body run as a worker waits for the forward to get here
                 self.tracer.workers.reach(position, point)
             if self._stop is not None:
@@ -341,7 +278,7 @@ class Recorder:
             return  # ``envoy.output += x`` assigns back the object it already edited in place
         label = current._label if isinstance(current, Proxy) else f"{path}.{kind}"
         value = self.as_proxy(value)
-        _check_same_shape(label, current, value)
+        check_same_shape(label, current, value)
         if kind == "input":
             parent, key = _first_input_parent(self.read(path, "inputs"))
             self._swap(current, value)
@@ -367,8 +304,6 @@ class Recorder:
         """Propagate an in-place edit of ``proxy`` to what it is bound to (a hook point or a base)."""
         if isinstance(bind, HookPoint):
             self.emit("write", bind, (proxy.node,), invoke=self._invoke_index())
-        elif isinstance(bind, GradBind):
-            self.record("set_grad", bind.target, (NodeRef(bind.dep), NodeRef(bind.loss), proxy), meta=proxy._meta)
         else:
             base, spec = bind
             base._assign(base._record("put", spec, (base, proxy)))
@@ -381,7 +316,7 @@ class Recorder:
         current, key = self._served_value(path, "output")
         self._skipped.setdefault(invoke.index, set()).add(path)
         value = self.as_proxy(value)
-        _check_same_shape(f"{out_point.module} (skipped)", current, value)
+        check_same_shape(f"{out_point.module} (skipped)", current, value)
         self.emit("skip", HookPoint(path, "input", 0), (value.node,), {"rows": invoke.rows}, invoke=invoke.index)
         self._served[key] = value
 
@@ -402,51 +337,7 @@ class Recorder:
             mlx_modules = watched = {p: m for p, m in modules.items() if p == path or p.startswith(path + ".")}
         if not hook:
             return self.record(op, target, args, kwargs)
-        structure = Structure()
-        observer = StructureRecorder({id(m): p for p, m in mlx_modules.items()}, structure)
-        observer.counts.update(self._hosted_calls(watched))  # the calls earlier hooked calls made
-        with observing(list(mlx_modules.values()), observer):
-            proxy = self.record(op, target, args, kwargs)
-        for point in structure.order:
-            self.graph.hosted[point] = (proxy.node, structure.skeletons[point])
-        return proxy
-
-    def hook_order(self, structure: Structure) -> dict[HookPoint, Any]:
-        """Every hook point this trace's run makes, by its position: the forward's and the hosted."""
-        if not self.graph.hosted:
-            return structure.order
-        order = dict(structure.order)
-        order.update((p, self._hosted_position(p, structure)) for p in self.graph.hosted)
-        return order
-
-    def _hosted_position(self, point: HookPoint, structure: Structure) -> Any:
-        """Where a hosted point comes in the forward, as the compiler places it: just before the
-        point its hooked call's arguments come from, after the points hosted there earlier."""
-        order = structure.order
-
-        def latest(node: Node, memo: dict) -> int | None:
-            if node.index not in memo:
-                if node.op == "read":
-                    memo[node.index] = order.get(node.target)
-                else:
-                    found = [p for p in (latest(d, memo) for d in node.deps) if p is not None]
-                    memo[node.index] = max(found, default=None)
-            return memo[node.index]
-
-        memo: dict[int, Any] = {}
-        host = self.graph.hosted[point][0]
-        at = latest(host, memo) or 0
-        earlier = [p for p, (h, _) in self.graph.hosted.items() if (latest(h, memo) or 0) == at]
-        n = earlier.index(point) + 1
-        return at - 1 + Fraction(n, n + 1)
-
-    def _hosted_calls(self, paths: Any) -> dict[str, int]:
-        """How many calls of each of ``paths`` the hooked calls recorded so far make."""
-        counts: dict[str, int] = {}
-        for point in self.graph.hosted:
-            if point.path in paths and point.kind == "output":
-                counts[point.path] = max(counts.get(point.path, 0), point.call + 1)
-        return counts
+        return record_hooked(self.graph, mlx_modules, watched, lambda: self.record(op, target, args, kwargs))
 
     def use_source(self, path: str) -> None:
         """Run ``path``'s forward instrumented, so its operations are hook points."""
@@ -473,94 +364,13 @@ class Recorder:
         self._check_order(invoke.index, position, point, where)
         return structure.callees[path]
 
-    # -- gradients -----------------------------------------------------------------------------
-    def set_loss(self, loss: Proxy, gradient: Any = None) -> None:
-        """``loss.backward()``: later ``.grad`` reads and writes belong to this loss's backward pass.
-        Each call is its own backward (gradients do not accumulate across them)."""
-        if gradient is not None:
-            loss = (loss * gradient).sum()
-        elif isinstance(loss._meta, mx.array) and loss._meta.size != 1:
-            raise TraceError("backward() needs a scalar loss (or gradient=...), got shape "
-                             f"{tuple(loss._meta.shape)}", where_now())
-        self.loss = loss.node
-
-    def _grad_target(self, proxy: Proxy) -> tuple[tuple, Node]:
-        """What ``proxy.grad`` differentiates with respect to: for a module value (or a view of one)
-        the value the forward continues with at the hook point, narrowed by the views; else the node."""
-        if self.loss is None:
-            raise TraceError("read .grad after calling backward() on a loss in this trace", where_now())
-        chain, root = [], proxy
-        while root._view is not None:
-            base, spec, _ = root._view
-            chain.append(spec)
-            root = base
-        points = [b for b in root._binds if isinstance(b, HookPoint)]
-        if points:
-            dep = next(n for n in self.graph.nodes if n.op == "read" and n.target == points[0])
-            return ("slot", points[0], tuple(reversed(chain))), dep
-        return ("node", None, ()), proxy.node
-
-    def grad_of(self, proxy: Proxy) -> Proxy:
-        """A proxy for d(loss)/d(proxy) in the latest backward pass."""
-        target, dep = self._grad_target(proxy)
-        grad = self.record("grad", target, (NodeRef(dep), NodeRef(self.loss)), label=f"{proxy._label}.grad",
-                           meta=proxy._meta)
-        grad._binds.append(GradBind(target, dep, self.loss))  # ``x.grad[:, 0] = 0`` edits the gradient
-        return grad
-
-    def set_grad(self, proxy: Proxy, value: Any) -> None:
-        """``proxy.grad = value``: the gradient flowing on from ``proxy`` becomes ``value``."""
-        target, dep = self._grad_target(proxy)
-        value = self.as_proxy(value)
-        _check_same_shape(f"{proxy._label}.grad", proxy, value)
-        self.record("set_grad", target, (NodeRef(dep), NodeRef(self.loss), value), label=f"{proxy._label}.grad",
-                    meta=value._meta)
-
-    # -- edits ---------------------------------------------------------------------------------
-    def replay(self, edit: Graph, steps: int = 1) -> None:
-        """Copy an edit's nodes into this graph, wiring its reads and writes to this trace's slots.
-        The body of an open ``tracer.iter[:]`` loop in the edit is copied again for each later step
-        of the ``steps`` this run makes, as nnsight's edit runs its loop at every step."""
-        placed: dict[HookPoint, HookPoint] = {}
-        new = self._copy(edit, edit.nodes, {}, 0, placed)
-        for start, end, step in edit.open_loops:
-            for later in range(step + 1, steps):
-                self._copy(edit, edit.nodes[start:end], dict(new), later - step, placed)
-
-    def _copy(self, edit: Graph, nodes: list[Node], new: dict[int, Node], later: int,
-              placed: dict[HookPoint, HookPoint]) -> dict[int, Node]:
-        """Copy ``nodes`` of ``edit`` (``new``: the copies of its nodes so far, by index), their hook
-        points ``later`` calls on; the points their hooked calls host follow those hosted here."""
-        indices = {n.index for n in nodes}
-        own = [p for p, (host, _) in edit.hosted.items() if host.index in indices]
-        first: dict[str, int] = {}
-        for point in own:
-            first[point.path] = min(first.get(point.path, point.call), point.call)
-        shift = self._hosted_calls(first)
-        for point in own:
-            placed[point] = point._replace(call=point.call - first[point.path] + shift.get(point.path, 0))
-        hosted = set(own)
-
-        def moved(point: HookPoint) -> HookPoint:
-            if point in hosted or point in edit.hosted:
-                return placed[point]
-            return point._replace(call=point.call + later) if later else point
-
-        for node in nodes:
-            args, kwargs = map_nodes((node.args, node.kwargs), lambda n: new[n.index])
-            target = moved(node.target) if node.op in POINT_OPS else node.target
-            if node.op == "read":
-                new[node.index] = self.slot(target).node
-            elif node.op == "write":
-                slot = self.slot(target)
-                slot._node = args[0]
-                slot._version += 1
-                new[node.index] = self.emit("write", target, args, kwargs, where=node.where)
-            else:
-                new[node.index] = self.emit(node.op, target, args, kwargs, where=node.where)
-        for point in own:
-            self.graph.hosted[placed[point]] = (new[edit.hosted[point][0].index], edit.hosted[point][1])
-        return new
+    # -- gradients ---------------------------------------------------------------------------
+    @property
+    def gradients(self) -> Gradients:
+        """This trace's backward passes (made on first use: a plain trace pays nothing for them)."""
+        if self._gradients is None:
+            self._gradients = Gradients(self)
+        return self._gradients
 
 
 def _first_input(inputs: Proxy) -> Any:
@@ -576,21 +386,3 @@ def _first_input_parent(inputs: Proxy) -> tuple[Proxy, Any]:
         return inputs[1], next(iter(kwargs))
     raise StopIteration(f"{inputs._label} was called with no arguments")
 
-
-def _check_same_shape(label: str, current: Any, value: Proxy) -> None:
-    a = getattr(current, "_meta", UNKNOWN)
-    b = value._meta
-    if _same_shape(a, b):
-        return
-    if isinstance(current, Proxy):  # recorded on a narrower batch than the other: both as they are now
-        wide_a, wide_b = current._recorder.rederive(current.node), value._recorder.rederive(value.node)
-        if _same_shape(wide_a, wide_b) and isinstance(wide_b, mx.array):
-            current._meta, value._meta = wide_a, wide_b
-            return
-    if isinstance(a, mx.array) and isinstance(b, mx.array):
-        raise TraceError(f"shape mismatch assigning to {label}: it has shape {tuple(a.shape)}, "
-                         f"the new value has shape {tuple(b.shape)}", where_now())
-
-
-def _same_shape(a: Any, b: Any) -> bool:
-    return not (isinstance(a, mx.array) and isinstance(b, mx.array)) or tuple(a.shape) == tuple(b.shape)

@@ -25,6 +25,7 @@ from .errors import ExpiredProxyError, NestedTraceError, hint_mlx_function, user
 from .blocks import BlockInfo, SkipBlock
 from .frames import FrameSnapshot, hand_back, holds
 from .graph import Graph, Node
+from .hosting import hook_order
 from .materialize import Materialized
 from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
 from .recorder import LoopEnded, Recorder, StopTrace  # noqa: F401
@@ -220,11 +221,8 @@ class Tracer:
             implicit = self._implicit_invoke()  # encoded before the trace is open: a bad input fails alone
             self._open = True
             context.push_tracer(self)
-            for edit in self.model._edits:
-                if isinstance(edit, Graph):
-                    self.recorder.replay(edit, self.edit_steps())
-                elif self.runs_failed_edits:
-                    edit.replay()  # an edit whose body failed raises its error in each trace (nnsight)
+            for edit in self.model._edits:  # editing.StoredEdit, FailedEdit
+                edit.replay(self)
             if implicit is not None:
                 self._implicit = True
                 self.recorder.invokes.append(implicit)
@@ -361,7 +359,7 @@ class Tracer:
         self._saved[id(obj)] = obj
 
     # -- compile and run -------------------------------------------------------------------------
-    def run(self, nodes: list[Node]) -> list:
+    def run_graph(self, nodes: list[Node]) -> list:
         """Compile the graph for ``nodes`` (validating all of it) and run it in one forward."""
         if not self.batcher.datas:
             raise ValueError(NO_INPUT)
@@ -397,7 +395,7 @@ class Tracer:
         if self._barriers:
             Barrier.check(self._barriers)
         if self._caches is not None:
-            self._caches.fill(self.recorder.hook_order(self.structure_for(self.batcher.batch())), self.recorder.slot)
+            self._caches.fill(hook_order(self.graph, self.structure_for(self.batcher.batch())), self.recorder.slot)
         self._pushed = hand_back(self._frame, self._saved, self.holds_proxy, self._compute, self._session,
                                  evaluate=not self.scan)
 
@@ -408,7 +406,7 @@ class Tracer:
         if caches is not None:
             outputs = outputs + caches.values()
         proxies = proxies_in(outputs, self.recorder)
-        values = self.run([p.node for p in proxies])  # validates even when nothing is saved
+        values = self.run_graph([p.node for p in proxies])  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
         resolve = substitute(proxies, values)
