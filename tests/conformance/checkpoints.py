@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .sources import cache_dir
 
-RECIPE = 6  # bump when a model below changes: the cache is rebuilt
+RECIPE = 7  # bump when a model below changes: the cache is rebuilt
 REVISION = "0" * 40
 
 GPT2 = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)  # gpt2's shape: published code indexes h[0..11]
@@ -71,7 +71,15 @@ def _corpus() -> list[str]:
     from tiny_models import corpus
 
     return corpus(2000) + ["Madison Square Garden is located in the city of New York City.",
-                           "The Eiffel Tower is in the center of Paris."] * 20
+                           "The Eiffel Tower is in the center of Paris."] * 20 + IOI_PROMPTS * 20
+
+
+# The indirect-object prompts of nnsight.net's patching tutorials: gpt2's tokenizer makes every name
+# and word one token, so the eight prompts batch without padding; a BPE that has seen them does too.
+IOI_PROMPTS = [f"{w} {a} and {b} went to the {p}, {c} gave {t} to {d}" for w, a, b, p, t in (
+    ("When", "John", "Mary", "shops", "the bag"), ("When", "Tom", "James", "park", "the ball"),
+    ("When", "Dan", "Sid", "shops", "an apple"), ("After", "Martin", "Amy", "park", "a drink"))
+    for c, d in ((a, b), (b, a))]
 
 
 def _gpt2_tokenizer():
