@@ -7,6 +7,8 @@ to the latest. Made on a trace's first gradient only: a plain trace pays nothing
 
 from __future__ import annotations
 
+import warnings
+
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
@@ -65,8 +67,14 @@ class Gradients:
             return ("slot", points[0], tuple(reversed(chain))), dep
         return ("node", None, ()), proxy.node
 
-    def grad_of(self, proxy: Proxy) -> Proxy:
-        """A proxy for d(loss)/d(proxy) in the latest backward pass."""
+    def grad_of(self, proxy: Proxy) -> Proxy | None:
+        """A proxy for d(loss)/d(proxy) in the latest backward pass; ``None`` before any
+        ``backward()``, as nnsight gives there: torch's ``.grad`` of a non-leaf tensor."""
+        if self.loss is None:
+            warnings.warn(f"{proxy._label}.grad was read before any backward() in this trace: it is None, as "
+                          "torch's .grad of a non-leaf tensor is (read it after loss.backward() or inside "
+                          "`with loss.backward():`)", UserWarning, stacklevel=3)
+            return None
         target, dep = self._target(proxy)
         grad = self.recorder.record("grad", target, (NodeRef(dep), NodeRef(self.loss)),
                                     label=f"{proxy._label}.grad", meta=proxy._meta)

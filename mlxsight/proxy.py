@@ -361,8 +361,8 @@ class Proxy:
         return Backward()
 
     @property
-    def grad(self) -> "Proxy":
-        """d(loss)/d(this value) in the latest ``backward()``'s pass."""
+    def grad(self) -> "Proxy | None":
+        """d(loss)/d(this value) in the latest ``backward()``'s pass (``None`` before any, as in torch)."""
         return self._recorder.gradients.grad_of(self)
 
     @grad.setter

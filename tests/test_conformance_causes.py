@@ -219,6 +219,14 @@ def test_gradient_edits_and_two_backward_passes_crosscheck_against_nnsight():
     assert "5 values: 5 match" in proc.stdout
 
 
+def test_grad_read_before_backward_crosschecks_against_nnsight():
+    """The attribution-patching tutorial's ``attn_out.grad.save()`` before ``value.backward()``:
+    None on both backends (torch's ``.grad`` of a non-leaf tensor), the other saves equal."""
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "grad_before_backward.py"), str(cached_checkpoint("llama")))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 values: 3 match" in proc.stdout  # the script asserts every layer's grad is None
+
+
 def test_session_body_holds_torch_values_and_saves(tmp_path):
     """Inside a session, values saved by one trace are torch tensors in the body (nnsight's session
     holds real tensors), `.save()` works in the body, and they flow into the next trace."""
@@ -609,3 +617,15 @@ def test_item_in_every_invoke_equals_nnsights_one_forward():
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "item_per_invoke.py"), str(cached_checkpoint("llama")))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "14 values: 14 match" in proc.stdout
+
+
+# -- the documentation runner: notebook cells as Python -------------------------------------
+
+def test_notebook_magics_become_pass_so_colab_blocks_stay_python():
+    from conformance.docs import python_of_cell
+
+    cell = "if is_colab:\n    !pip install -U nnsight\n    %cd dir\nx = 1"
+    assert python_of_cell(cell) == "if is_colab:\n    pass\n    pass\nx = 1\n"
+    compile(python_of_cell(cell), "cell", "exec")
+    assert python_of_cell("%%capture\nimport os") == "import os\n"
+    assert python_of_cell("%%bash\nls -l") == ""

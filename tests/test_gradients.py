@@ -103,12 +103,19 @@ def test_gradient_errors(stories):
             early = stories.model.layers[1].output.sum()
             early.backward()
             stories.model.layers[3].output.grad.save()
-    with pytest.raises(mlxsight.TraceError, match="after calling backward"):
-        with stories.trace(PROMPT):
-            stories.model.layers[3].output.grad.save()
     with pytest.raises(mlxsight.TraceError, match="scalar"):
         with stories.trace(PROMPT):
             stories.output.backward()
+
+
+def test_grad_before_any_backward_is_none(stories):
+    """As nnsight gives there (torch's ``.grad`` of a non-leaf tensor), with a warning that says
+    where to read it; the trace runs on (tests/compat_scripts/grad_before_backward.py crosschecks)."""
+    with pytest.warns(UserWarning, match="before any backward"):
+        with stories.trace(PROMPT):
+            grad = stories.model.layers[3].output.grad
+            out = stories.model.layers[3].output.save()
+    assert grad is None and out.shape[-1] == stories.config.hidden_size
 
 
 def test_array_on_the_left_of_a_proxy_is_a_clear_error(stories):

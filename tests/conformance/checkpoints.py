@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .sources import cache_dir
 
-RECIPE = 6  # bump when a model below changes: the cache is rebuilt
+RECIPE = 8  # bump when a model below changes: the cache is rebuilt
 REVISION = "0" * 40
 
 GPT2 = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024)  # gpt2's shape: published code indexes h[0..11]
@@ -29,6 +29,14 @@ LLAMAS = {
                                  num_attention_heads=16, num_key_value_heads=16),
     "yujiepan/llama-2-tiny-random": dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2),
+    # nnsight.net's tutorials: the DAS tutorial patches layer 8 and builds a 2048-wide rotation, so
+    # Llama-3.2-1B keeps its 16 layers and hidden width, with narrow heads and MLPs (about 8M weights).
+    "meta-llama/Llama-3.2-1B": dict(hidden_size=2048, intermediate_size=32, num_hidden_layers=16,
+                                    num_attention_heads=2, num_key_value_heads=1, head_dim=16),
+    "meta-llama/Llama-3.3-70B-Instruct": dict(hidden_size=16, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2),
+    "meta-llama/Meta-Llama-3.1-8B": dict(hidden_size=16, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2),
 }
 GPT2_IDS = ("gpt2", "openai-community/gpt2")
 # intermediate 4 x hidden: the one width mlx-lm's GPT-NeoX builds (the hub repo has 37).
@@ -71,7 +79,15 @@ def _corpus() -> list[str]:
     from tiny_models import corpus
 
     return corpus(2000) + ["Madison Square Garden is located in the city of New York City.",
-                           "The Eiffel Tower is in the center of Paris."] * 20
+                           "The Eiffel Tower is in the center of Paris."] * 20 + IOI_PROMPTS * 20
+
+
+# The indirect-object prompts of nnsight.net's patching tutorials: gpt2's tokenizer makes every name
+# and word one token, so the eight prompts batch without padding; a BPE that has seen them does too.
+IOI_PROMPTS = [f"{w} {a} and {b} went to the {p}, {c} gave {t} to {d}" for w, a, b, p, t in (
+    ("When", "John", "Mary", "shops", "the bag"), ("When", "Tom", "James", "park", "the ball"),
+    ("When", "Dan", "Sid", "shops", "an apple"), ("After", "Martin", "Amy", "park", "a drink"))
+    for c, d in ((a, b), (b, a))]
 
 
 def _gpt2_tokenizer():

@@ -58,26 +58,33 @@ def markdown_blocks(text: str) -> list[str]:
     return blocks
 
 
+def python_of_cell(source: str) -> str:
+    """A code cell as Python: an IPython line magic or shell escape (``%pip``, ``!ls``, which install
+    or download, and nothing can here) becomes ``pass`` at its indentation, so the ``if is_colab:``
+    block around it stays a block; a cell magic's cell (``%%bash``) is not Python and is left out,
+    except ``%%capture``/``%%time``, whose body is."""
+    lines = source.splitlines()
+    if lines and lines[0].startswith("%%"):
+        if lines[0].split()[0] not in ("%%capture", "%%time", "%%timeit"):
+            return ""
+        lines = lines[1:]
+    out = []
+    for ln in lines:
+        body = ln.lstrip()
+        out.append(ln[:len(ln) - len(body)] + "pass" if body.startswith(("%", "!")) else ln)
+    return "\n".join(out) + "\n"
+
+
 def notebook_blocks(path: Path) -> list[str]:
-    """A notebook's code cells; IPython magics and shell escapes (``%pip``, ``!ls``) are not Python
-    and are left out, as running the cells as a script would need. One inside a compound statement
-    (``if is_colab:`` then ``!pip install ...``) becomes ``pass``, so the statement stays valid, as
-    it is in IPython (where the escape is a statement)."""
+    """A notebook's code cells as Python (``python_of_cell``); cells with no statement are left out."""
     cells = json.loads(path.read_text())["cells"]
     out = []
     for cell in cells:
         if cell.get("cell_type") != "code":
             continue
-        source = "".join(cell["source"])
-        kept = []
-        for ln in source.splitlines():
-            body = ln.lstrip()
-            if not body.startswith(("%", "!")):
-                kept.append(ln)
-            elif body != ln:
-                kept.append(ln[:len(ln) - len(body)] + "pass")
-        if any(ln.strip() for ln in kept):
-            out.append("\n".join(kept) + "\n")
+        source = python_of_cell("".join(cell["source"]))
+        if any(ln.strip() and ln.strip() != "pass" for ln in source.splitlines()):
+            out.append(source)
     return out
 
 
