@@ -96,6 +96,8 @@ def discard_abandoned(caller: Any) -> list[tuple[Any, str, int]]:
     thread's stack), or when its own ``with`` statement is entered again from that frame. Each
     holder provides ``block_frame``, ``block_line`` and ``abandon()`` (which releases it);
     ``caller`` is the user's frame entering a new block."""
+    if not (_open.tracers or _open.sessions):  # the usual case: nothing open, nothing to walk
+        return []
     live, f = set(), caller
     while f is not None:
         live.add(id(f))

@@ -419,6 +419,8 @@ class LanguageModelDriver(ModuleDriver):
         return self._layer_count
 
     def encode(self, inputs: tuple, kwargs: dict) -> list[list[int]]:
+        if not kwargs:  # the usual case: no cache to continue, no forward options
+            return rows_of(inputs, kwargs, self.tokenizer, self.vocab_size)
         kwargs = dict(kwargs)
         cache = kwargs.pop("past_key_values", None)  # continue a KV cache (see ``batch`` and ``forward``)
         # forward options, passed to the model as nnsight passes an invoke's non-tokenizer keywords

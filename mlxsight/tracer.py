@@ -132,7 +132,7 @@ class Invoke:
         tracer = self.tracer
         key = tracer.recorder.instrumented
         if self._structure is None or self._structure[0] != key:
-            if self.data is None:
+            if self.data is None or self.rows is None:  # the whole batch (the trace's own input)
                 structure, view = tracer.structure_for(tracer.batcher.batch()), None
             elif not tracer.batcher.separable():  # a continued KV cache: rows of one length, none padded
                 structure, view = tracer.structure_for(tracer.batcher.batch([self.data])), None

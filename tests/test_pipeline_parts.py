@@ -48,6 +48,28 @@ def test_identical_traces_compile_once_and_keep_their_own_constants(lm):
     assert compiler.misses - misses == 2
 
 
+def test_a_cache_hit_reads_the_weights_as_they_are_now(lm):
+    """A cached schedule holds node indices, never values: after the weights change, the same
+    trace (a cache hit) gives the new model's values, as a plain forward does."""
+    ids = token_ids(lm, PROMPT)
+    compiler = lm._driver.compiler
+    mlp = lm.mlx_model.model.layers[2].mlp.down_proj
+    original = mlp.weight
+    _scaled(lm, 1, 0.5)
+    hits = compiler.hits
+    try:
+        mlp.weight = original * 3.0
+        h, out = _scaled(lm, 1, 0.5)
+        _, _, logits = llama_forward(lm.mlx_model, ids, lambda i, x: x * 0.5 if i == 1 else x)
+        assert compiler.hits == hits + 1
+        assert mx.allclose(out, logits, atol=1e-4)
+        mlp.weight = original
+        _, _, unchanged = llama_forward(lm.mlx_model, ids, lambda i, x: x * 0.5 if i == 1 else x)
+        assert not mx.allclose(logits, unchanged, atol=1e-3)  # the change is visible in the logits
+    finally:
+        mlp.weight = original
+
+
 def test_a_cached_schedule_still_rejects_time_travel(lm):
     with lm.trace(PROMPT):
         lm.model.layers[1].output = lm.model.layers[1].output * 2
