@@ -8,7 +8,6 @@ to the latest. Made on a trace's first gradient only: a plain trace pays nothing
 from __future__ import annotations
 
 import warnings
-
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx

@@ -170,7 +170,7 @@ def test_an_edited_gradient_flows_back_to_earlier_layers(stories, form):
     np.testing.assert_allclose(np.array(before), np.array(g3), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.array(after), np.array(edited), rtol=1e-4, atol=1e-6)
     reference = eager_grad_through(stories, PROMPT, 1, 3, edited)
-    np.testing.assert_allclose(np.array(early_grad), np.array(reference), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(np.array(early_grad), np.array(reference), rtol=1e-3, atol=1e-5)  # float32 through two layers: ~1e-6 off near zero
     unedited = eager_metric_grad(stories, PROMPT, 1, token)
     assert not np.allclose(np.array(early_grad), np.array(unedited), atol=1e-4)  # the edit did reach it
 
@@ -194,7 +194,7 @@ def test_an_edited_gradient_in_one_invoke_of_a_batch(stories):
     np.testing.assert_allclose(np.array(before), np.array(g2), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.array(after), np.array(g2 * 3.0), rtol=1e-4, atol=1e-6)
     reference = eager_grad_through(stories, long, 0, 2, g2 * 3.0)
-    np.testing.assert_allclose(np.array(early_grad), np.array(reference), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(np.array(early_grad), np.array(reference), rtol=1e-3, atol=1e-5)  # float32 through two layers, batched: ~2e-6 off near zero
 
 
 def test_each_backward_is_its_own_gradient_computation(stories):
