@@ -21,6 +21,7 @@ from .auxiliary import foreign_kind
 from .context import torch_semantics
 from .errors import TraceError, where_now
 from .proxy import Proxy, find_recorder
+from .tree import contains
 
 if TYPE_CHECKING:
     from .model import NNsight
@@ -55,13 +56,7 @@ def _is_module_list(value: Any) -> bool:
 
 
 def _has_proxy(value: Any) -> bool:
-    if isinstance(value, Proxy):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_proxy(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_proxy(v) for v in value.values())
-    return False
+    return contains(value, lambda v: isinstance(v, Proxy))
 
 
 class Envoy:
