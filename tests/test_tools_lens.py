@@ -220,20 +220,61 @@ def test_softmax_against_float64(scale, offset, seed):
     assert np.allclose(logp, ref_logp, atol=1e-4 * max(1.0, scale / 10))
 
 
-def test_row_blocks_in_threads_compute_what_one_pass_does():
-    """The lens's decode splits large logits into row blocks run in threads: the same top-k ids and
-    the same softmax as one pass over all rows (a float64 softmax as the reference)."""
+def _reference_decode(z: np.ndarray, k: int, targets: np.ndarray):
+    """Straightforward float64 numpy: softmax, a full stable sort, -log p and rank of each target."""
+    z64 = z.astype(np.float64)
+    shifted = z64 - z64.max(-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    order = np.argsort(-z, axis=-1, kind="stable")[:, :min(k, z.shape[-1])]
+    valid = targets >= 0
+    t = np.where(valid, targets, 0)
+    target_logp = logp[np.arange(len(z)), t]
+    nll = np.where(valid, -target_logp, np.nan)
+    rank = np.where(valid, (z > z[np.arange(len(z)), t][:, None]).sum(-1), -1)
+    return np.exp(logp), order, nll, rank
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 40), vocab=st.sampled_from([5, 300, 4099, 20000]), k=st.integers(1, 9),
+       scale=st.sampled_from([0.5, 4.0, 40.0]), big=st.sampled_from([0.0, 80.0, -500.0, 3000.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_decode_rows_against_float64_reference(rows, vocab, k, scale, big, seed):
+    """The chunked, threaded decode (probabilities in place, top-k, target NLL and rank) equals a
+    straightforward float64 numpy decode, also with rows whose maxima are large (``big`` added to
+    every other row) and logits big enough to split into several chunks and threads."""
+    from mlxsight.tools.lens import decode_rows
+
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((rows, vocab)) * scale).astype(np.float32)
+    z[::2] += np.float32(big)
+    targets = rng.integers(-1, vocab, rows)
+    probs, order, nll, rank = _reference_decode(z, k, targets)
+    y = z.copy()
+    got = decode_rows(y, k, targets)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, probs, rtol=2e-5, atol=1e-9)
+    np.testing.assert_array_equal(got.top_ids, order)
+    np.testing.assert_array_equal(got.target_rank, rank)
+    np.testing.assert_allclose(got.target_nll, nll, rtol=1e-5, atol=1e-4 * max(1.0, scale / 10))
+    assert decode_rows(z.copy(), k).target_nll is None
+
+
+def test_chunks_in_threads_compute_what_one_pass_does(monkeypatch):
+    """Several chunks over several threads give bit-identical results to one chunk on one thread."""
     from mlxsight.tools import lens as lens_module
 
     rng = np.random.default_rng(0)
-    z = (rng.standard_normal((3, 40, 20000)) * 4).astype(np.float32)
-    assert z.size // lens_module.PARALLEL_MIN >= 2  # the split path is the one under test
-    whole = lens_module.top_k_ids(z, 7)
-    blocks = np.concatenate(lens_module.by_rows(lambda r: lens_module.top_k_ids(r, 7), z)).reshape(whole.shape)
-    np.testing.assert_array_equal(blocks, whole)
-    want = np.exp(z.astype(np.float64) - z.max(-1, keepdims=True))
-    want /= want.sum(-1, keepdims=True)
-    y = z.copy()
-    parts = lens_module.by_rows(lens_module.softmax_, y)
-    assert sum(len(p[0]) for p in parts) == 3 * 40
-    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-9)
+    z = (rng.standard_normal((120, 20000)) * 4).astype(np.float32)
+    z[5] += 200  # one row shifted by its maximum, the others not
+    targets = rng.integers(-1, 20000, 120)
+    assert z.size >= 2 * lens_module.PARALLEL_MIN and 20000 < lens_module.CHUNK_VALUES < z.size // 4
+    y_split = z.copy()
+    split = lens_module.decode_rows(y_split, 7, targets)
+    monkeypatch.setattr(lens_module, "CHUNK_VALUES", z.size)
+    monkeypatch.setattr(lens_module, "PARALLEL_MIN", z.size + 1)
+    y_one = z.copy()
+    one = lens_module.decode_rows(y_one, 7, targets)
+    np.testing.assert_array_equal(y_split, y_one)
+    np.testing.assert_array_equal(split.top_ids, one.top_ids)
+    np.testing.assert_array_equal(split.target_nll, one.target_nll)
+    np.testing.assert_array_equal(split.target_rank, one.target_rank)

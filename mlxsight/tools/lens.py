@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -114,37 +114,27 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
     """A ``LensResult`` from ``[rows, P, vocab]`` logits (a backend tensor, this call's to use) at
     input ``positions``.
 
-    Everything runs as vectorised numpy passes over the logits' own memory (an MLX array is not
-    copied): top-k, target scores and ranks read them, then the softmax overwrites them with the
-    probabilities, so no other ``[rows, P, vocab]`` array is allocated (on Linux a fresh 32 MB
-    array costs more in page faults than the exp that fills it). On CPU numpy's exp and partition
-    run many times faster than MLX's CPU kernels (measured over ``[8, 128, 8192]``: ``exp`` 11 ms
-    against 230 ms, ``argpartition`` 34 ms against 210 ms); top-k partitions a few blocks per row
-    (``top_k_ids``), not the whole vocabulary."""
+    ``decode_rows`` normalises in place over the logits' own memory (an MLX array is not copied),
+    so no other ``[rows, P, vocab]`` array is allocated (on Linux a fresh 32 MB array costs more in
+    page faults than the exp that fills it). On CPU numpy's exp and partition run many times faster
+    than MLX's CPU kernels (measured over ``[8, 128, 8192]``: ``exp`` 11 ms against 230 ms,
+    ``argpartition`` 34 ms against 210 ms)."""
     with backend.no_grad(std.model):
         z = _writable_numpy(logits)
     R, P, V = z.shape
-    top_ids = np.concatenate(by_rows(lambda rows: top_k_ids(rows, top_k), z)).reshape(R, P, -1)
-    k = top_ids.shape[-1]
     target_list = _targets(targets, ids, positions)
-    if target_list is not None:
-        t = np.asarray(target_list)
-        valid = t >= 0
-        index = np.broadcast_to(np.where(valid, t, 0)[None, :, None], (R, P, 1))
-        target_z = np.take_along_axis(z, index, -1)
-        rank = np.where(valid, (z > target_z).sum(-1), -1).astype(np.int64)
-    parts = by_rows(softmax_, z)
-    log_total = np.concatenate([p[0] for p in parts]).reshape(R, P)
-    shift = np.concatenate([p[1] for p in parts]).reshape(R, P, 1)
+    t = None if target_list is None else np.tile(np.asarray(target_list, np.int64), R)
+    d = decode_rows(z.reshape(R * P, V), top_k, t)
     probs = z  # overwritten in place
+    top_ids = d.top_ids.reshape(R, P, -1)
+    k = top_ids.shape[-1]
     top_p = np.take_along_axis(probs, top_ids, -1)
-    nll = None
-    if target_list is not None:
-        nll = np.where(valid, log_total - (target_z - shift)[..., 0], np.nan).astype(np.float32)
-    else:
-        rank = None
+    nll = rank = None
+    if t is not None:
+        nll = d.target_nll.reshape(R, P)
+        rank = d.target_rank.reshape(R, P)
     strings = token_strings(std.model, top_ids)
-    top_tokens = [[strings[(r * P + t) * k:(r * P + t + 1) * k] for t in range(P)] for r in range(R)]
+    top_tokens = [[strings[(r * P + c) * k:(r * P + c + 1) * k] for c in range(P)] for r in range(R)]
     labels = ["embeddings" if layer == -1 else str(layer) for layer in layers]
     return LensResult(probs=probs, layers=list(layers), labels=labels, tokens=token_strings(std.model, ids),
                       input_ids=list(ids), top_ids=top_ids, top_probs=top_p,
@@ -152,20 +142,58 @@ def decode(std: Standardized, logits: Any, ids: list[int], layers: list[int], to
                       positions=list(positions))
 
 
-PARALLEL_MIN = 1 << 20  # values per block below which splitting the rows costs more than it saves
+@dataclass
+class DecodedRows:
+    """What ``decode_rows`` reads from each row before overwriting it with probabilities."""
+
+    top_ids: np.ndarray  # [rows, k] int64, most probable first
+    target_nll: np.ndarray | None  # [rows] float32 -log p(target), nan where no target
+    target_rank: np.ndarray | None  # [rows] int64, -1 where no target
 
 
-def by_rows(fn: Callable[[np.ndarray], Any], z: np.ndarray) -> list:
-    """``fn`` over contiguous blocks of ``z``'s rows (``[..., V]`` seen as ``[rows, V]``), one thread
-    per block: numpy's kernels release the GIL, so on a multi-core CPU the blocks run side by side.
-    Each row is computed exactly as alone; small arrays are one block."""
-    rows = z.reshape(-1, z.shape[-1])
-    n = max(1, min(os.cpu_count() or 1, 4, rows.size // PARALLEL_MIN, len(rows)))
+CHUNK_VALUES = 1 << 18  # values per chunk: 1 MB of float32, a core's L2 here (512 KB and 4 MB measured slower)
+PARALLEL_MIN = 1 << 20  # values below which a second thread costs more than it saves
+
+
+def decode_rows(z: np.ndarray, top_k: int, targets: np.ndarray | None = None) -> DecodedRows:
+    """Overwrite each row of ``z`` (``[rows, V]`` float32, C-contiguous) with its softmax; return its
+    top-k ids and, given one target id per row (``-1``: none), the target's NLL and rank.
+
+    Rows go in cache-sized chunks, each read for its maxima, top-k, target and rank and then
+    normalised while still cached (max, exp, sum and divide are four passes over the same 1 MB
+    instead of over the whole array); the chunks are shared among threads (numpy's kernels release
+    the GIL). Each row's result does not depend on the chunking."""
+    n_rows, V = z.shape
+    k = min(top_k, V)
+    top_ids = np.empty((n_rows, k), np.int64)
+    nll = rank = None
+    if targets is not None:
+        nll = np.empty(n_rows, np.float32)
+        rank = np.empty(n_rows, np.int64)
+    step = max(1, CHUNK_VALUES // max(V, 1))
+
+    def work(a: int) -> None:
+        b = min(a + step, n_rows)
+        rows = z[a:b]
+        top_ids[a:b] = top_k_ids(rows, k)
+        if targets is not None:
+            t = targets[a:b]
+            valid = t >= 0
+            target_z = rows[np.arange(b - a), np.where(valid, t, 0)]
+            rank[a:b] = np.where(valid, (rows > target_z[:, None]).sum(-1), -1)
+        log_total, shift = softmax_(rows)
+        if targets is not None:
+            nll[a:b] = np.where(valid, log_total - (target_z - shift[:, 0]), np.nan)
+
+    starts = range(0, n_rows, step)
+    n = max(1, min(os.cpu_count() or 1, 4, z.size // PARALLEL_MIN, len(starts)))
     if n == 1:
-        return [fn(rows)]
-    bounds = np.linspace(0, len(rows), n + 1).astype(int)
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(lambda ab: fn(rows[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:])))
+        for a in starts:
+            work(a)
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(work, starts))
+    return DecodedRows(top_ids, nll, rank)
 
 
 # |row maximum| up to which exp(z) needs no shift: exp(60) * vocab stays far below float32's 3e38,
@@ -177,14 +205,13 @@ def softmax_(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Overwrite ``z`` with ``softmax(z)`` over the last axis; return ``(log_total, shift)``, the
     log-normaliser of ``z - shift`` (``log p = z - shift - log_total`` for the original ``z``).
 
-    Rows are shifted by their maximum only when some ``|maximum|`` exceeds ``SAFE_EXP``; otherwise
-    ``exp(z)`` is exact to float32 rounding and a pass over the logits is saved."""
+    A row is shifted by its maximum only when that exceeds ``SAFE_EXP`` in magnitude (otherwise
+    ``exp(z)`` is exact to float32 rounding), so each row's result is the same in any batch of rows,
+    and a batch without such rows saves the subtraction pass."""
     peak = z.max(axis=-1, keepdims=True)
-    if np.abs(peak).max(initial=0.0) > SAFE_EXP:
-        shift = peak
+    shift = np.where(np.abs(peak) > SAFE_EXP, peak, np.float32(0))
+    if shift.any():
         np.subtract(z, shift, out=z)
-    else:
-        shift = np.zeros_like(peak)
     np.exp(z, out=z)
     total = z.sum(axis=-1, keepdims=True)
     z /= total
