@@ -123,7 +123,8 @@ def test_rows_equal_the_full_lens(stories, layers, k, targets):
     part = tools.logit_lens(stories, ids, layers=layers, top_k=k, targets=targets)
     expect = sorted({l % 5 for l in layers})
     assert part.layers == expect
-    assert np.array_equal(part.probs, full.probs[expect])
+    # another batch of rows through the unembedding: BLAS may block it otherwise (~4e-9 apart seen)
+    np.testing.assert_allclose(part.probs, full.probs[expect], rtol=1e-5, atol=1e-8)
     assert np.array_equal(part.top_ids, full.top_ids[expect, :, :k]) or k == 8
     _check_derived(part)
 

@@ -163,7 +163,11 @@ def test_layer_groups_under_a_logits_budget_train_the_same(stories, monkeypatch)
     assert tools.tuned_lens._groups(5, 1000) == [[0], [1], [2], [3], [4]]
     grouped = tools.TunedLens.train(stories, texts, steps=6, seq_len=16, batch_size=2, lr=1e-2, progress=False)
     assert np.abs(whole.weight).max() > 1e-3
-    assert np.allclose(whole.weight, grouped.weight, atol=1e-5) and np.allclose(whole.bias, grouped.bias, atol=1e-5)
+    # Adam over float32 gradients summed in another order: where a gradient is near zero its step's
+    # sign can differ (3.4e-4 apart on weights up to 0.29 seen on one machine, 1e-5 on another)
+    scale = np.abs(whole.weight).max()
+    assert np.abs(whole.weight - grouped.weight).max() <= 1e-2 * scale
+    assert np.abs(whole.bias - grouped.bias).max() <= 1e-2 * max(np.abs(whole.bias).max(), 1e-3)
     assert np.allclose(whole.held_out_kl["tuned"], grouped.held_out_kl["tuned"], rtol=1e-4)
 
 
