@@ -268,6 +268,8 @@ class Tracer:
         self._open = False
         if self.info is not None:
             self.info.frame = None  # as nnsight: the live frame is only the block's while it runs
+        if self.workers is not None:
+            self.workers.release()
         try:
             context.pop_tracer(self)
         finally:

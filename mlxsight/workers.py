@@ -106,8 +106,8 @@ class Barrier:
 class Worker:
     """One captured invoke body: its code, its names, and where it waits."""
 
-    def __init__(self, invoke: "Invoke", code: CodeType, frame: FrameType, state: tuple) -> None:
-        self.invoke, self.code, self.frame = invoke, code, frame
+    def __init__(self, invoke: "Invoke", code: CodeType, state: tuple) -> None:
+        self.invoke, self.code = invoke, code
         self.scope: Scope | None = None  # set at the body's first line (after ``as`` has bound)
         self.state = state  # the recorder's per-body state while this body runs (``Workers.resume``)
         self.request: Any = None  # the forward position it waits for
@@ -144,7 +144,7 @@ class Workers:
             found = self._bodies[key] = _body(key[0], key[1], frame.f_globals)
         code, body_line = found
         recorder = self.tracer.recorder
-        worker = Worker(invoke, code, frame, ([invoke], recorder.step, recorder.looping, recorder.beyond))
+        worker = Worker(invoke, code, ([invoke], recorder.step, recorder.looping, recorder.beyond))
         shared = self._shared.setdefault(id(frame), (frame, {}))[1]
 
         def at_body(f: FrameType) -> None:
@@ -186,13 +186,14 @@ class Workers:
                 parked.barrier.waiting.remove(parked)
                 parked.barrier = None
                 self.resume(parked, ValueError(BARRIER_UNMET))
+            self._push()
         except BaseException:
             self._unwind()
             raise
         finally:
             recorder.invokes, recorder.step, recorder.looping, recorder.beyond = outer
             self.current = None
-        self._push()
+            self.release()
 
     def resume(self, worker: Worker, error: BaseException | None = None) -> None:
         """Run ``worker`` until it waits again or ends (with ``error`` raised where it waits)."""
@@ -238,6 +239,13 @@ class Workers:
                 updates.update(worker.scope.writes())
         if updates:
             write_frame(frame, updates, [])
+
+    def release(self) -> None:
+        """Drop what the bodies hold (their names, a copy of their frame's, the frames): the tracer
+        may be kept (``as tracer``), and these hold the model and every value of the frame. Called
+        when the trace closes, however it closes."""
+        for worker in self.workers:
+            worker.scope = worker.greenlet = None
         self._shared.clear()
 
     # -- what a worker's body calls --------------------------------------------------------------

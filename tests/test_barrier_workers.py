@@ -284,3 +284,34 @@ def test_a_body_starting_with_try_is_refused_and_the_trace_closes(stories):
             same = invoker is not None
             got = stories.lm_head.output.save()
     assert same and mx.allclose(got, out, atol=1e-6)
+
+
+def test_a_kept_tracer_holds_none_of_the_bodies_names(stories):
+    """`as tracer` outlives the block: the bodies' names and their greenlets are dropped when it
+    closes, on success and on failure."""
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    for fail in (False, True):
+        made = []
+        try:
+            with stories.trace() as tracer:
+                barrier = tracer.barrier(1)
+                with tracer.invoke(CLEAN):
+                    barrier()
+                    held = Marker()
+                    made.append(weakref.ref(held))
+                    out = stories.lm_head.output.save()
+                if fail:
+                    raise RuntimeError("after capture")
+        except RuntimeError:
+            pass
+        held = None
+        sys._getframe().f_locals  # noqa: B018 - refresh the frame's cached locals dict (3.11 keeps the old one)
+        gc.collect()
+        assert len(made) == (0 if fail else 1)
+        assert all(ref() is None for ref in made)
+        assert all(w.scope is None and w.greenlet is None for w in tracer.workers.workers)
