@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from .sources import cache_dir
@@ -49,20 +50,31 @@ CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user
 
 
 def hf_home() -> Path:
-    """Build (once per recipe) and return the ``HF_HOME`` of the offline cache."""
-    home = cache_dir() / "hf"
-    stamp = home / "recipe.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("recipe") == RECIPE:
+    """Build (once per recipe) and return the ``HF_HOME`` of the offline cache.
+
+    Each recipe has its own folder, built aside and renamed into place, so runs of checkouts with
+    other recipes (or two runs building at once) never delete a cache another run is reading."""
+    home = cache_dir() / f"hf-recipe{RECIPE}"
+    if (home / "recipe.json").exists():
         return home
-    shutil.rmtree(home, ignore_errors=True)
-    tok = _gpt2_tokenizer()
-    for repo in GPT2_IDS:
-        _gpt2(_snapshot(home, repo), tok)
-    for repo, shape in LLAMAS.items():
-        _llama(_snapshot(home, repo), shape)
-    for repo, shape in NEOX.items():
-        _neox(_snapshot(home, repo), shape, tok)
-    stamp.write_text(json.dumps({"recipe": RECIPE}))
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f"{home.name}.building.", dir=cache_dir()))
+    try:
+        tok = _gpt2_tokenizer()
+        for repo in GPT2_IDS:
+            _gpt2(_snapshot(build, repo), tok)
+        for repo, shape in LLAMAS.items():
+            _llama(_snapshot(build, repo), shape)
+        for repo, shape in NEOX.items():
+            _neox(_snapshot(build, repo), shape, tok)
+        (build / "recipe.json").write_text(json.dumps({"recipe": RECIPE}))
+        try:
+            build.rename(home)
+        except OSError:  # another run finished the same recipe first: use its folder
+            if not (home / "recipe.json").exists():
+                raise
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     return home
 
 
