@@ -182,9 +182,10 @@ def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Cal
         token = mx.where(finished, pad_id, token)
         if eos is not None:
             finished = finished | mx.any(token[:, None] == eos, axis=1)
-        mx.eval(token, finished)
+        done = finished.all()
+        mx.eval(token, finished, done)  # one evaluation a step: each is a wait for MLX's thread
         yield token
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        if done.item() or step == max_new_tokens - 1:
             return
         logits = step_fn(token[:, None], cache)
 
