@@ -37,7 +37,8 @@ for layer in range(len(model.model.layers)):
         with tracer.invoke(clean):
             h = model.model.layers[layer].input[:, pos]
         with tracer.invoke(corrupt):
-            model.model.layers[layer].input[:, pos] = h
+            x = model.model.layers[layer].input  # ask for the layer first: the clean body binds h there
+            x[:, pos] = h
             patched = logit_diff().save()
     recovered = (float(patched) - corrupt_diff) / (clean_diff - corrupt_diff)
     print(f"patch residual into layer {layer} at position {pos}: recovered {100 * recovered:5.1f}%")

@@ -328,7 +328,8 @@ def bench_patching(repeats: int) -> list[bool]:
                     with tracer.invoke(NAME_CLEAN):
                         h = layers[i].input[:, pos]
                     with tracer.invoke(corrupt):
-                        layers[i].input[:, pos] = h
+                        x = layers[i].input
+                        x[:, pos] = h
                         logits = model.output.logits[0, -1].save()
                 out[i, j] = float(logits[lily] - logits[tim])
         return out
@@ -372,7 +373,8 @@ def bench_patching_compute_bound(repeats: int, tokens: int = 32) -> list[bool]:
                 with tracer.invoke([clean]):
                     h = layers[i].input[:, -1]
                 with tracer.invoke([corrupt]):
-                    layers[i].input[:, -1] = h
+                    x = layers[i].input
+                    x[:, -1] = h
                     logits = model.output.logits[0, -1].save()
             out[i] = float(logits[5] - logits[6])
         return out

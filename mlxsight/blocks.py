@@ -10,6 +10,7 @@ one-shot line trace in the caller's frame raises ``SkipBlock``, which the contex
 from __future__ import annotations
 
 import ast
+import functools
 import linecache
 import sys
 from types import CodeType, FrameType
@@ -54,20 +55,31 @@ def compile_body(filename: str, line: int, globals_: dict) -> CodeType:
     return compile(ast.Module(body=found.body, type_ignores=[]), filename, "exec")
 
 
+class SourceUnavailable(RuntimeError):
+    """The block's source cannot be read back (code compiled from a string, a changed file)."""
+
+
 def find_with(filename: str, line: int, globals_: dict) -> ast.With | ast.AsyncWith:
     """The ``with`` statement being entered at ``filename:line``, read back from its file."""
     source = "".join(linecache.getlines(filename, globals_))
     if not source:
-        raise RuntimeError(f"the block form needs the script's source ({filename} is not readable): "
-                           "write `for step in tracer.iter[...]:` instead")
+        raise SourceUnavailable(f"the block form needs the script's source ({filename} is not readable): "
+                                "write `for step in tracer.iter[...]:` instead")
     found = None
-    for node in ast.walk(ast.parse(source, filename)):
-        if isinstance(node, (ast.With, ast.AsyncWith)) and node.lineno <= line < node.body[0].lineno:
+    for node in _with_statements(filename, source):
+        if node.lineno <= line < node.body[0].lineno:
             if found is None or node.lineno > found.lineno:
                 found = node
     if found is None:
-        raise RuntimeError(f"no `with` block found at {filename}:{line}")
+        raise SourceUnavailable(f"no `with` block found at {filename}:{line}")
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _with_statements(filename: str, source: str) -> tuple:
+    """The ``with`` statements of a source (parsed once per file version: traces in a loop re-enter them)."""
+    return tuple(node for node in ast.walk(ast.parse(source, filename))
+                 if isinstance(node, (ast.With, ast.AsyncWith)))
 
 
 def run_body(frame: FrameType, code: CodeType, each: Iterable[Any], before: Callable[[Any], None]) -> None:

@@ -87,7 +87,8 @@ def patching(model: LanguageModel) -> None:
             with tracer.invoke(CLEAN):
                 h = model.model.layers[i].input[:, pos]
             with tracer.invoke(corrupt):
-                model.model.layers[i].input[:, pos] = h
+                x = model.model.layers[i].input  # asked for first: the clean body has bound h there
+                x[:, pos] = h
                 diff = _logit_diff(model, lily, tim).save()
         results.append(float(diff))
     clean, base = float(clean), float(base)

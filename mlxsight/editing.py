@@ -27,6 +27,7 @@ class EditTracer(Tracer):
 
     example_shapes = True  # recorded on an example input: indices are checked when a trace replays the edit
     runs_failed_edits = False  # nnsight stores an edit's body unrun: a failed one fails traces, not edits
+    interleaves_invokes = False  # an edit's body is stored and replayed inside traces: it records inline
 
     def __init__(self, model: "NNsight", inplace: bool) -> None:
         self.target = model if inplace else shallow_copy(model)

@@ -146,11 +146,16 @@ class Invoke:
         return self._structure[1:]
 
     def __enter__(self) -> "Invoke":
-        workers = self.tracer.workers
-        if workers is not None:  # the trace has a barrier: the body runs as a worker at the trace's exit
-            self._restore = workers.capture(self, user_frame(2))
-            return self
-        self.tracer.recorder.invokes.append(self)
+        tracer = self.tracer
+        workers = tracer.workers
+        if workers is None and tracer.interleaves_invokes and not context.settings.relaxed_order:
+            workers = tracer.workers = Workers(tracer)
+        if workers is not None:  # the body runs as a worker at the trace's exit, interleaved in forward order
+            restore = workers.capture(self, user_frame(2))
+            if restore is not None:
+                self._restore = restore
+                return self
+        tracer.recorder.invokes.append(self)  # recorded inline, now (no source to read the body from)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
@@ -172,6 +177,9 @@ class Tracer:
     example_shapes = False  # True when shapes while recording come from an example, not the real input
     runs_failed_edits = True  # a stored edit whose body failed raises here (not while recording an edit)
     runs_parts = True  # a value needed while recording may run on the rows of the invokes it needs only
+    # ``with tracer.invoke(...)`` bodies run as workers interleaved in forward order (``workers``), as
+    # nnsight runs them, so a name one body binds reaches another only where nnsight's would
+    interleaves_invokes = True
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run (for the notebook display)
     _caches: Caches | None = None  # the block's tracer.cache() requests (made on the first)
@@ -180,7 +188,7 @@ class Tracer:
     _session: Any = None  # the session this trace runs in
     _frame = FrameSnapshot(None)  # the caller's frame (this one holds none)
     info: BlockInfo | None = None  # where the block is (nnsight's tracer.info)
-    workers: Workers | None = None  # the invoke bodies run as workers, once the trace has a barrier
+    workers: Workers | None = None  # the invoke bodies run as workers (from the first `with tracer.invoke`)
 
     def _repr_html_(self) -> str:
         from .notebook import tracer_html

@@ -26,11 +26,12 @@ treats them as names bound in the block: saved values are pushed, unsaved proxie
 from __future__ import annotations
 
 import ast
+import functools
 from collections import deque
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Callable
 
-from .blocks import find_with, skip_inline
+from .blocks import SourceUnavailable, find_with, skip_inline
 from .errors import OutOfOrderError, where_now
 from .frames import write_frame
 from .recorder import StopTrace
@@ -43,16 +44,36 @@ BARRIER_UNMET = "A barrier was never reached by every block it waits for; check 
 _END = float("inf")  # the position of a value the forward gives only at its end (a generation's result)
 
 
+class EmptyBody(Exception):
+    """An invoke body with no statement that runs (``pass``): nothing to record, so it stays inline."""
+
+
 def _body(filename: str, line: int, globals_: dict) -> tuple[CodeType, int]:
-    """The invoke block's body, compiled, and its first line. A body starting with ``try:`` is
-    refused, as nnsight refuses it: CPython puts that line on an instruction no exception handler
-    covers, so the skip raised there would leave the frame past the block's ``__exit__``."""
+    """The invoke block's body, compiled, and the line of its first statement that runs. A body
+    starting with ``try:`` is refused, as nnsight refuses it: CPython puts that line on an
+    instruction no exception handler covers, so the skip raised there would leave the frame past the
+    block's ``__exit__`` (``pass`` and bare constants compile to such instructions too: they are
+    passed over)."""
     node = find_with(filename, line, globals_)
-    first = node.body[0]
+    first = next((stmt for stmt in node.body if not _inert(stmt)), None)
+    if first is None:
+        raise EmptyBody
     if type(first).__name__ in ("Try", "TryStar"):
-        raise ValueError("an invoke block in a trace with a barrier cannot start with `try:` (nnsight refuses it "
-                         "too): put a statement above the `try`, or move the `try` outside the block")
-    return compile(ast.Module(body=node.body, type_ignores=[]), filename, "exec"), first.lineno
+        raise ValueError("an invoke block cannot start with `try:` (nnsight refuses it too): put a statement "
+                         "above the `try`, or move the `try` outside the block")
+    return _compiled(node, filename), first.lineno
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(node: ast.With, filename: str) -> CodeType:
+    """A body's code, compiled once per parsed ``with`` node (``find_with`` parses a file version once)."""
+    return compile(ast.Module(body=node.body, type_ignores=[]), filename, "exec")
+
+
+def _inert(stmt: ast.stmt) -> bool:
+    """A statement that compiles to no instruction of the block's protected range."""
+    return isinstance(stmt, (ast.Pass, ast.Global, ast.Nonlocal)) or (
+        isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
 
 
 class Scope(dict):
@@ -133,15 +154,21 @@ class Workers:
         self._bodies: dict[tuple[str, int], tuple[CodeType, int]] = {}  # per `with` line: its body, first line
         self._shared: dict[int, tuple[FrameType, dict]] = {}  # per frame: the names its bodies bound
         self._main: Any = None  # the greenlet the interleaver runs in
+        self._pending: list[Callable[[], None]] = []  # skips set and not yet undone by their block's exit
 
     # -- while the trace's block runs ----------------------------------------------------------
-    def capture(self, invoke: "Invoke", frame: FrameType) -> Callable[[], None]:
+    def capture(self, invoke: "Invoke", frame: FrameType) -> Callable[[], None] | None:
         """Take the invoke's body as a worker and make it not run inline; returns what undoes that
-        (called at the block's exit, which swallows the ``SkipBlock`` it raises)."""
+        (called at the block's exit, which swallows the ``SkipBlock`` it raises), or ``None`` when
+        the body's source cannot be read (code run from a string): it is then recorded inline."""
         key = (frame.f_code.co_filename, frame.f_lineno)
         found = self._bodies.get(key)
         if found is None:
-            found = self._bodies[key] = _body(key[0], key[1], frame.f_globals)
+            try:
+                found = _body(key[0], key[1], frame.f_globals)
+            except (SourceUnavailable, EmptyBody):
+                return None
+            self._bodies[key] = found
         code, body_line = found
         recorder = self.tracer.recorder
         worker = Worker(invoke, code, ([invoke], recorder.step, recorder.looping, recorder.beyond))
@@ -151,7 +178,15 @@ class Workers:
             worker.scope = Scope(dict(f.f_locals), shared, f.f_globals)
 
         self.workers.append(worker)
-        return skip_inline(frame, at_body, body_line)
+        restore = skip_inline(frame, at_body, body_line)
+        self._pending.append(restore)
+
+        def undo() -> None:
+            if restore in self._pending:
+                self._pending.remove(restore)
+                restore()
+
+        return undo
 
     # -- at the trace's exit ---------------------------------------------------------------------
     def run(self) -> None:
@@ -243,7 +278,10 @@ class Workers:
     def release(self) -> None:
         """Drop what the bodies hold (their names, a copy of their frame's, the frames): the tracer
         may be kept (``as tracer``), and these hold the model and every value of the frame. Called
-        when the trace closes, however it closes."""
+        when the trace closes, however it closes; a skip its block never undid (the block left
+        another way) is undone here, so no trace function outlives the trace."""
+        while self._pending:
+            self._pending.pop()()
         for worker in self.workers:
             worker.scope = worker.greenlet = None
         self._shared.clear()

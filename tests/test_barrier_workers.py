@@ -105,28 +105,38 @@ def test_a_rebound_name_carries_the_value_its_body_held_at_the_barrier(stories):
     assert not mx.allclose(seen[0], seen[-1], atol=1e-2)
 
 
-def test_an_invoke_before_the_first_barrier_runs_inline_and_hands_its_values_on(stories):
-    """Only invoke bodies after the trace's first barrier are workers; the same trace recorded
-    entirely inline (no barrier: dependencies already order it) is the reference."""
-    def run(with_barrier):
+def test_a_barrier_hands_a_value_over_as_asking_for_the_point_first_does(stories):
+    """Every invoke body is a worker (barrier or not): the value handed over at a barrier equals the
+    one a body reads after asking for the layer itself (where the donor body has bound it), and
+    the one-statement write without either raises nnsight's NameError (the right-hand side is
+    evaluated at the body's start, before the donor body ran)."""
+    def run(how):
         with stories.trace() as tracer:
+            barrier = tracer.barrier(2)
             with tracer.invoke(CLEAN):
                 donor = stories.model.layers[1].output[:, -1]
-            if with_barrier:
-                barrier = tracer.barrier(1)
-            with tracer.invoke(CORRUPT):
-                if with_barrier:
+                if how == "barrier":
                     barrier()
-                stories.model.layers[1].output[:, -1] = donor
+            with tracer.invoke(CORRUPT):
+                if how == "barrier":
+                    barrier()
+                    stories.model.layers[1].output[:, -1] = donor
+                elif how == "point first":
+                    h = stories.model.layers[1].output
+                    h[:, -1] = donor
+                else:
+                    stories.model.layers[1].output[:, -1] = donor
                 out = stories.lm_head.output.save()
         return out
 
-    assert mx.allclose(run(True), run(False), atol=1e-6)
+    assert mx.allclose(run("barrier"), run("point first"), atol=1e-6)
+    with pytest.raises(NameError, match="donor"):
+        run("neither")
 
 
 def test_barrier_in_generation_hands_embeddings_over(stories):
     """nnsight's docs (usage/barrier.md): one body reads a prompt's embeddings, a second one, after
-    the barrier, generates from them. Reference: the same trace recorded inline without a barrier."""
+    the barrier, generates from them. Reference: the same trace without a barrier, the second body asking for the point first."""
     prompt, blank = "Lily went to the", "a a a a a"
     assert len(stories.tokenizer(prompt)["input_ids"]) == len(stories.tokenizer(blank)["input_ids"])
 
@@ -139,6 +149,8 @@ def test_barrier_in_generation_hands_embeddings_over(stories):
                 donor_tokens = tracer.result.save()
             with tracer.invoke(blank):
                 barrier()
+                if not with_barrier:  # ask for the point first: the first body has bound `embeddings` there
+                    stories.model.embed_tokens.output
                 stories.model.embed_tokens.output = embeddings
                 tokens = tracer.result.save()
         return donor_tokens, tokens

@@ -476,13 +476,16 @@ def test_a_concrete_value_in_one_invoke_survives_edits_in_later_invokes(stories)
     clean, corrupt = "Lily went to the park", "Lily ran to the park"
     tok = stories.tokenizer.encode(" and")[-1]
     assert len(stories.tokenizer.encode(clean)) == len(stories.tokenizer.encode(corrupt))
+    hs = {}
     with stories.trace() as tracer:
         results = mlxsight.save({})
         with tracer.invoke(clean):
-            hs = [stories.model.layers[i].output for i in range(2)]
+            for i in range(2):  # each layer's entry is set when the forward is there (bodies run interleaved)
+                hs[i] = stories.model.layers[i].output
         for layer in range(2):
             with tracer.invoke(corrupt):
-                stories.model.layers[layer].output[:, 1:3] = hs[layer][:, 1:3]
+                out = stories.model.layers[layer].output  # asked for first: the clean body has bound hs there
+                out[:, 1:3] = hs[layer][:, 1:3]
                 results[layer] = stories.lm_head.output[0, -1].softmax(-1)[tok].item()
     for layer in range(2):
         with stories.trace(clean):
@@ -492,13 +495,18 @@ def test_a_concrete_value_in_one_invoke_survives_edits_in_later_invokes(stories)
             p = stories.lm_head.output[0, -1].softmax(-1)[tok].save()
         assert abs(results[layer] - p.item()) < 1e-6
     assert results[0] != results[1]
-    # a whole-batch invoke's later edit does reach the value: still refused
-    with pytest.raises(mlxsight.OutOfOrderError, match="concrete Python value"):
-        with stories.trace() as tracer:
-            with tracer.invoke(corrupt):
-                stories.lm_head.output[0, -1].sum().item()
-            with tracer.invoke():
-                stories.model.layers[0].output[:] = 0
+    # a whole-batch invoke's edit of an earlier layer: the bodies run interleaved in forward order
+    # (as nnsight's workers), so it is recorded before the value is taken, and the value includes it
+    values = []
+    with stories.trace() as tracer:
+        with tracer.invoke(corrupt):
+            values.append(stories.lm_head.output[0, -1].sum().item())
+        with tracer.invoke():
+            stories.model.layers[0].output[:] = 0
+    with stories.trace(corrupt):
+        stories.model.layers[0].output[:] = 0
+        ref = stories.lm_head.output[0, -1].sum().save()
+    assert len(values) == 1 and abs(values[0] - ref.item()) < 1e-4
 
 
 def test_backward_block_on_plain_torch_tensors_prints_what_nnsight_prints():
@@ -629,3 +637,20 @@ def test_notebook_magics_become_pass_so_colab_blocks_stay_python():
     compile(python_of_cell(cell), "cell", "exec")
     assert python_of_cell("%%capture\nimport os") == "import os\n"
     assert python_of_cell("%%bash\nls -l") == ""
+
+
+def test_invoke_bodies_interleave_as_nnsights_workers():
+    """tests/compat_scripts/invoke_interleaving.py on both backends: which sibling names a body sees
+    (a one-statement write of a sibling's value is nnsight's NameError, asking for the layer first
+    or a barrier hands it over), the order the bodies' Python runs in, and every saved value."""
+    ckpt = cached_checkpoint("llama")
+    outs = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "invoke_interleaving.py"), str(ckpt))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outs[backend] = proc.stdout.splitlines()
+    assert outs["mlx"] == outs["nnsight"]
+    assert outs["mlx"][0].startswith("right-hand side first: NameError")
+    assert outs["mlx"][1].startswith("layer asked for first: ran")
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "invoke_interleaving.py"), str(ckpt))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -57,7 +57,8 @@ def test_patching_across_invokes(stories):
         with tracer.invoke(clean):
             h_clean = stories.model.layers[2].output[:, 14]
         with tracer.invoke(corrupt):
-            stories.model.layers[2].output[:, 14] = h_clean
+            h = stories.model.layers[2].output  # asked for first: the clean body has bound h_clean there
+            h[:, 14] = h_clean
             patched = stories.output.save()
     with stories.trace(clean):
         h = stories.model.layers[2].output[:, 14].save()
@@ -107,8 +108,8 @@ def test_shorter_invokes_value_written_into_a_longer_invoke(stories):
             embeddings = stories.model.embed_tokens.output
             donor = embeddings.save()
         with tracer.invoke(long_):
+            assert stories.model.embed_tokens.output.shape == (1, width, 64)  # the point first, as in nnsight
             stories.model.embed_tokens.output = embeddings
-            assert stories.model.embed_tokens.output.shape == (1, width, 64)
             out = stories.output.save()
     # independent reference: the padded ids' embeddings through the model itself
     pad = stories.tokenizer.pad_token_id
@@ -162,7 +163,7 @@ def test_item_in_every_invoke_equals_the_whole_batch_and_runs_each_invokes_rows(
     computed on the rows it needs (its own, a donor's, the widest so far), not the batch so far."""
     monkeypatch = pytest.MonkeyPatch()
     rows = _forwarded_rows(stories, monkeypatch)
-    items, saved = [], []
+    items, saved, recording = [], [], []
     try:
         with stories.trace() as tracer:
             with tracer.invoke(PROMPTS[2]):
@@ -170,12 +171,13 @@ def test_item_in_every_invoke_equals_the_whole_batch_and_runs_each_invokes_rows(
             for text, layer, patch in specs:
                 with tracer.invoke(text):
                     if patch:
-                        stories.model.layers[0].output[:, -1, :] = donor
+                        h0 = stories.model.layers[0].output  # the point first: the donor body has bound donor there
+                        h0[:, -1, :] = donor
                     stories.model.layers[layer].output[:, -1, :8] = 0
                     p = stories.output[0, -1].softmax(-1)[3]
                     items.append(p.item())
+                    recording[:] = rows  # the forwards so far (bodies run as workers at the block's exit)
                     saved.append(p.save())
-            recording = list(rows)
     finally:
         monkeypatch.undo()
     assert items == pytest.approx([float(s) for s in saved], rel=1e-5, abs=1e-7)

@@ -132,9 +132,10 @@ def traced(lm, program):
             with tracer.invoke(text):
                 mine: list = []
                 run_steps(steps, lambda layer: lm.model.layers[layer].output, mine)
-                saved.append([s.save() if s is not None else None for s in mine])
-                saved.append(lm.output.save())
-    return [(saved[2 * i], saved[2 * i + 1]) for i in range(len(program))]
+                # one append per body, after its last request: bodies run interleaved in forward
+                # order (as nnsight's workers), so appends made earlier in a body would interleave
+                saved.append(([s.save() if s is not None else None for s in mine], lm.output.save()))
+    return saved
 
 
 def eager(lm, text, steps):

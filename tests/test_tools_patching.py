@@ -39,15 +39,19 @@ def naive_cell(model, component, layer, pos, head=None, d_head=8):
             else:
                 value = layers[layer].self_attn.o_proj.input[:, pos, head * d_head:(head + 1) * d_head]
         with tracer.invoke(CORRUPT):
+            # each site is asked for before `value` is read: the clean body has bound it there (as in nnsight)
             if component == "resid":
-                layers[layer].input[:, pos] = value
+                x = layers[layer].input
+                x[:, pos] = value
             elif component == "attn":
                 out = layers[layer].self_attn.output
                 (out[0] if hf_view else out)[:, pos] = value
             elif component == "mlp":
-                layers[layer].mlp.output[:, pos] = value
+                x = layers[layer].mlp.output
+                x[:, pos] = value
             else:
-                layers[layer].self_attn.o_proj.input[:, pos, head * d_head:(head + 1) * d_head] = value
+                x = layers[layer].self_attn.o_proj.input
+                x[:, pos, head * d_head:(head + 1) * d_head] = value
             logits = (model.output.logits if hf_view else model.output)[0, -1].save()
     return np.array(logits)
 
