@@ -80,10 +80,22 @@ class Steps:
         code = body_code(frame)
         recorder = self.recorder
         previous = recorder.step
+        last: list = []  # where the last step's body starts in the graph, and that step
+
+        def before(step: int) -> None:
+            recorder.step = step
+            last[:] = [len(recorder.graph), step]
+
         try:
-            run_body(frame, code, self.steps, lambda step: setattr(recorder, "step", step))
+            run_body(frame, code, self.steps, before)
         finally:
             recorder.step = previous
+        if self.open_ended:
+            # nnsight's open block form waits for a step the run never makes: the code after it in
+            # this invoke does not run (as after an open `for` loop), here without that loop's warning
+            if last:
+                recorder.graph.open_loops.append((last[0], len(recorder.graph), last[1]))
+            raise LoopEnded()
         self._restore = skip_inline(frame)
         return self
 

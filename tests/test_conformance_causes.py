@@ -276,9 +276,17 @@ def test_envoys_keys_in_alias_spellings_and_parent_links():
 
 
 def test_iter_block_form_runs_its_body_per_step_as_nnsight():
-    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "iter_block_form.py"), str(cached_checkpoint("llama")))
+    ckpt = str(cached_checkpoint("llama"))
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "iter_block_form.py"), ckpt)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "4 values: 4 match, 0 mismatch" in proc.stdout
+    assert "10 values: 10 match, 0 mismatch" in proc.stdout
+    printed = {}
+    for backend in ("mlx", "nnsight"):  # an open block form ends its invoke: the line after it never runs
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "iter_block_form.py"), ckpt)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        printed[backend] = proc.stdout.splitlines()
+    assert printed["mlx"] == printed["nnsight"]
+    assert printed["mlx"][:2] == ["all 3 False", "iter 3 False"]
 
 
 # -- (6) order of access -----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""nnsight's deprecated block form: `with tracer.iter[...]:` runs its body once per step."""
+"""nnsight's deprecated block form: `with tracer.iter[...]:` runs its body once per step; an open
+one (`with tracer.all():`, `with tracer.iter[:]:`) waits for a step the run never makes, so the
+code after it in that invoke does not run, as after an open `for` loop."""
 import sys
 
 import nnsight
@@ -22,4 +24,16 @@ with model.generate("Once upon a time", max_new_tokens=3, do_sample=False) as tr
     box = nnsight.save({})
     with tracer.iter[1]:
         box["second"] = model.lm_head.output
+
+for form in ("all", "iter"):
+    with model.generate("Once upon a time", max_new_tokens=3, do_sample=False) as tracer:
+        norms = nnsight.save([])
+        if form == "all":
+            with tracer.all():
+                norms.append(model.model.layers[0].output.norm())
+        else:
+            with tracer.iter[:]:
+                norms.append(model.model.layers[0].output.norm())
+        after = tracer.result.save()  # not run: the open block ended the invoke
+    print(form, len(norms), "after" in globals())
 print(len(hidden), box["second"].shape)
