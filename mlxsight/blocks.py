@@ -51,8 +51,14 @@ def body_code(frame: FrameType) -> CodeType:
 
 def compile_body(filename: str, line: int, globals_: dict) -> CodeType:
     """The compiled body of the ``with`` statement being entered at ``filename:line``."""
-    found = find_with(filename, line, globals_)
-    return compile(ast.Module(body=found.body, type_ignores=[]), filename, "exec")
+    return compile_with(find_with(filename, line, globals_), filename)
+
+
+@functools.lru_cache(maxsize=256)
+def compile_with(node: ast.With | ast.AsyncWith, filename: str) -> CodeType:
+    """A ``with`` statement's body, compiled once per parsed node (``find_with`` parses a file
+    version once, so a block entered again, a trace in a loop, reuses its code)."""
+    return compile(ast.Module(body=node.body, type_ignores=[]), filename, "exec")
 
 
 class SourceUnavailable(RuntimeError):

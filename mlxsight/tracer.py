@@ -167,7 +167,7 @@ class Invoke:
             if restore is not None:
                 self._restore = restore
                 return self
-        tracer.recorder.invokes.append(self)  # recorded inline, now (no source to read the body from)
+        tracer.recorder.invokes.append(self)  # recorded inline, now: an edit, relaxed order, no source, `pass`
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:

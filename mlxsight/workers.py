@@ -26,12 +26,11 @@ treats them as names bound in the block: saved values are pushed, unsaved proxie
 from __future__ import annotations
 
 import ast
-import functools
 from collections import deque
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Callable
 
-from .blocks import SourceUnavailable, find_with, skip_inline
+from .blocks import SourceUnavailable, compile_with, find_with, skip_inline
 from .errors import OutOfOrderError, where_now
 from .frames import write_frame
 from .recorder import StopTrace
@@ -61,13 +60,7 @@ def _body(filename: str, line: int, globals_: dict) -> tuple[CodeType, int]:
     if type(first).__name__ in ("Try", "TryStar"):
         raise ValueError("an invoke block cannot start with `try:` (nnsight refuses it too): put a statement "
                          "above the `try`, or move the `try` outside the block")
-    return _compiled(node, filename), first.lineno
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(node: ast.With, filename: str) -> CodeType:
-    """A body's code, compiled once per parsed ``with`` node (``find_with`` parses a file version once)."""
-    return compile(ast.Module(body=node.body, type_ignores=[]), filename, "exec")
+    return compile_with(node, filename), first.lineno
 
 
 def _inert(stmt: ast.stmt) -> bool:
@@ -160,7 +153,8 @@ class Workers:
     def capture(self, invoke: "Invoke", frame: FrameType) -> Callable[[], None] | None:
         """Take the invoke's body as a worker and make it not run inline; returns what undoes that
         (called at the block's exit, which swallows the ``SkipBlock`` it raises), or ``None`` when
-        the body's source cannot be read (code run from a string): it is then recorded inline."""
+        the body's source cannot be read (code run from a string) or it runs nothing (``pass``):
+        it is then recorded inline."""
         key = (frame.f_code.co_filename, frame.f_lineno)
         found = self._bodies.get(key)
         if found is None:

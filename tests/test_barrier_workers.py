@@ -327,3 +327,36 @@ def test_a_kept_tracer_holds_none_of_the_bodies_names(stories):
         assert len(made) == (0 if fail else 1)
         assert all(ref() is None for ref in made)
         assert all(w.scope is None and w.greenlet is None for w in tracer.workers.workers)
+
+
+def test_bodies_without_source_are_recorded_inline(stories):
+    """Code compiled from a string has no source to read its invoke bodies back from: they are
+    recorded inline, in order (a sibling's name is bound; the values equal the worker form's), and
+    a value taken with `.item()` that a later inline body's edit would change is refused."""
+    patch = """
+with stories.trace() as tracer:
+    with tracer.invoke(CLEAN):
+        donor = stories.model.layers[1].output[:, -1]
+    with tracer.invoke(CORRUPT):
+        stories.model.layers[1].output[:, -1] = donor
+        out = stories.lm_head.output.save()
+"""
+    names = {"stories": stories, "CLEAN": CLEAN, "CORRUPT": CORRUPT}
+    exec(compile(patch, "<generated>", "exec"), names)
+    with stories.trace() as tracer:
+        with tracer.invoke(CLEAN):
+            donor = stories.model.layers[1].output[:, -1]
+        with tracer.invoke(CORRUPT):
+            h = stories.model.layers[1].output
+            h[:, -1] = donor
+            ref = stories.lm_head.output.save()
+    assert mx.allclose(names["out"], ref, atol=1e-6)
+    item_then_edit = """
+with stories.trace() as tracer:
+    with tracer.invoke(CORRUPT):
+        stories.lm_head.output[0, -1].sum().item()
+    with tracer.invoke():
+        stories.model.layers[0].output[:] = 0
+"""
+    with pytest.raises(mlxsight.OutOfOrderError, match="concrete Python value"):
+        exec(compile(item_then_edit, "<generated>", "exec"), names)

@@ -660,5 +660,7 @@ def test_invoke_bodies_interleave_as_nnsights_workers():
     assert outs["mlx"] == outs["nnsight"]
     assert outs["mlx"][0].startswith("right-hand side first: NameError")
     assert outs["mlx"][1].startswith("layer asked for first: ran")
+    assert outs["mlx"][3].startswith("earlier layer: NameError")
+    assert outs["mlx"][5].startswith("loop of reads: NameError")
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "invoke_interleaving.py"), str(ckpt))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

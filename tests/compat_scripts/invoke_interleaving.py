@@ -16,6 +16,8 @@ outcomes = []
 for case in ("right-hand side first", "layer asked for first", "same layer", "earlier layer", "barrier",
              "loop of reads", "appends in forward order"):
     order = []
+    for name in ("h", "hs"):  # each case starts without the names an earlier case saved
+        globals().pop(name, None)
     try:
         with model.trace() as tracer:
             barrier = tracer.barrier(2)
