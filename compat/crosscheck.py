@@ -16,20 +16,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAIL = 25  # traceback lines shown for a side that failed
 
 
-def run_side(backend: str, script: str, args: list[str], capture_path: str,
-             timeout: float | None) -> subprocess.CompletedProcess:
-    """``python -m compat run --backend B --capture FILE SCRIPT ARGS`` in a fresh process:
+def start_side(backend: str, script: str, args: list[str], capture_path: str) -> subprocess.Popen:
+    """Start ``python -m compat run --backend B --capture FILE SCRIPT ARGS`` in a fresh process:
     nnsight and mlx cannot share one (import order), and neither side can leak into the other."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     cmd = [sys.executable, "-m", "compat", "run", "--backend", backend, "--capture", capture_path, script, *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish_side(proc: subprocess.Popen, timeout: float | None) -> subprocess.CompletedProcess:
+    """Wait for a side started by ``start_side``; a side past ``timeout`` seconds is killed."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as expired:
-        stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
-        return subprocess.CompletedProcess(cmd, -9, "", f"{stderr or ''}\ncompat: killed after {timeout:g} s")
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, -9, "", f"{err or ''}\ncompat: killed after {timeout:g} s")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def side_report(label: str, proc: subprocess.CompletedProcess, record: dict | None) -> tuple[bool, str]:
@@ -52,9 +58,17 @@ def crosscheck(script: str, args: list[str], backends: tuple[str, str] = ("mlx",
     labels = (test, ref) if test != ref else (f"{test}#1", f"{ref}#2")
     records, oks = [], []
     with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
-        for label, backend in zip(labels, backends):
-            path = os.path.join(tmp, f"{label}.pkl")
-            proc = run_side(backend, script, args, path, timeout)
+        paths = [os.path.join(tmp, f"{label}.pkl") for label in labels]
+        # Both sides at once: each is mostly its own imports and model load, one core each.
+        procs = [start_side(backend, script, args, path) for backend, path in zip(backends, paths)]
+        try:
+            done = [finish_side(proc, timeout) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for label, path, proc in zip(labels, paths, done):
             record = capture.load(path) if os.path.exists(path) else None
             ok, text = side_report(label, proc, record)
             print(text)

@@ -20,7 +20,8 @@ from mlxsight import assets  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    tiers = {"smollm2": "opt-in SmolLM2 tier: set MLXSIGHT_SMOLLM2=1", "slow": "long version: set MLXSIGHT_SLOW=1"}
+    tiers = {"smollm2": "opt-in SmolLM2 tier: set MLXSIGHT_SMOLLM2=1", "slow": "long version: set MLXSIGHT_SLOW=1",
+             "full": "the default run keeps a representative part of this family: set MLXSIGHT_FULL=1 for all of it"}
     for marker, reason in tiers.items():
         if os.environ.get(f"MLXSIGHT_{marker.upper()}") == "1":
             continue

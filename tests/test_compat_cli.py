@@ -223,8 +223,9 @@ def test_to_torch_converts_once_and_keeps_aliases():
 
 
 @needs_core
-@pytest.mark.parametrize("script", ["save_residual", "patch_ablate", "logit_lens", "steer_remote",
-                                    "generate_session"])
+@pytest.mark.parametrize("script", ["save_residual", "patch_ablate",  # the parity tours cover the others too
+                                    *(pytest.param(s, marks=pytest.mark.full)
+                                      for s in ("logit_lens", "steer_remote", "generate_session"))])
 def test_crosscheck_mlx_against_nnsight(ckpt, script, tmp_path):
     out = tmp_path / "table.json"
     proc = ok(cli("crosscheck", SCRIPTS / f"{script}.py", ckpt, "--json", out))

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "01_save_residuals.py": "next token: 'She'",
     "02_activation_patching.py": "patch residual into layer 0 at position 14: recovered 100.0%",
-    "03_steering.py": "steered: Once upon a time, there was a happy happy",
+    "03_steering.py": "steered: Once upon a time, there was a happy girl named Lily.",
     "04_logit_lens.py": "after layer 4:",
     "05_invokes_batching.py": "(same as alone: True)",
     "06_attribution_patching.py": "largest estimated effect at position 14",
@@ -39,13 +39,42 @@ def test_example_has_a_docstring(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_runs(name):
+def test_example_runs(name, monkeypatch, capsys, tmp_path):
+    """As ``python examples/NAME``, in this process (one model load, no interpreter start per example:
+    the examples also run one after another in one process, as a notebook would run them)."""
+    import runpy
+
+    path = ROOT / "examples" / name
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(path)])
+    monkeypatch.syspath_prepend(str(path.parent))
+    runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    assert EXPECTED[name] in out, out[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_imports_mlxsight_before_mlx(name):
+    """mlxsight first: it loads OpenBLAS (when opted in) before mlx, and mlx comes before nnsight/torch."""
+    import ast
+
+    order = []
+    for node in ast.walk(ast.parse((ROOT / "examples" / name).read_text())):
+        if isinstance(node, ast.Import):
+            order += [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            order.append(node.module.split(".")[0])
+    heavy = [m for m in order if m in ("mlxsight", "mlx", "mlx_lm", "nnsight", "torch", "transformers")]
+    assert heavy and heavy[0] == "mlxsight", heavy
+
+
+def test_one_example_runs_as_a_script():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=ROOT)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "01_save_residuals.py")], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert EXPECTED[name] in done.stdout, done.stdout[-2000:]
-    assert "too late" not in done.stderr, done.stderr[-2000:]  # examples import mlxsight before mlx
+    assert EXPECTED["01_save_residuals.py"] in done.stdout, done.stdout[-2000:]
+    assert "too late" not in done.stderr, done.stderr[-2000:]
 
 
 @pytest.mark.smollm2

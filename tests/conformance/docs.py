@@ -148,6 +148,15 @@ def run_side(backend: str, folder: Path, timeout: float) -> dict:
     return {"blocks": [], "error": f"no record ({(folder / f'{backend}.log').read_text()[-300:]})"}
 
 
+def run_sides(folder: Path, timeout: float) -> dict[str, dict]:
+    """Both sides of a page at once (each is mostly its own imports, one core each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backends = ("nnsight", "mlx")
+    with ThreadPoolExecutor(len(backends)) as pool:
+        return dict(zip(backends, pool.map(lambda b: run_side(b, folder, timeout), backends)))
+
+
 def judge(folder: Path, n_blocks: int, sides: dict[str, dict]) -> list[dict]:
     """Per block: each side's outcome, and whether mlxsight's saved values equal nnsight's."""
     from compat import capture
@@ -239,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         folder = out / "pages" / page.replace("/", "__").removesuffix(".md").removesuffix(".ipynb")
         write_page(blocks, folder)
-        sides = {b: run_side(b, folder, ns.timeout) for b in ("nnsight", "mlx")}
+        sides = run_sides(folder, ns.timeout)
         results[page] = judge(folder, len(blocks), sides)
         passed = sum(r["passed"] for r in results[page])
         ran = sum(r["nnsight"] == "ok" for r in results[page])

@@ -89,6 +89,17 @@ def run_backend(suite: str, backend: str, out: Path, select: list[str], keyword:
     return parse_junit(junit) if junit.exists() else {}
 
 
+def run_backends(suite: str, out: Path, select: list[str], keyword: str | None, timeout: float) -> dict[str, dict]:
+    """``run_backend`` on every backend, at once where the suite allows (one process each);
+    ``{backend: results}``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # nnterp's tests write a status file (and its lock) inside the package folder both runs share
+    with ThreadPoolExecutor(len(BACKENDS) if suite != "nnterp" else 1) as pool:
+        found = pool.map(lambda b: run_backend(suite, b, out, select, keyword, timeout), BACKENDS)
+        return dict(zip(BACKENDS, found))
+
+
 def junit_name(nodeid: str) -> str:
     """The name a pytest node id has in the results (``tests/test_x.py::A::b`` -> ``tests.test_x.A::b``)."""
     path, _, rest = nodeid.partition("::")

@@ -49,7 +49,7 @@ def fetched(fetch):
                                                ("nnterp", NNTERP, sources.nnterp_package)])
 def test_subset_passes_on_both_backends(suite, ids, fetch, tmp_path):
     fetched(fetch)
-    results = {b: run.run_backend(suite, b, tmp_path, ids, None, timeout=900) for b in run.BACKENDS}
+    results = run.run_backends(suite, tmp_path, ids, None, timeout=900)
     failures = []
     for nodeid in ids:
         for backend in run.BACKENDS:
@@ -74,7 +74,7 @@ def test_documentation_examples_match_nnsight(tmp_path):
     for page in DOC_PAGES:
         folder = tmp_path / page.replace("/", "__")
         docs.write_page(found[page], folder)
-        sides = {b: docs.run_side(b, folder, timeout=600) for b in ("nnsight", "mlx")}
+        sides = docs.run_sides(folder, timeout=600)
         rows = docs.judge(folder, len(found[page]), sides)
         ran = [r for r in rows if r["nnsight"] == "ok"]
         if not ran:
