@@ -254,7 +254,10 @@ def test_decode_rows_against_float64_reference(rows, vocab, k, scale, big, seed)
     got = decode_rows(y, k, targets)
     assert np.isfinite(y).all()
     np.testing.assert_allclose(y, probs, rtol=2e-5, atol=1e-9)
-    np.testing.assert_array_equal(got.top_ids, order)
+    # The same values in the same order; equal values (float32 ties, likely once 80 is added) may
+    # trade places at the k-th place, as with any partition, so ids are compared through their values.
+    np.testing.assert_array_equal(np.take_along_axis(z, got.top_ids, -1), np.take_along_axis(z, order, -1))
+    assert all(len(set(row)) == len(row) for row in got.top_ids.tolist())
     np.testing.assert_array_equal(got.target_rank, rank)
     np.testing.assert_allclose(got.target_nll, nll, rtol=1e-5, atol=1e-4 * max(1.0, scale / 10))
     assert decode_rows(z.copy(), k).target_nll is None
