@@ -57,6 +57,8 @@ def named_modules(module: Any, path: str) -> dict[str, Any]:
 class ForeignCall:
     """The ``call_function`` target of a foreign module's call (``sae(h)``, ``sae.encode(h)``)."""
 
+    pure = False  # the module's own code (torch or a user's): not known to be free of side effects
+
     def __init__(self, module: Any, path: str, method: str | None = None, hook: bool = False) -> None:
         self.module, self.path, self.method, self.hook = module, path, method, hook
         self.kind = foreign_kind(module)

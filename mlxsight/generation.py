@@ -11,7 +11,7 @@ new tokens.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import mlx.core as mx
 import numpy as np
@@ -130,7 +130,7 @@ class GenerationTracer(Tracer):
             new_tokens = []
             try:
                 for token in generate_step(step_fn, cache, ids, self.sampler, self.max_new_tokens, self.eos_ids,
-                                           self.pad_id, self.min_new_tokens, stop_at):
+                                           self.pad_id, self.min_new_tokens, stop_at, self.speculation(runner)):
                     new_tokens.append(token)
                     self._stream(token, len(new_tokens), runner)
             except GenerationStopped:
@@ -142,6 +142,18 @@ class GenerationTracer(Tracer):
         if runner is not None and RESULT in runner.schedule.at:
             return runner.fire_point(RESULT, result)
         return result
+
+    def speculation(self, runner: Runner | None) -> Speculation | None:
+        """How the decoding loop may build a step ahead (``generate_step``), or None: only when the
+        interventions fired at its steps can be rolled back, and nothing is streamed to the caller
+        (a streamer sees each step's tokens before the next step is built, as in transformers)."""
+        if self.streamer is not None:
+            return None
+        if runner is None:
+            return NoInterventions()
+        if any(point.path == STREAMER for point in runner.schedule.at) or not runner.effect_free():
+            return None
+        return runner
 
     def returned(self, ids: mx.array, prompt_width: int) -> Any:
         """What the call returns for the generated ``ids`` (prompts ``prompt_width`` wide): the ids."""
@@ -160,14 +172,38 @@ class GenerationTracer(Tracer):
             self.streamer(ids)
 
 
+class Speculation(Protocol):
+    """What lets ``generate_step`` build a step before knowing that the run makes it: the state
+    of the run's interventions at a ``mark``, restored by ``rollback`` (``Runner`` implements it)."""
+
+    def mark(self) -> Any: ...
+
+    def rollback(self, mark: Any) -> None: ...
+
+
+class NoInterventions:
+    """The ``Speculation`` of a generation with nothing fired at its steps."""
+
+    def mark(self) -> None:
+        return None
+
+    def rollback(self, mark: None) -> None:
+        pass
+
+
 def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Callable[[mx.array], mx.array],
                   max_new_tokens: int, eos_ids: list[int], pad_id: int, min_new_tokens: int = 0,
-                  stop_at: int | None = None) -> Iterator[mx.array]:
+                  stop_at: int | None = None, speculation: Speculation | None = None) -> Iterator[mx.array]:
     """Yield each step's new token per row (``[rows]``), greedy or sampled, as transformers does:
     a row that produced an end-of-sequence token is padded afterwards; the loop ends when every
     row has ended or after ``max_new_tokens`` steps (mlx-lm's ``generate_step`` shape). Before
     ``min_new_tokens`` no end-of-sequence token is chosen. A stop at step ``stop_at`` ends the loop
-    after that step's forward (``GenerationStopped``)."""
+    after that step's forward (``GenerationStopped``).
+
+    With a ``speculation``, the next step's forward is built while MLX computes this step's token
+    (mlx-lm's pipelining): Python's work for step n+1 overlaps MLX's for step n. When step n turns
+    out to end the generation, the step built ahead is rolled back (its interventions' values and
+    call counts forgotten, an error it raised dropped), so the run is the one made step by step."""
     rows = ids.shape[0]
     finished = mx.zeros((rows,), dtype=mx.bool_)
     eos = mx.array(eos_ids)[None] if eos_ids else None
@@ -183,11 +219,27 @@ def generate_step(step_fn: StepFunction, cache: Any, ids: mx.array, sampler: Cal
         if eos is not None:
             finished = finished | mx.any(token[:, None] == eos, axis=1)
         done = finished.all()
-        mx.eval(token, finished, done)  # one evaluation a step: each is a wait for MLX's thread
+        final = step == max_new_tokens - 1
+        if speculation is None or final:
+            mx.eval(token, finished, done)  # one evaluation a step: each is a wait for MLX's thread
+            yield token
+            if done.item() or final:
+                return
+            logits = step_fn(token[:, None], cache)
+            continue
+        mx.async_eval(token, finished, done)
+        mark = speculation.mark()
+        try:
+            ahead, error = step_fn(token[:, None], cache), None
+        except Exception as e:  # raised only if the step is made: it may end here
+            ahead, error = None, e
         yield token
-        if done.item() or step == max_new_tokens - 1:
+        if done.item():
+            speculation.rollback(mark)
             return
-        logits = step_fn(token[:, None], cache)
+        if error is not None:
+            raise error
+        logits = ahead
 
 
 class GenerationStopped(Exception):

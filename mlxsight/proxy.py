@@ -431,12 +431,17 @@ def _wants_torch(name: str, args: tuple, kwargs: dict) -> bool:
     return not hasattr(mx.array, name) and _torch_method(name)
 
 
+# Names of torch calls that draw from a random stream: running one twice is not running it once.
+_RANDOM = ("rand", "normal", "bernoulli", "multinomial", "dropout", "seed", "poisson", "exponential", "uniform")
+
+
 class TorchMethod:
     """A tensor method with torch's signature, run on MLX arrays by ``torch_ops``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.__name__ = self.__qualname__ = f"torch.Tensor.{name}"
+        self.pure = not any(word in name for word in _RANDOM)  # see Runner.effect_free
 
     def __call__(self, array: Any, *args: Any, **kwargs: Any) -> Any:
         from . import torch_ops
@@ -452,6 +457,7 @@ class TorchCall:
         from . import torch_ops
 
         self.__name__ = self.__qualname__ = torch_ops.describe(func)
+        self.pure = not any(word in self.__name__ for word in _RANDOM)  # see Runner.effect_free
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from . import torch_ops

@@ -31,6 +31,13 @@ NEVER_REACHED = _NeverReached()  # a value from a hook point the run never made 
 ROOT_OUTPUT = HookPoint("", "output", 0)
 
 
+# What a node may call and still be run speculatively, then discarded (Runner.effect_free).
+_EFFECT_FREE_MODULES = ("mlx.", "mlx_lm.", "mlxsight.", "numpy", "operator", "_operator", "math")
+_RANDOM_MODULES = ("mlx.core.random", "numpy.random")
+_MUTATORS = frozenset({"append", "extend", "insert", "pop", "popitem", "remove", "clear", "update", "setdefault",
+                       "add", "discard", "sort", "reverse"})
+
+
 class _StopForward(Exception):
     """Raised after the last needed hook point: the rest of the forward is not needed."""
 
@@ -222,6 +229,43 @@ class Runner(CallCounter, Evaluator):
             warnings.warn(f"'{first}' was never reached: the run made fewer steps than the trace asked "
                           f"for ({len(missed)} hook point(s) missed); values from them are not returned",
                           UserWarning, stacklevel=4)
+
+    # -- speculation: a generation building its next step before this step's token is known ------
+    def effect_free(self) -> bool:
+        """Whether firing any node of the schedule changes nothing but this run's values: no user
+        function, foreign module, random draw or container mutation. Then a step fired and discarded
+        (``mark``/``rollback``) leaves the run as if it had never been made."""
+        return all(self._effect_free(node) for nodes in self.schedule.at.values() for node in nodes)
+
+    def _effect_free(self, node: Node) -> bool:
+        op, target = node.op, node.target
+        if op in ("read", "write", "skip", "view", "put"):
+            return True
+        if op == "call_method":
+            return target not in _MUTATORS
+        if op == "call_function":
+            flag = getattr(target, "pure", None)
+            if flag is not None:
+                return bool(flag)
+            module = getattr(target, "__module__", None) or ""
+            return module.startswith(_EFFECT_FREE_MODULES) and not module.startswith(_RANDOM_MODULES)
+        if op == "call_module":
+            module = self.modules.get(target.path)
+            return not target.hook and module is not None and \
+                type(module).__module__.startswith(("mlx.", "mlx_lm.", "mlxsight."))
+        return False  # grad, set_grad
+
+    def mark(self) -> tuple[int, dict[str, int]]:
+        """The run's state now, for ``rollback``."""
+        return len(self.env), dict(self.counts)
+
+    def rollback(self, mark: tuple[int, dict[str, int]]) -> None:
+        """Forget every node fired and module call counted since ``mark`` (nodes fire once a run)."""
+        size, counts = mark
+        for key in list(self.env)[size:]:
+            del self.env[key]
+        self.counts.clear()
+        self.counts.update(counts)
 
     def fire_point(self, point: HookPoint, value: Any) -> Any:
         """Fire a point that no module call produces (a generation's final token ids)."""

@@ -268,3 +268,116 @@ def test_a_generation_cache_holds_each_steps_entry_and_lists_their_values(storie
         once = tracer.cache(modules=[stories.model.layers[1]])
     assert len(once["model.model.layers.1"]) == 1 and mx.array_equal(once["model.model.layers.1"].output,
                                                                         entry.output[0])
+
+
+# -- steps built ahead (generation.generate_step's speculation) -------------------------------------
+
+def _steered_run(model, n, force_eos_at=None):
+    """Steering at every step, per-step saves, and an optional forced EOS; what the run returns."""
+    eos = model.tokenizer.eos_token_id
+    vec = model.mlx_model.model.embed_tokens.weight[model.tokenizer.convert_tokens_to_ids("▁happy")] * 2.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with model.generate(max_new_tokens=n) as tracer:
+            with tracer.invoke(PROMPT):
+                seen, norms = mlxsight.save([]), mlxsight.save([])
+                for step in tracer.iter[:]:
+                    model.model.layers[2].output[:, -1] += vec
+                    norms.append(model.model.layers[3].output.norm(dim=-1))
+                    if step == force_eos_at:
+                        model.output[:, -1, eos] = 1e4
+                    seen.append(model.output[0, -1].argmax())
+            with tracer.invoke():
+                ids = tracer.result.save()
+    return ids.tolist(), [int(s) for s in seen], [x.tolist() for x in norms], \
+        sorted(str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("force_eos_at", [None, 0, 3])
+def test_steps_built_ahead_give_the_run_made_step_by_step(stories, monkeypatch, force_eos_at):
+    """Building step n+1 while step n computes changes nothing: tokens, per-step saves, the steps a
+    forced EOS leaves unreached (their values dropped, the same warning) all equal the step-by-step run."""
+    from mlxsight.generation import GenerationTracer
+
+    calls = []
+    speculation = GenerationTracer.speculation
+    monkeypatch.setattr(GenerationTracer, "speculation", lambda self, r: calls.append(speculation(self, r)) or calls[-1])
+    ahead = _steered_run(stories, 6, force_eos_at)
+    assert calls and calls[-1] is not None  # the run did build its steps ahead
+    monkeypatch.setattr(GenerationTracer, "speculation", lambda self, runner: None)
+    assert ahead == _steered_run(stories, 6, force_eos_at)
+    assert len(ahead[1]) == (6 if force_eos_at is None else force_eos_at + 1)
+
+
+def test_a_user_function_at_a_step_turns_building_ahead_off(stories, monkeypatch):
+    """A step built ahead and dropped must not have run anything outside the run's values: with a
+    user function at the steps, each step is built only once the previous one is known."""
+    from mlxsight.generation import GenerationTracer
+
+    def count():
+        calls = []
+
+        def fn(h):
+            calls.append(1)
+            return h
+
+        eos = stories.tokenizer.eos_token_id
+        with stories.generate(max_new_tokens=6) as tracer:
+            with tracer.invoke(PROMPT):
+                for step in tracer.iter[:]:
+                    stories.model.layers[1].output = mlxsight.apply(fn, stories.model.layers[1].output)
+                    if step == 2:
+                        stories.output[:, -1, eos] = 1e4
+            with tracer.invoke():
+                ids = tracer.result.save()
+        assert ids.shape[1] == len(stories.tokenizer(PROMPT)["input_ids"]) + 3
+        return len(calls)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built_ahead = count()
+        monkeypatch.setattr(GenerationTracer, "speculation", lambda self, runner: None)
+        assert built_ahead == count(), built_ahead
+
+
+def test_generate_step_drops_a_step_built_ahead_past_the_end():
+    """generate_step's contract with a Speculation: the step built ahead of an ending step is rolled
+    back and an error it raised is not raised; a step the run does make raises its error."""
+    from mlxsight.generation import generate_step
+
+    class Spy:
+        def __init__(self):
+            self.log = []
+
+        def mark(self):
+            self.log.append("mark")
+            return len(self.log)
+
+        def rollback(self, mark):
+            self.log.append(("rollback", mark))
+
+    def step_fn_failing_at(fail_call):
+        calls = []
+
+        def step_fn(ids, cache):
+            calls.append(ids.shape)
+            if len(calls) == fail_call:
+                raise IndexError("built a step too far")
+            logits = mx.zeros((ids.shape[0], ids.shape[1], 4))
+            return logits.at[..., 2].add(1.0)  # greedy picks token 2 every step
+
+        return step_fn
+
+    greedy = lambda logits: logits.argmax(-1)  # noqa: E731
+    ids = mx.array([[1, 1]])
+    spy = Spy()
+    # EOS (token 2) at the first step: the second forward, built ahead, raises and is dropped
+    tokens = list(generate_step(step_fn_failing_at(2), None, ids, greedy, 5, [2], 0, speculation=spy))
+    assert [t.tolist() for t in tokens] == [[2]] and spy.log == ["mark", ("rollback", 1)]
+    # no EOS: the second step is made, so its error is raised (after the first token is yielded)
+    with pytest.raises(IndexError, match="too far"):
+        list(generate_step(step_fn_failing_at(2), None, ids, greedy, 5, [3], 0, speculation=Spy()))
+    # without speculation the same runs give the same tokens
+    assert [t.tolist() for t in generate_step(step_fn_failing_at(9), None, ids, greedy, 3, [3], 0)] == [[2]] * 3
+    assert [t.tolist() for t in generate_step(step_fn_failing_at(9), None, ids, greedy, 3, [3], 0,
+                                              speculation=Spy())] == [[2]] * 3
