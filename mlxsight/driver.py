@@ -41,6 +41,14 @@ class Driver(Protocol):
     def signature(self, batch: Any) -> Hashable:
         """What the forward's structure depends on (shapes, padding): the structure cache key."""
 
+    def writes_caller_state(self, batch: Any) -> bool:
+        """Whether a forward on ``batch`` changes state the caller holds (a KV cache it passed in):
+        then the block's run is the whole forward, even when nothing is saved, as on nnsight."""
+
+    def read_only(self, batch: Any) -> Any:
+        """``batch`` for a run while the block records (a value needed then): the same forward,
+        leaving the caller's state as it was."""
+
     def modules(self) -> dict[str, nn.Module]:
         """Every module by its path relative to the root (``""`` is the root)."""
 

@@ -143,6 +143,10 @@ class GenerationTracer(Tracer):
             return runner.fire_point(RESULT, result)
         return result
 
+    def observed(self, batch: Any) -> bool:
+        """A streamer sees every step's tokens: the generation runs even when nothing is saved."""
+        return self.streamer is not None or super().observed(batch)
+
     def speculation(self, runner: Runner | None) -> Speculation | None:
         """How the decoding loop may build a step ahead (``generate_step``), or None: only when the
         interventions fired at its steps can be rolled back, and nothing is streamed to the caller

@@ -9,6 +9,7 @@ import sys
 import threading
 import warnings
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable
@@ -220,6 +221,12 @@ class ModuleDriver:
 
     def signature(self, batch: Any) -> Any:
         return signature(batch)
+
+    def writes_caller_state(self, batch: Any) -> bool:
+        return False  # a module's own state changes are not tracked (nor undone) by the tracer
+
+    def read_only(self, batch: Any) -> Any:
+        return batch
 
     def structure(self, batch: Any, instrumented: frozenset = frozenset()) -> Structure:
         return self.structures.get((self.signature(batch), instrumented),
@@ -453,6 +460,14 @@ class LanguageModelDriver(ModuleDriver):
             what = f"{tokens} prompt tokens + {new_tokens} new tokens" if new_tokens else f"{tokens} tokens"
             raise ValueError(f"{what} is more than this model's {self.positions} positions (its learned position "
                              f"embedding has {self.positions} rows)")
+
+    def writes_caller_state(self, batch: Batch) -> bool:
+        return batch.cache is not None  # past_key_values: every layer continues it
+
+    def read_only(self, batch: Batch) -> Batch:
+        if batch.cache is None:
+            return batch
+        return replace(batch, cache=[CacheReader(c) for c in batch.cache])
 
     def signature(self, batch: Batch) -> Any:
         # The attention implementation decides what attention modules return (weights or None).

@@ -381,21 +381,30 @@ class Tracer:
         self._saved[id(obj)] = obj
 
     # -- compile and run -------------------------------------------------------------------------
-    def run_graph(self, nodes: list[Node]) -> list:
-        """Compile the graph for ``nodes`` (validating all of it) and run it in one forward."""
+    def run_graph(self, nodes: list[Node], final: bool = False) -> list:
+        """Compile the graph for ``nodes`` (validating all of it) and run it in one forward: the
+        block's own run (``final``), or a run while recording, for a value needed then."""
         if not self.batcher.datas:
             raise ValueError(NO_INPUT)
         batch = self.batcher.batch()
         size = self.batcher.fix_size(batch)
         structure = self.structure_for(batch)
-        whole = self.model.whole_forward and not self.scan  # observed from outside: run it all
+        # observed from outside: run it all, even with nothing saved
+        whole = (self.model.whole_forward or final and self.observed(batch)) and not self.scan
         schedule = self.driver.compiler.compile(self.graph, structure, nodes, self.materialized.checks(),
                                                 self.stop_early and not whole, whole)
         if (not nodes and not whole) or self.scan:  # validated; nothing is computed
             return []
-        return self.execute(schedule, nodes, batch, size)
+        return self.execute(schedule, nodes, batch, size, final)
 
-    def execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int) -> list:
+    def observed(self, batch: Any) -> bool:
+        """Whether the block's run has effects the caller sees besides its saved values (as on
+        nnsight, where the model always runs): state of the caller's that the forward writes."""
+        return self.driver.writes_caller_state(batch)
+
+    def execute(self, schedule: Any, nodes: list[Node], batch: Any, size: int, final: bool = False) -> list:
+        if not final:  # a run while recording leaves the caller's state (a KV cache) as it was
+            batch = self.driver.read_only(batch)
         self.model.dispatch()  # the first run reads the weights (scan never does)
         runner = Runner(schedule, self.driver.modules(), size, self.recorder.instrumented, self.single_call)
         env = runner.run(self.forward(runner, batch))
@@ -428,7 +437,7 @@ class Tracer:
         if caches is not None:
             outputs = outputs + caches.values()
         proxies = proxies_in(outputs, self.recorder)
-        values = self.run_graph([p.node for p in proxies])  # validates even when nothing is saved
+        values = self.run_graph([p.node for p in proxies], final=True)  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
         resolve = substitute(proxies, values)

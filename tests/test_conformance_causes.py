@@ -289,6 +289,19 @@ def test_iter_block_form_runs_its_body_per_step_as_nnsight():
     assert printed["mlx"][:2] == ["all 3 False", "iter 3 False"]
 
 
+def test_a_generation_that_saves_nothing_still_streams_as_on_nnsight():
+    """nnsight always runs the model: a generate block with an edit and no save (or an empty one)
+    still hands its streamer the prompt, every step's tokens and the end. Same lines on both."""
+    printed = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "runs_unsaved.py"),
+                   str(assets.path("stories260k")))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        printed[backend] = proc.stdout.splitlines()
+    assert printed["mlx"] == printed["nnsight"]
+    assert len(printed["mlx"]) == 2 and all(line.endswith("'end']") and line.count("[") == 6 for line in printed["mlx"])
+
+
 # -- (6) order of access -----------------------------------------------------------------------
 
 def test_out_of_order_reads_raise_as_in_nnsight_naming_both_lines(stories):

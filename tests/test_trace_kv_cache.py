@@ -59,7 +59,7 @@ def test_skip_and_edit_on_a_continued_cache(model):
         resid = model.model.layers[2].input.save()
     filled = [KVCache() for _ in range(5)]
     with model.trace([ids[:-1]], past_key_values=filled):
-        out = model.output.save()  # a trace runs only as far as saved values need: every layer here
+        out = model.output.save()
     cache = []
     for c in filled:
         fresh = KVCache()
@@ -78,6 +78,28 @@ def test_skip_and_edit_on_a_continued_cache(model):
             want = _logits(model)[0, -1].save()
         np.testing.assert_allclose(np.array(got[row]), np.array(want), atol=2e-5)
     assert filled[0].offset == T - 1  # the broadcast copies were continued, not the filled cache
+
+
+@pytest.mark.parametrize("block", ["saves an early layer", "saves nothing", "needs a value while recording"])
+def test_every_layer_continues_the_cache_whatever_the_block_saves(model, block):
+    """The cache is the caller's: as on transformers/nnsight the whole forward continues it, once.
+    A block that saves only an early layer (or nothing) still runs every layer, and a value needed
+    while the block records (``.item()``) is computed without writing the cache."""
+    ids = model.tokenizer(TEXT)["input_ids"]
+    _, full = _full(model, ids)
+    cache = [KVCache() for _ in range(5)]
+    with model.trace([ids[:-3]], past_key_values=cache):
+        if block == "saves an early layer":
+            h = model.model.layers[1].output.save()
+        elif block == "needs a value while recording":
+            norm = _first(model.model.layers[1].output).norm().item()
+            assert norm > 0
+            model.model.layers[2].output.save()
+    assert [c.offset for c in cache] == [len(ids) - 3] * 5
+    with model.trace([ids[-3:]], past_key_values=cache):
+        rest = _logits(model).save()
+    assert [c.offset for c in cache] == [len(ids)] * 5
+    np.testing.assert_allclose(np.array(rest), full[:, -3:], atol=1e-5, rtol=1e-5)
 
 
 def test_scan_leaves_the_cache(model):
