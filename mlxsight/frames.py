@@ -83,16 +83,20 @@ class FrameSnapshot:
             containers += [v for v in unchecked if owns(v)]
         return pushes, containers, locals_
 
-    def push(self, locals_: dict, updates: dict[str, Any], owns: Callable[[Any], bool]) -> None:
-        """Write ``updates`` into the frame; names bound to the block's unsaved proxies revert to
-        their values before the block (or disappear if they had none)."""
+    def push(self, locals_: dict, updates: dict[str, Any], keep: tuple = ()) -> None:
+        """Write ``updates`` (the saved values) into the frame. Every other name the block bound
+        or rebound reverts to its value before the block (or disappears if it had none), but those
+        bound to ``keep`` (what ``with ... as`` bound): as nnsight's outermost trace pushes only
+        saved values, a plain value made in the block (``n = model.config.num_attention_heads``,
+        a loop variable) is not there after it on either backend."""
         frame = self.frame
         if frame is None:
             return
         before = self.values
+        kept = {id(k) for k in keep}
         deletes = []
         for name, value in list(locals_.items()):
-            if name in updates or before.get(name, _MISSING) is value or not owns(value):
+            if name in updates or before.get(name, _MISSING) is value or id(value) in kept:
                 continue
             if name in before:
                 updates[name] = before[name]
@@ -116,14 +120,14 @@ class FrameSnapshot:
 
 def hand_back(snapshot: FrameSnapshot, saved: dict[int, Any], owns: Callable[[Any], bool],
               compute: Callable[[list], tuple[Callable[[Any], Any], list]], session: Any = None,
-              evaluate: bool = True) -> dict[str, Any] | None:
+              evaluate: bool = True, keep: tuple = ()) -> dict[str, Any] | None:
     """Push a finished block's saved values to the caller's frame; the names bound (``None`` in a
     session, whose ``adopt`` takes every value the block holds, lazily, instead).
 
     ``compute(outputs)`` runs the graph for the proxies inside ``outputs``: a function replacing
     them by their values, and the values (not yet evaluated; ``evaluate``: evaluate them here, not
-    for a scan's shapes). Names bound to unsaved proxies go back to their values before the block;
-    exit listeners hear of the names bound."""
+    for a scan's shapes). Other names the block bound go back to their values before the block, but
+    those bound to ``keep`` (``FrameSnapshot.push``); exit listeners hear of the names bound."""
     pushes, containers, locals_ = snapshot.collect(owns, saved, hand_all=session is not None)
     resolve, values = compute([v for _, v in pushes] + containers)
     # in a session, values stay lazy until the session ends
@@ -138,7 +142,7 @@ def hand_back(snapshot: FrameSnapshot, saved: dict[int, Any], owns: Callable[[An
     if session is not None:
         session.adopt(snapshot.frame, updates, {n for n, v in pushes if id(v) in saved})
         return None
-    snapshot.push(locals_, dict(updates), owns)  # reverted names are not pushed values
+    snapshot.push(locals_, dict(updates), keep)  # reverted names are not pushed values
     if pending:
         # Evaluated last, once the names are bound to the (lazy) arrays: the forward's computation
         # evicts the caches, so the bookkeeping above runs before it, not after. If it fails, the

@@ -15,6 +15,8 @@ from . import context
 from .errors import NestedTraceError, user_frame, warn_abandoned, where_now
 from .frames import FrameSnapshot, write_frame
 
+_MISSING = object()
+
 
 class Session:
     """``with model.session():`` — run several traces as one lazily evaluated computation."""
@@ -24,7 +26,6 @@ class Session:
         self._frame = FrameSnapshot(None)
         self._line: int | None = None
         self._saved: dict[int, Any] = {}
-        self._handed: dict[int, Any] = {}
 
     def __enter__(self) -> "Session":
         frame = user_frame(2)
@@ -58,7 +59,6 @@ class Session:
         if transform is not None:
             updates = {k: transform(v) for k, v in updates.items()}
         for name, value in updates.items():
-            self._handed[id(value)] = value
             if name in saved_names:
                 self._saved[id(value)] = value
         write_frame(frame, updates, [])
@@ -72,7 +72,10 @@ class Session:
         locals_ = dict(frame.f_locals)
         keep = {k: v for k, v in locals_.items() if id(v) in self._saved}
         mx.eval([v for v in keep.values() if isinstance(v, mx.array)])
-        drop = [k for k, v in locals_.items() if id(v) in self._handed and k not in keep]
+        # As nnsight's outermost block, the session pushes only saved values: every other name bound
+        # in it (a trace's values, a plain value of its body) goes back to its value before, but the
+        # session itself (``with model.session() as session``).
+        drop = [k for k, v in locals_.items() if k not in keep and v is not self and before.get(k, _MISSING) is not v]
         updates = {k: before[k] for k in drop if k in before}
         deletes = [k for k in drop if k not in before]
         transform = context.settings.value_transform

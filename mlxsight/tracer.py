@@ -428,7 +428,7 @@ class Tracer:
         if self._caches is not None:
             self._caches.fill(hook_order(self.graph, self.structure_for(self.batcher.batch())), self.recorder.slot)
         self._pushed = hand_back(self._frame, self._saved, self.holds_proxy, self._compute, self._session,
-                                 evaluate=not self.scan)
+                                 evaluate=not self.scan, keep=(self,))
 
     def _compute(self, outputs: list) -> tuple[Callable[[Any], Any], list]:
         """Run the graph for every proxy inside ``outputs`` and the caches (nothing is evaluated): a

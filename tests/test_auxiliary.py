@@ -133,7 +133,7 @@ def test_a_plain_call_of_an_attached_module_is_one_operation(stories, kind):
 def test_internals_of_a_hooked_call_are_read_in_its_forward_order(stories):
     layer = stories.model.layers[2]
     with stories.trace(PROMPT):
-        d = layer.output.shape[-1]
+        d = mlxsight.save(layer.output.shape[-1])
     layer.sae = MLXSAE(d, 2 * d)
     with stories.edit(inplace=True):
         layer.output = layer.sae(layer.output, hook=True)
@@ -171,7 +171,7 @@ def test_a_cache_holds_a_hooked_calls_modules(stories):
     submodules (after the point its argument comes from); without hook=True it does not."""
     layer = stories.model.layers[2]
     with stories.trace(PROMPT):
-        d = layer.output.shape[-1]
+        d = mlxsight.save(layer.output.shape[-1])
     mx.random.seed(2)
     layer.sae = sae = MLXSAE(d, 2 * d)
     with stories.trace(PROMPT) as tracer:

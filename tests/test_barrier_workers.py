@@ -293,7 +293,7 @@ def test_a_body_starting_with_try_is_refused_and_the_trace_closes(stories):
             CLEAN,
         ) as invoker:
             barrier()
-            same = invoker is not None
+            same = mlxsight.save(invoker is not None)
             got = stories.lm_head.output.save()
     assert same and mx.allclose(got, out, atol=1e-6)
 

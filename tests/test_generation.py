@@ -53,7 +53,7 @@ def test_per_step_reads_and_plain_reads_bind_to_step_zero(stories):
     with stories.generate(PROMPT, max_new_tokens=n) as tracer:
         first = stories.model.layers[1].output.save()
         steps = mlxsight.save([])
-        shapes = []
+        shapes = mlxsight.save([])  # a plain list made in the block is not there after it unless saved (nnsight)
         for step in tracer.iter[:n]:  # bounded: every step happens, so the code after runs
             shapes.append(stories.model.layers[1].output.shape)
             steps.append(stories.output[0, -1].argmax())
@@ -169,7 +169,7 @@ def test_hf_view_generation_keeps_one_logit_per_step_like_transformers(stories_p
     model = mlxsight.LanguageModel(stories_path)  # the HF view
     assert model.view == "hf"
     with model.generate(["Once upon a time", "Tom had a red"], max_new_tokens=4) as tracer:
-        shapes = []
+        shapes = mlxsight.save([])
         for step in tracer.iter[:4]:
             shapes.append(model.lm_head.output.shape)
         ids = tracer.result.save()
@@ -186,7 +186,7 @@ def test_open_loop_ends_the_block_like_nnsight(stories):
     with pytest.warns(UserWarning, match="never reached"):
         with stories.generate(PROMPT, max_new_tokens=3) as tracer:
             logits = mlxsight.save([])
-            visited = []
+            visited = mlxsight.save([])
             for step in tracer.iter[:]:
                 visited.append(step)
                 logits.append(stories.output[0, -1])

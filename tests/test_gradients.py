@@ -113,7 +113,7 @@ def test_grad_before_any_backward_is_none(stories):
     where to read it; the trace runs on (tests/compat_scripts/grad_before_backward.py crosschecks)."""
     with pytest.warns(UserWarning, match="before any backward"):
         with stories.trace(PROMPT):
-            grad = stories.model.layers[3].output.grad
+            grad = mlxsight.save(stories.model.layers[3].output.grad)
             out = stories.model.layers[3].output.save()
     assert grad is None and out.shape[-1] == stories.config.hidden_size
 

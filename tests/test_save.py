@@ -22,12 +22,18 @@ def test_only_saved_objects_are_pushed(stories, prompt):
         before = stories.model.layers[2].output  # rebinding a pre-existing name, unsaved
         c = stories.model.layers[3].output.save()
         c = 2  # rebinding un-saves: c is a plain value again
-        n_layers = len(stories.model.layers)  # plain Python values stay
+        n_layers = len(stories.model.layers)  # a plain Python value, unsaved
+        label = mlxsight.save(f"{len(stories.model.layers)} layers")  # saved: pushed
     assert isinstance(a, mx.array)
     assert before == "kept"
-    assert c == 2 and n_layers == 5
+    assert label == "5 layers"
+    # nnsight's outermost block pushes only saved values: every other name the block bound is gone
     with pytest.raises(UnboundLocalError):
         b  # noqa: B018
+    with pytest.raises(UnboundLocalError):
+        c  # noqa: B018
+    with pytest.raises(UnboundLocalError):
+        n_layers  # noqa: B018
 
 
 def test_inplace_edit_after_save_shows_through_unless_cloned(stories, prompt):

@@ -146,9 +146,9 @@ def test_concrete_values_on_demand(stories, prompt):
     _, outs, _ = llama_forward(stories.mlx_model, token_ids(stories, prompt))
     with stories.trace(prompt):
         h = stories.model.layers[1].output
-        total = h.sum().item()
-        big = bool(h.abs().max() > 1000)
-        listed = h[0, -1, :3].tolist()
+        total = mlxsight.save(h.sum().item())  # plain values leave the block only when saved (nnsight)
+        big = mlxsight.save(bool(h.abs().max() > 1000))
+        listed = mlxsight.save(h[0, -1, :3].tolist())
         if total > 0:
             h2 = (h * 2).save()
         else:
@@ -186,7 +186,7 @@ def test_tracer_info_is_the_block_as_nnsight_gives_it(stories, prompt):
         stories.trace(prompt) as tracer,
         contextlib.nullcontext(),
     ):
-        running = tracer.info.frame is sys._getframe()
+        running = mlxsight.save(tracer.info.frame is sys._getframe())
         hidden = stories.model.layers[0].output.save()
     info = tracer.info
     assert running and info.frame is None  # the live frame while the block runs, dropped after
