@@ -302,6 +302,21 @@ def test_a_generation_that_saves_nothing_still_streams_as_on_nnsight():
     assert len(printed["mlx"]) == 2 and all(line.endswith("'end']") and line.count("[") == 6 for line in printed["mlx"])
 
 
+def test_a_block_leaves_only_its_saved_names_as_on_nnsight():
+    """nnsight's outermost block pushes only saved values (a session's inner traces push all of
+    theirs to its body): the same names exist after each block on both backends."""
+    printed = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "pushed_names.py"),
+                   str(assets.path("stories260k")))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        printed[backend] = proc.stdout.splitlines()
+    assert printed["mlx"] == printed["nnsight"]
+    assert printed["mlx"][0] == ("trace: {'n_heads': False, 'i': False, 'layer': False, 'last': True, 'shape': True} "
+                                 "before")
+    assert printed["mlx"][1] == "session: {'h': True, 'k': True} {'out': True, 'k': False, 'note': False, 'h': False}"
+
+
 # -- (6) order of access -----------------------------------------------------------------------
 
 def test_out_of_order_reads_raise_as_in_nnsight_naming_both_lines(stories):
