@@ -275,43 +275,37 @@ def test_envoys_keys_in_alias_spellings_and_parent_links():
     assert type(native.model.layers[0].ffn) is FFN
 
 
+def printed_on_both(script: str, checkpoint: str) -> dict[str, list[str]]:
+    """What a compat script prints on each backend (asserted equal): ``{"mlx": lines, "nnsight": lines}``."""
+    printed = {}
+    for backend in ("mlx", "nnsight"):
+        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / script), checkpoint)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        printed[backend] = proc.stdout.splitlines()
+    assert printed["mlx"] == printed["nnsight"]
+    return printed
+
+
 def test_iter_block_form_runs_its_body_per_step_as_nnsight():
     ckpt = str(cached_checkpoint("llama"))
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "iter_block_form.py"), ckpt)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "10 values: 10 match, 0 mismatch" in proc.stdout
-    printed = {}
-    for backend in ("mlx", "nnsight"):  # an open block form ends its invoke: the line after it never runs
-        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "iter_block_form.py"), ckpt)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        printed[backend] = proc.stdout.splitlines()
-    assert printed["mlx"] == printed["nnsight"]
+    printed = printed_on_both("iter_block_form.py", ckpt)  # an open block form ends its invoke: the line after never runs
     assert printed["mlx"][:2] == ["all 3 False", "iter 3 False"]
 
 
 def test_a_generation_that_saves_nothing_still_streams_as_on_nnsight():
     """nnsight always runs the model: a generate block with an edit and no save (or an empty one)
     still hands its streamer the prompt, every step's tokens and the end. Same lines on both."""
-    printed = {}
-    for backend in ("mlx", "nnsight"):
-        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "runs_unsaved.py"),
-                   str(assets.path("stories260k")))
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        printed[backend] = proc.stdout.splitlines()
-    assert printed["mlx"] == printed["nnsight"]
+    printed = printed_on_both("runs_unsaved.py", str(assets.path("stories260k")))
     assert len(printed["mlx"]) == 2 and all(line.endswith("'end']") and line.count("[") == 6 for line in printed["mlx"])
 
 
 def test_a_block_leaves_only_its_saved_names_as_on_nnsight():
     """nnsight's outermost block pushes only saved values (a session's inner traces push all of
     theirs to its body): the same names exist after each block on both backends."""
-    printed = {}
-    for backend in ("mlx", "nnsight"):
-        proc = run("-m", "compat", "run", "--backend", backend, str(SCRIPTS / "pushed_names.py"),
-                   str(assets.path("stories260k")))
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        printed[backend] = proc.stdout.splitlines()
-    assert printed["mlx"] == printed["nnsight"]
+    printed = printed_on_both("pushed_names.py", str(assets.path("stories260k")))
     assert printed["mlx"][0] == ("trace: {'n_heads': False, 'i': False, 'layer': False, 'last': True, 'shape': True} "
                                  "before")
     assert printed["mlx"][1] == "session: {'h': True, 'k': True} {'out': True, 'k': False, 'note': False, 'h': False}"
