@@ -83,6 +83,12 @@ class FrameSnapshot:
             containers += [v for v in unchecked if owns(v)]
         return pushes, containers, locals_
 
+    def changed(self, locals_: dict, keep: tuple = ()) -> list[str]:
+        """The names the block bound or rebound in ``locals_``, but those bound to ``keep``."""
+        before = self.values
+        kept = {id(k) for k in keep}
+        return [n for n, v in locals_.items() if before.get(n, _MISSING) is not v and id(v) not in kept]
+
     def push(self, locals_: dict, updates: dict[str, Any], keep: tuple = ()) -> None:
         """Write ``updates`` (the saved values) into the frame. Every other name the block bound
         or rebound reverts to its value before the block (or disappears if it had none), but those
@@ -93,10 +99,9 @@ class FrameSnapshot:
         if frame is None:
             return
         before = self.values
-        kept = {id(k) for k in keep}
         deletes = []
-        for name, value in list(locals_.items()):
-            if name in updates or before.get(name, _MISSING) is value or id(value) in kept:
+        for name in self.changed(locals_, keep):
+            if name in updates:
                 continue
             if name in before:
                 updates[name] = before[name]
@@ -113,8 +118,7 @@ class FrameSnapshot:
         if frame is None:
             return
         before, locals_ = self.values, frame.f_locals
-        kept = {id(k) for k in keep}
-        changed = [n for n, v in locals_.items() if before.get(n, _MISSING) is not v and id(v) not in kept]
+        changed = self.changed(locals_, keep)
         write_frame(frame, {n: before[n] for n in changed if n in before}, [n for n in changed if n not in before])
 
 

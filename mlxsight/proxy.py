@@ -435,13 +435,18 @@ def _wants_torch(name: str, args: tuple, kwargs: dict) -> bool:
 _RANDOM = ("rand", "normal", "bernoulli", "multinomial", "dropout", "seed", "poisson", "exponential", "uniform")
 
 
+def _effect_free(name: str) -> bool:
+    """Whether a torch call of this name may run and be discarded (see Runner.effect_free)."""
+    return not any(word in name for word in _RANDOM)
+
+
 class TorchMethod:
     """A tensor method with torch's signature, run on MLX arrays by ``torch_ops``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.__name__ = self.__qualname__ = f"torch.Tensor.{name}"
-        self.pure = not any(word in name for word in _RANDOM)  # see Runner.effect_free
+        self.pure = _effect_free(name)
 
     def __call__(self, array: Any, *args: Any, **kwargs: Any) -> Any:
         from . import torch_ops
@@ -457,7 +462,7 @@ class TorchCall:
         from . import torch_ops
 
         self.__name__ = self.__qualname__ = torch_ops.describe(func)
-        self.pure = not any(word in self.__name__ for word in _RANDOM)  # see Runner.effect_free
+        self.pure = _effect_free(self.__name__)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from . import torch_ops

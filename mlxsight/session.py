@@ -15,8 +15,6 @@ from . import context
 from .errors import NestedTraceError, user_frame, warn_abandoned, where_now
 from .frames import FrameSnapshot, write_frame
 
-_MISSING = object()
-
 
 class Session:
     """``with model.session():`` — run several traces as one lazily evaluated computation."""
@@ -75,7 +73,7 @@ class Session:
         # As nnsight's outermost block, the session pushes only saved values: every other name bound
         # in it (a trace's values, a plain value of its body) goes back to its value before, but the
         # session itself (``with model.session() as session``).
-        drop = [k for k, v in locals_.items() if k not in keep and v is not self and before.get(k, _MISSING) is not v]
+        drop = [k for k in self._frame.changed(locals_, keep=(self,)) if k not in keep]
         updates = {k: before[k] for k in drop if k in before}
         deletes = [k for k in drop if k not in before]
         transform = context.settings.value_transform
