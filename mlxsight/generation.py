@@ -38,6 +38,8 @@ class GenerationTracer(Tracer):
     stop_early = False  # every step runs: later steps, streaming and the result need them
     single_call = False  # the root is called once per step
     runs_parts = False  # the decoding loop (its stop at EOS, the records) is the whole batch's
+    steps_known = False  # the run ends at an end-of-sequence token: it may make fewer steps than recorded
+    _made: int | None = None  # the steps (forwards) the last run made; None: unknown (stopped)
 
     def __init__(self, model: Any, inputs: tuple, kwargs: dict, *, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 50,
@@ -93,6 +95,14 @@ class GenerationTracer(Tracer):
     def step_count(self) -> int:
         return self.max_new_tokens
 
+    def reached(self, point: HookPoint) -> bool:
+        made = self._made
+        if made is None or point.kind == "result":
+            return True  # a stopped run (``stop_at``) is cut where it stopped; the result is the whole run's
+        if point.path == STREAMER:
+            return point.call <= made  # the prompt, then a token a step
+        return point.call < made  # a module's call k is in the forward of step k
+
     def edit_steps(self) -> int:
         return self.max_new_tokens  # a stored edit's open loop runs at every step, as nnsight's
 
@@ -118,13 +128,22 @@ class GenerationTracer(Tracer):
         driver.check_length(ids.shape[1], self.max_new_tokens)
         step_fn, cache = driver.decoder(batch)
         stop_at = self.stop_at()
+        self._made = None
         if self.num_beams > 1:
-            result = beam_search(step_fn, cache, ids, self.num_beams, self.max_new_tokens, self.eos_ids,
+            made = 0
+
+            def counted(ids: mx.array, cache: Any) -> Any:
+                nonlocal made
+                made += 1
+                return step_fn(ids, cache)
+
+            result = beam_search(counted, cache, ids, self.num_beams, self.max_new_tokens, self.eos_ids,
                                  self.pad_id, length_penalty=self.length_penalty, early_stopping=self.early_stopping,
                                  num_return_sequences=self.num_return_sequences,
                                  min_new_tokens=self.min_new_tokens, stop_at=stop_at)
             if result is None:  # stopped: the generation never returned
                 return None
+            self._made = made
         else:
             self._stream(ids, 0, runner)
             new_tokens = []
@@ -135,6 +154,7 @@ class GenerationTracer(Tracer):
                     self._stream(token, len(new_tokens), runner)
             except GenerationStopped:
                 return None  # the generation never returned
+            self._made = len(new_tokens)  # one forward a token (a step built ahead and dropped is none)
             if self.streamer is not None and hasattr(self.streamer, "end"):
                 self.streamer.end()
             result = mx.concatenate([ids, mx.stack(new_tokens, axis=1)], axis=1)
@@ -144,8 +164,11 @@ class GenerationTracer(Tracer):
         return result
 
     def observed(self, batch: Any) -> bool:
-        """A streamer sees every step's tokens: the generation runs even when nothing is saved."""
-        return self.streamer is not None or super().observed(batch)
+        """A streamer sees every step's tokens, and a container filled after a request of a later
+        step holds what the steps made decide (``cut_unmade``): the generation runs even when nothing
+        is saved."""
+        return self.streamer is not None or super().observed(batch) or any(
+            len(container) != size for mark in self.recorder.step_marks for container, size in mark.containers)
 
     def speculation(self, runner: Runner | None) -> Speculation | None:
         """How the decoding loop may build a step ahead (``generate_step``), or None: only when the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import context
 from .batching import RowSlice
@@ -39,6 +39,18 @@ class LoopEnded(StopTrace):
     block ends there (with a warning) and the code after the loop does not run."""
 
 
+class StepMark(NamedTuple):
+    """Where the recording was when an invoke first asked for a value of a later step: what a run
+    that never makes that step must not have done. nnsight runs the body alongside the model, so a
+    body asking for a value of a step the run does not make waits there for good: nothing after that
+    request happens (a generation ending at its end-of-sequence token)."""
+
+    invoke: int | None  # the invoke asking (None: outside every invoke)
+    point: HookPoint  # the value asked for
+    nodes: int  # the graph's length then: the invoke's later nodes come after the cut
+    containers: tuple  # (list or dict, its length then): what the body filled after it
+
+
 class Recorder:
     """Records one trace block into ``graph``."""
 
@@ -59,6 +71,9 @@ class Recorder:
         self._stop: tuple[int, HookPoint | None] | None = None
         self.metas = Metas(tracer)
         self._gradients: Gradients | None = None
+        self.step_marks: list[StepMark] = []  # requests of later steps' values, when steps are not known
+        # a read node is the whole batch's, of no invoke: the invoke whose request recorded it
+        self.first_reader: dict[int, int | None] = {}
 
     # -- what proxies ask of their trace -------------------------------------------------------
     def check_open(self) -> None:
@@ -137,6 +152,12 @@ class Recorder:
         node = self.emit("call_function", constant, (value,), invoke=self._invoke_index())
         return Proxy(self, node, value)
 
+    def _mark_request(self, point: HookPoint) -> None:
+        """The open invoke asks for a value of a later step: remember how far the recording is
+        (``StepMark``), with the lengths of the saved containers."""
+        containers = tuple((c, len(c)) for c in self.tracer.fillable())
+        self.step_marks.append(StepMark(self._invoke_index(), point, len(self.graph), containers))
+
     # -- tracer.stop() ---------------------------------------------------------------------------
     @property
     def stop(self) -> HookPoint | None:
@@ -175,6 +196,7 @@ class Recorder:
         slot = self._slots.get(point)
         if slot is None:
             node = self.emit("read", point, where=where)
+            self.first_reader[node.index] = self._invoke_index()
             slot = Proxy(self, node, UNKNOWN, point.label())
             slot._binds.append(point)
             self._slots[point] = slot
@@ -220,6 +242,8 @@ class Recorder:
                                           f"forward (or not that many times)", where_now())
                 raise ModuleNotCalledError(
                     f"{name} is never called by this model's forward, so it has no .{kind}", where_now())
+            if point.call > 0 and not self.tracer.steps_known:
+                self._mark_request(point)
             where = where_now()
             position = structure.order.get(point) if hosted is None else hosted_position(self.graph, point, structure)
             if self.tracer.workers is not None:  # a body run as a worker waits for the forward to get here

@@ -23,8 +23,8 @@ from .context import (  # noqa: F401 - the public names stay importable from her
 )
 from .errors import ExpiredProxyError, NestedTraceError, hint_mlx_function, user_frame, warn_abandoned, where_now
 from .blocks import BlockInfo, SkipBlock
-from .frames import FrameSnapshot, hand_back, holds
-from .graph import Graph, Node
+from .frames import FrameSnapshot, hand_back, holds, is_container
+from .graph import Graph, HookPoint, Node
 from .hosting import hook_order
 from .materialize import Materialized
 from .proxy import Proxy, apply, map_proxies, proxies_in, substitute  # noqa: F401 - apply: importable from here
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from .model import NNsight
 
 NO_INPUT = "trace() needs an input, or at least one `with tracer.invoke(...)` block"
+
+
+def _owner(node: Node, first_reader: dict[int, int | None]) -> int | None:
+    """The invoke a node was recorded for (a whole-batch read: the invoke that first asked for it)."""
+    return node.invoke if node.invoke is not None else first_reader.get(node.index)
 
 
 class Steps:
@@ -440,6 +445,8 @@ class Tracer:
         values = self.run_graph([p.node for p in proxies], final=True)  # validates even when nothing is saved
         if self.scan:  # shapes and dtypes only, as nnsight's scan gives fake tensors
             values = [skeleton(p._meta) for p in proxies]
+        else:
+            values = self.cut_unmade(proxies, values)
         resolve = substitute(proxies, values)
         if caches is not None:
             caches.resolve(resolve)
@@ -447,3 +454,37 @@ class Tracer:
 
     def holds_proxy(self, value: Any) -> bool:
         return holds(value, self.recorder.owns)
+
+    # -- steps the run never made ------------------------------------------------------------------
+    def fillable(self) -> list:
+        """The lists and dicts the block fills for its caller: the saved ones. (Not the caller's other
+        lists: Python fills those too, e.g. ``warnings.catch_warnings(record=True)``, run or not.)"""
+        return [v for v in self._saved.values() if is_container(v)]
+    steps_known = True  # the steps a block records are the steps its run makes (generation: not so)
+
+    def reached(self, point: HookPoint) -> bool:
+        """Whether the last run made ``point``, where only running tells (``steps_known`` off: a
+        generation ending at its end-of-sequence token)."""
+        return True
+
+    def cut_unmade(self, proxies: list[Proxy], values: list) -> list:
+        """As nnsight, where a loop asking for a step the run never makes is cut short there: what
+        each invoke recorded from that step on did not happen. Its values are never reached, and the
+        containers it filled are as they were when it asked for that step's first value."""
+        cuts: dict[int | None, Any] = {}
+        for mark in self.recorder.step_marks:
+            if mark.invoke not in cuts and not self.reached(mark.point):
+                cuts[mark.invoke] = mark
+        if not cuts:
+            return values
+        for mark in cuts.values():
+            for container, size in mark.containers:
+                if len(container) > size:
+                    if isinstance(container, list):
+                        del container[size:]
+                    else:
+                        for key in list(container)[size:]:
+                            del container[key]
+        owner = self.recorder.first_reader
+        return [NEVER_REACHED if (mark := cuts.get(_owner(p.node, owner))) is not None and p.node.index >= mark.nodes
+                else v for p, v in zip(proxies, values)]

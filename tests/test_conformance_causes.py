@@ -686,3 +686,18 @@ def test_invoke_bodies_interleave_as_nnsights_workers():
     assert outs["mlx"][5].startswith("loop of reads: NameError")
     proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "invoke_interleaving.py"), str(ckpt))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_a_loop_past_the_end_of_sequence_is_cut_short_as_on_nnsight():
+    """A generation ending at its end-of-sequence token makes fewer steps than a loop asks for. nnsight
+    runs the body alongside the model, so the body stops at its first request of a step never made:
+    what it did before stands (the step number appended for it), nothing after happened (the values
+    appended then, the names saved after the loop). Same lines and values on both backends."""
+    ckpt = str(assets.path("stories260k"))
+    printed = printed_on_both("eos_cut.py", ckpt)
+    lines = dict(line.split(":", 1) for line in printed["mlx"] if line.split(":", 1)[0] in ("all", "bounded"))
+    assert lines["all"].startswith(" [0, 1, 2, 3] ") and lines["all"].endswith(" [0, 1, 2] False")
+    assert lines["bounded"] == " [1, 2] False"
+    assert "only steps: [0, 1, 2, 3]" in printed["mlx"]
+    proc = run("-m", "compat", "crosscheck", str(SCRIPTS / "eos_cut.py"), ckpt)
+    assert proc.returncode == 0 and " 0 mismatch" in proc.stdout and "PASS" in proc.stdout, proc.stdout[-3000:]
