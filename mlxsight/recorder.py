@@ -196,7 +196,8 @@ class Recorder:
         slot = self._slots.get(point)
         if slot is None:
             node = self.emit("read", point, where=where)
-            self.first_reader[node.index] = self._invoke_index()
+            if not self.tracer.steps_known:  # only a cut short run needs it (``Tracer.cut_unmade``)
+                self.first_reader[node.index] = self._invoke_index()
             slot = Proxy(self, node, UNKNOWN, point.label())
             slot._binds.append(point)
             self._slots[point] = slot

@@ -197,6 +197,7 @@ class Tracer:
     # ``with tracer.invoke(...)`` bodies run as workers interleaved in forward order (``workers``), as
     # nnsight runs them, so a name one body binds reaches another only where nnsight's would
     interleaves_invokes = True
+    steps_known = True  # the steps a block records are the steps its run makes (generation: not so)
 
     _pushed: dict | None = None  # the saved values pushed to the caller, once run (for the notebook display)
     _caches: Caches | None = None  # the block's tracer.cache() requests (made on the first)
@@ -460,7 +461,6 @@ class Tracer:
         """The lists and dicts the block fills for its caller: the saved ones. (Not the caller's other
         lists: Python fills those too, e.g. ``warnings.catch_warnings(record=True)``, run or not.)"""
         return [v for v in self._saved.values() if is_container(v)]
-    steps_known = True  # the steps a block records are the steps its run makes (generation: not so)
 
     def reached(self, point: HookPoint) -> bool:
         """Whether the last run made ``point``, where only running tells (``steps_known`` off: a
